@@ -1,0 +1,51 @@
+"""The ``sentiserve`` command line: one thin module per pipeline stage."""
+
+from __future__ import annotations
+
+import typer
+
+from sentiserve import __version__
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"sentiserve {__version__}")
+        raise typer.Exit()
+
+
+def build_app() -> typer.Typer:
+    """Assemble the Typer app (nothing runs at import time)."""
+    from sentiserve.cli import build, data, evaluate, export, optimize, repository, train
+
+    app = typer.Typer(
+        name="sentiserve",
+        help="Fine-tune, export, optimize and serve BERT-family text classifiers.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+    )
+
+    @app.callback()
+    def root(
+        version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                     help="Show the version and exit."),  # fmt: skip
+    ) -> None:
+        """sentiserve: from fine-tuning to a fast, monitored inference service."""
+
+    app.command("data")(data.data)
+    app.command("train")(train.train)
+    app.command("export")(export.export)
+    app.command("optimize")(optimize.optimize)
+    app.add_typer(repository.app, name="repository")
+    app.command("evaluate")(evaluate.evaluate)
+    app.command("build")(build.build)
+    return app
+
+
+def main() -> None:
+    """Entry point of the ``sentiserve`` command."""
+    from sentiserve.cli.console import setup
+    from sentiserve.settings import Settings
+
+    setup(Settings())
+    build_app()()

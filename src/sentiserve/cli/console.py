@@ -1,0 +1,67 @@
+"""Console output and error handling shared by every command."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from sentiserve.errors import SentiserveError
+from sentiserve.settings import Settings
+
+console = Console(stderr=True, highlight=False)
+"""Progress and human-readable reports go to stderr; machine output (``--json``) to stdout."""
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(
+            {"level": record.levelname, "logger": record.name, "message": record.getMessage()}
+        )
+
+
+def setup(settings: Settings) -> None:
+    """Configure logging and the data cache from settings (called once, from main)."""
+    handler = logging.StreamHandler(sys.stderr)
+    if settings.log_json:
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("sentiserve")
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level.upper())
+    os.environ.setdefault("SENTISERVE_CACHE_DIR", str(settings.cache_dir))
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn sentiserve's errors into one clear line and exit code 1 (no stack trace)."""
+    try:
+        yield
+    except SentiserveError as exc:
+        fail(str(exc))
+
+
+def emit_json(obj: Any) -> None:
+    """Print one JSON object on one line to stdout."""
+    sys.stdout.write(json.dumps(obj, separators=(",", ":"), default=str) + "\n")
+    sys.stdout.flush()
+
+
+def step_printer() -> Callable[[str], None]:
+    def show(message: str) -> None:
+        console.print(f"[cyan]•[/] {message}")
+
+    return show

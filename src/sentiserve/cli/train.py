@@ -1,0 +1,54 @@
+"""``sentiserve train``: fine-tune a classifier."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from sentiserve.cli.console import console, emit_json, user_errors
+from sentiserve.train.trainer import DEFAULT_BASE_MODEL, TrainConfig
+
+
+def train(
+    model: str = typer.Option(DEFAULT_BASE_MODEL, help="'minilm' (bundled MiniLM-L6-H384), a hub name such as bert-base-uncased, or a local folder."),
+    data: str = typer.Option("rt", help="rt, imdb, a data file or an aclImdb folder."),
+    out: Path = typer.Option(Path("build/model"), help="Where the fine-tuned model, tokenizer and metrics go."),
+    epochs: float = typer.Option(TrainConfig.epochs, help="Passes over the training split."),
+    batch_size: int = typer.Option(TrainConfig.batch_size, help="Examples per step."),
+    learning_rate: float = typer.Option(TrainConfig.learning_rate, help="Peak learning rate."),
+    warmup_ratio: float = typer.Option(TrainConfig.warmup_ratio, help="Fraction of steps warming up."),
+    max_length: int = typer.Option(TrainConfig.max_length, help="Longest text in tokens."),
+    seed: int = typer.Option(TrainConfig.seed, help="Random seed."),
+    max_steps: int | None = typer.Option(None, help="Stop after this many steps (overrides --epochs)."),
+    max_train_examples: int | None = typer.Option(None, help="Train on the first N examples only."),
+    labels: str = typer.Option("negative,positive", help="Label names in class order (for data files)."),
+    resume: bool = typer.Option(False, help="Continue from the newest checkpoint in OUT/checkpoints."),
+    json_out: bool = typer.Option(False, "--json", help="Print the metrics as one JSON line."),
+) -> None:
+    """Fine-tune with Hugging Face Trainer (dynamic padding, best epoch kept) and write
+    accuracy, F1 and the confusion matrix next to the saved model."""
+    from sentiserve.data import load_corpus
+    from sentiserve.train.trainer import train as run_train
+
+    with user_errors():
+        config = TrainConfig(
+            base_model=model, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+            warmup_ratio=warmup_ratio, max_length=max_length, seed=seed, max_steps=max_steps,
+            max_train_examples=max_train_examples, label_names=tuple(labels.split(",")),
+        )  # fmt: skip
+        corpus = load_corpus(data, config.label_names)
+        result = run_train(corpus, out, config, resume=resume)
+    summary = {
+        "model_dir": str(result.model_dir), "steps": result.steps,
+        "seconds": round(result.seconds, 1),
+        "validation": result.validation.to_dict(), "test": result.test.to_dict(),
+    }  # fmt: skip
+    if json_out:
+        emit_json(summary)
+    else:
+        console.print(
+            f"saved to [bold]{out}[/]: validation accuracy {result.validation.accuracy:.4f}, "
+            f"held-out accuracy {result.test.accuracy:.4f} (F1 {result.test.f1:.4f}), "
+            f"{result.steps} steps in {result.seconds:.0f}s"
+        )

@@ -1,0 +1,72 @@
+"""ONNX Runtime engine (CPU by default; CUDA and TensorRT providers when present)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from sentiserve.errors import ModelLoadError
+
+logger = logging.getLogger(__name__)
+
+CPU = "CPUExecutionProvider"
+
+
+def session_options(threads: int | None) -> object:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    # The graphs we ship are already fused offline; basic optimisations keep load fast and
+    # never re-fuse a quantized graph differently from what was measured.
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return opts
+
+
+class OnnxRuntimeEngine:
+    """Runs an ONNX classifier graph with ONNX Runtime.
+
+    Args:
+        path: The ``.onnx`` file.
+        threads: Intra-op threads; None lets ONNX Runtime choose (one per core).
+        providers: Execution providers in preference order; CPU is always the fallback.
+    """
+
+    def __init__(
+        self, path: Path, *, threads: int | None = None, providers: Sequence[str] = (CPU,)
+    ) -> None:
+        import onnxruntime as ort
+
+        available = set(ort.get_available_providers())
+        chosen = [p for p in providers if p in available] or [CPU]
+        if CPU not in chosen:
+            chosen.append(CPU)
+        try:
+            self._session = ort.InferenceSession(
+                str(path), sess_options=session_options(threads), providers=chosen
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise ModelLoadError(f"cannot load ONNX model {path}: {exc}") from exc
+        self.name = f"onnxruntime:{path.name}"
+        self.providers: list[str] = list(self._session.get_providers())
+        self._inputs = [i.name for i in self._session.get_inputs()]
+        unknown = set(self._inputs) - {"input_ids", "attention_mask", "token_type_ids"}
+        if unknown or "input_ids" not in self._inputs:
+            raise ModelLoadError(f"{path}: unexpected graph inputs {self._inputs}")
+
+    def infer(
+        self, input_ids: npt.NDArray[np.int64], attention_mask: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.float32]:
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if "token_type_ids" in self._inputs:
+            feeds["token_type_ids"] = np.zeros_like(input_ids)
+        feeds = {k: v for k, v in feeds.items() if k in self._inputs}
+        (logits,) = self._session.run(["logits"], feeds)
+        return np.asarray(logits, dtype=np.float32)

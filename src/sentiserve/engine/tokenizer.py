@@ -1,0 +1,137 @@
+"""The serving tokenizer: Hugging Face's fast (Rust) tokenizer plus our long-text policy.
+
+The same code tokenizes for ``sentiserve evaluate``, for the optimisation checks and for
+the server, so the served form of a model is exactly what was measured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from http import HTTPStatus
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from sentiserve.errors import ModelLoadError, SentiserveError
+
+HEAD_TOKENS = 128
+"""Tokens ``head_tail`` keeps from the start of a long text (Sun et al., 2019)."""
+
+
+class Truncation(StrEnum):
+    """What to do with a text longer than the model's ``max_length`` tokens."""
+
+    TRUNCATE = "truncate"
+    """Keep the head."""
+    HEAD_TAIL = "head_tail"
+    """Keep the first 128 tokens and the last ``max_length - 130``."""
+    REJECT = "reject"
+    """Refuse the text, naming its token count."""
+
+
+class TextTooLongError(SentiserveError):
+    """A text is longer than ``max_length`` tokens and the policy is ``reject``."""
+
+    status = HTTPStatus.BAD_REQUEST
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Padded model inputs for a batch of texts (int64, shape ``[batch, longest]``)."""
+
+    input_ids: npt.NDArray[np.int64]
+    attention_mask: npt.NDArray[np.int64]
+
+    @property
+    def token_type_ids(self) -> npt.NDArray[np.int64]:
+        return np.zeros_like(self.input_ids)
+
+
+class Tokenizer:
+    """Tokenizes texts into unpadded id sequences and pads groups of them into batches.
+
+    Args:
+        path: A ``tokenizer.json`` file written by a Hugging Face fast tokenizer.
+        max_length: Most tokens per text, special tokens included.
+        truncation: The long-text policy.
+        pad_id: Id of the padding token (the model config's ``pad_token_id``).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_length: int,
+        truncation: Truncation = Truncation.TRUNCATE,
+        pad_id: int = 0,
+    ) -> None:
+        from tokenizers import Tokenizer as RustTokenizer
+
+        try:
+            self._tok = RustTokenizer.from_file(str(path))
+        except Exception as exc:  # the Rust side raises a bare Exception
+            raise ModelLoadError(f"cannot load tokenizer {path}: {exc}") from exc
+        self._tok.no_truncation()
+        self._tok.no_padding()
+        specials = self._tok.encode("", add_special_tokens=True).ids
+        self._prefix = list(specials[:1])
+        self._suffix = list(specials[1:])
+        budget = max_length - len(self._prefix) - len(self._suffix)
+        if budget < 2:
+            raise ModelLoadError(f"max_length {max_length} leaves no room for text")
+        self.max_length = max_length
+        self.truncation = Truncation(truncation)
+        self.pad_id = pad_id
+        self._budget = budget
+        self._head = min(HEAD_TOKENS, budget // 2)
+
+    def content_lengths(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per text before truncation, without special tokens."""
+        return [len(e.ids) for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids per text, special tokens added and the long-text policy applied.
+
+        Raises:
+            TextTooLongError: A text is too long and the policy is ``reject``.
+        """
+        encoded = self._tok.encode_batch(list(texts), add_special_tokens=False)
+        out: list[list[int]] = []
+        for index, enc in enumerate(encoded):
+            ids = list(enc.ids)
+            if len(ids) > self._budget:
+                ids = self._shorten(ids, index)
+            out.append(self._prefix + ids + self._suffix)
+        return out
+
+    def _shorten(self, ids: list[int], index: int) -> list[int]:
+        if self.truncation is Truncation.REJECT:
+            total = len(ids) + len(self._prefix) + len(self._suffix)
+            raise TextTooLongError(
+                f"text {index} has {total} tokens; this model takes at most {self.max_length} "
+                "(truncation policy: reject)"
+            )
+        if self.truncation is Truncation.HEAD_TAIL:
+            tail = self._budget - self._head
+            return ids[: self._head] + ids[len(ids) - tail :]
+        return ids[: self._budget]
+
+    def pad(self, sequences: Sequence[Sequence[int]], multiple_of: int = 1) -> Batch:
+        """Pad to the longest sequence (rounded up to ``multiple_of``), never to max_length."""
+        if not sequences:
+            raise ValueError("cannot pad an empty batch")
+        longest = max(len(s) for s in sequences)
+        if multiple_of > 1:
+            longest = min(-(-longest // multiple_of) * multiple_of, self.max_length)
+        ids = np.full((len(sequences), longest), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(sequences), longest), dtype=np.int64)
+        for row, seq in enumerate(sequences):
+            ids[row, : len(seq)] = seq
+            mask[row, : len(seq)] = 1
+        return Batch(ids, mask)
+
+    def __call__(self, texts: Sequence[str]) -> Batch:
+        return self.pad(self.encode(texts))

@@ -1,0 +1,156 @@
+"""What every engine variant must show before it may serve: accuracy, agreement with fp32,
+batch invariance and throughput, all measured through the serving tokenizer."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from sentiserve.data.types import Examples
+from sentiserve.engine.base import Engine, softmax
+from sentiserve.engine.tokenizer import Tokenizer
+from sentiserve.scoring import score
+
+INVARIANCE_TOLERANCE = 1e-4
+"""Largest change in any probability, alone versus batched, for a default-eligible engine."""
+MAX_ACCURACY_LOSS = 0.01
+"""Largest accuracy loss against fp32 for a default-eligible engine (one point)."""
+INVARIANCE_BATCH = 33
+"""A text plus 32 others: the batch the invariance check runs it in."""
+THROUGHPUT_BATCH = 8
+SORTED_BATCH = 32
+"""Batch size for accuracy runs; texts are sorted by length first, as the server groups them."""
+
+
+def predict_probabilities(
+    engine: Engine, tokenizer: Tokenizer, texts: Sequence[str], batch_size: int = SORTED_BATCH
+) -> npt.NDArray[np.float32]:
+    """Probabilities for ``texts`` in their order, computed in length-sorted padded batches."""
+    encoded = tokenizer.encode(texts)
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    probs = np.zeros((len(texts), 0), dtype=np.float32)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        batch = tokenizer.pad([encoded[i] for i in idx])
+        p = softmax(engine.infer(batch.input_ids, batch.attention_mask))
+        if probs.shape[1] == 0:
+            probs = np.zeros((len(texts), p.shape[1]), dtype=np.float32)
+        probs[idx] = p
+    return probs
+
+
+def batch_invariance(
+    engine: Engine, tokenizer: Tokenizer, texts: Sequence[str], *, seed: int = 0
+) -> float:
+    """Largest |Δp| for any text run alone versus inside a padded batch of 32 other texts.
+
+    Batch-mates are drawn at random from ``texts``, so lengths (and padding) vary.
+    """
+    encoded = tokenizer.encode(texts)
+    rng = random.Random(seed)
+    worst = 0.0
+    others = list(range(len(encoded)))
+    for i, seq in enumerate(encoded):
+        alone_batch = tokenizer.pad([seq])
+        alone = softmax(engine.infer(alone_batch.input_ids, alone_batch.attention_mask))[0]
+        mates = rng.sample(others, min(INVARIANCE_BATCH - 1, len(others)))
+        position = rng.randrange(len(mates) + 1)
+        members = [encoded[j] for j in mates]
+        members.insert(position, seq)
+        batch = tokenizer.pad(members)
+        inside = softmax(engine.infer(batch.input_ids, batch.attention_mask))[position]
+        worst = max(worst, float(np.abs(alone - inside).max()))
+    return worst
+
+
+def throughput(
+    engine: Engine,
+    tokenizer: Tokenizer,
+    texts: Sequence[str],
+    *,
+    batch_size: int = THROUGHPUT_BATCH,
+    repeats: int = 3,
+) -> float:
+    """Sequences per second over ``texts`` in length-sorted batches; the median of repeats."""
+    encoded = sorted(tokenizer.encode(texts), key=len)
+    batches = [tokenizer.pad(encoded[i : i + batch_size]) for i in range(0, len(encoded), batch_size)]
+    engine.infer(batches[0].input_ids, batches[0].attention_mask)  # warm-up
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for b in batches:
+            engine.infer(b.input_ids, b.attention_mask)
+        rates.append(len(encoded) / (time.perf_counter() - start))
+    return float(np.median(rates))
+
+
+@dataclass(frozen=True)
+class VariantReport:
+    """How one engine variant did on the held-out split.
+
+    Attributes:
+        accuracy, f1: On the held-out split, through the serving tokenizer.
+        agreement: Fraction of labels equal to the fp32 reference's.
+        max_batch_delta: Largest |Δp| alone versus in a batch of 33 (see batch_invariance).
+        throughput: Sequences per second, batch 8, length-sorted, on this machine.
+        eligible: Whether it may be a default engine (invariant and within 1 point of fp32).
+        device: Where the numbers were measured.
+    """
+
+    accuracy: float
+    f1: float
+    agreement: float
+    max_batch_delta: float
+    throughput: float
+    eligible: bool
+    device: str = "cpu"
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_variant(
+    engine: Engine,
+    tokenizer: Tokenizer,
+    held_out: Examples,
+    *,
+    reference_predictions: npt.NDArray[np.int64] | None,
+    reference_accuracy: float | None,
+    invariance_texts: Sequence[str],
+    throughput_texts: Sequence[str],
+) -> tuple[VariantReport, npt.NDArray[np.int64]]:
+    """Measure one variant; returns its report and its predictions (for agreement)."""
+    probs = predict_probabilities(engine, tokenizer, held_out.texts)
+    predictions = probs.argmax(axis=1).astype(np.int64)
+    s = score(list(held_out.labels), predictions.tolist(), held_out.label_names)
+    agreement = (
+        1.0
+        if reference_predictions is None
+        else float((predictions == reference_predictions).mean())
+    )
+    delta = batch_invariance(engine, tokenizer, invariance_texts)
+    rate = throughput(engine, tokenizer, throughput_texts)
+    loss = 0.0 if reference_accuracy is None else reference_accuracy - s.accuracy
+    eligible = delta <= INVARIANCE_TOLERANCE and loss <= MAX_ACCURACY_LOSS
+    notes = []
+    if delta > INVARIANCE_TOLERANCE:
+        notes.append(f"not batch-invariant (|Δp| {delta:.2g} > {INVARIANCE_TOLERANCE:g})")
+    if loss > MAX_ACCURACY_LOSS:
+        notes.append(f"loses {100 * loss:.2f} accuracy points")
+    report = VariantReport(
+        accuracy=s.accuracy,
+        f1=s.f1,
+        agreement=agreement,
+        max_batch_delta=delta,
+        throughput=rate,
+        eligible=eligible,
+        note="; ".join(notes),
+    )
+    return report, predictions

@@ -1,0 +1,115 @@
+"""int8 quantization with ONNX Runtime.
+
+Static QDQ quantization is the form we serve: activation scales are fixed at calibration, so
+a text's result never depends on what it is batched with. Dynamic quantization computes one
+activation scale per tensor per call, over the whole padded batch, so a text's
+probabilities move with its batch-mates; it is built only to be measured against.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from sentiserve.engine.tokenizer import Tokenizer
+from sentiserve.errors import OptimizeError
+
+logger = logging.getLogger(__name__)
+
+CALIBRATION_TEXTS = 400
+"""Single, unpadded training texts that set the activation ranges."""
+QUANTIZED_OPS = ("MatMul", "Gemm")
+"""Only the weight matmuls. Quantizing every op also quantizes the attention-mask arithmetic,
+whose range is calibrated on unpadded texts only, and padding then changes results."""
+
+
+class _Calibration:
+    """Feeds one unpadded text at a time, so ranges never see padding."""
+
+    def __init__(self, tokenizer: Tokenizer, texts: Sequence[str], input_names: Sequence[str]):
+        self._batches: Iterator[dict[str, np.ndarray]] = (
+            self._feed(tokenizer, text, input_names) for text in texts
+        )
+
+    @staticmethod
+    def _feed(tokenizer: Tokenizer, text: str, names: Sequence[str]) -> dict[str, np.ndarray]:
+        batch = tokenizer([text])
+        feeds = {
+            "input_ids": batch.input_ids,
+            "attention_mask": batch.attention_mask,
+            "token_type_ids": batch.token_type_ids,
+        }
+        return {n: feeds[n] for n in names}
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._batches, None)
+
+    def rewind(self) -> None:  # pragma: no cover - ORT calls it only for some calibrators
+        raise NotImplementedError
+
+
+def _graph_inputs(path: Path) -> list[str]:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return [i.name for i in model.graph.input]
+
+
+def static_int8(
+    fused: Path, out: Path, tokenizer: Tokenizer, calibration_texts: Sequence[str]
+) -> None:
+    """Static QDQ int8: per-channel int8 weights, uint8 activations (reduced range),
+    MinMax ranges from single unpadded texts, MatMul and Gemm only."""
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if not calibration_texts:
+        raise OptimizeError("static quantization needs calibration texts")
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        try:
+            # Without pre-processing, quantize_static fails on the pooler bias scale.
+            quant_pre_process(str(fused), str(prepared), skip_optimization=False)
+            quantize_static(
+                str(prepared),
+                str(out),
+                _Calibration(tokenizer, calibration_texts, _graph_inputs(prepared)),
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=list(QUANTIZED_OPS),
+                per_channel=True,
+                reduce_range=True,
+                weight_type=QuantType.QInt8,
+                activation_type=QuantType.QUInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
+        except Exception as exc:  # onnxruntime.quantization raises assorted types
+            out.unlink(missing_ok=True)
+            raise OptimizeError(f"static int8 quantization of {fused} failed: {exc}") from exc
+
+
+def dynamic_int8(fused: Path, out: Path) -> None:
+    """Dynamic int8 (for comparison only: not batch-invariant)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    try:
+        quantize_dynamic(
+            str(fused),
+            str(out),
+            weight_type=QuantType.QInt8,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+    except Exception as exc:
+        out.unlink(missing_ok=True)
+        raise OptimizeError(f"dynamic int8 quantization of {fused} failed: {exc}") from exc

@@ -1,0 +1,172 @@
+"""Build every engine variant from the exported graph, measure each, pick the defaults."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from sentiserve.data.types import Corpus
+from sentiserve.engine.onnxruntime import OnnxRuntimeEngine
+from sentiserve.engine.tokenizer import Tokenizer
+from sentiserve.errors import OptimizeError
+from sentiserve.optimize import fusion, quantize, tensorrt
+from sentiserve.optimize.checks import VariantReport, check_variant
+
+logger = logging.getLogger(__name__)
+
+FILES = {
+    "fp32": "model.onnx",
+    "int8": "model.int8.onnx",
+    "int8_dynamic": "model.int8-dynamic.onnx",
+    "fp16": "model.fp16.onnx",
+    "tensorrt": "model.plan",
+}
+"""Engine variant -> file name inside a model version folder."""
+SHIPPED = ("fp32", "int8", "fp16", "tensorrt")
+"""Variants copied into the model repository (dynamic int8 is measured, never served)."""
+REPORT_FILE = "optimize.json"
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class OptimizeSettings:
+    """How much of the held-out split the checks read.
+
+    Attributes:
+        invariance_texts: Texts each run alone and inside a batch of 33.
+        throughput_texts: Texts timed in batches of 8.
+        calibration_texts: Training texts for static int8 ranges.
+        held_out_limit: Score on at most this many held-out texts (None: all).
+        threads: ONNX Runtime intra-op threads (None: one per core).
+    """
+
+    invariance_texts: int = 300
+    throughput_texts: int = 512
+    calibration_texts: int = quantize.CALIBRATION_TEXTS
+    held_out_limit: int | None = None
+    threads: int | None = None
+    variants: tuple[str, ...] = ("fp32", "int8", "int8_dynamic", "fp16", "tensorrt")
+
+
+@dataclass
+class OptimizeResult:
+    """Variant files in ``folder``, their reports, and the default engine per device."""
+
+    folder: Path
+    files: dict[str, str] = field(default_factory=dict)
+    reports: dict[str, VariantReport] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    fusions: dict[str, int] = field(default_factory=dict)
+    defaults: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "files": self.files,
+            "reports": {k: v.to_dict() for k, v in self.reports.items()},
+            "skipped": self.skipped,
+            "fusions": self.fusions,
+            "defaults": self.defaults,
+        }
+
+
+def choose_defaults(reports: dict[str, VariantReport]) -> dict[str, str]:
+    """The fastest eligible CPU variant; on CUDA, fp16 if eligible, else fp32.
+
+    fp32 is the fallback everywhere: it is the reference the others are measured against.
+    """
+    cpu = [v for v in ("fp32", "int8") if v in reports and reports[v].eligible]
+    best_cpu = max(cpu, key=lambda v: reports[v].throughput) if cpu else "fp32"
+    cuda = "fp16" if "fp16" in reports and reports["fp16"].eligible else "fp32"
+    return {"cpu": best_cpu, "cuda": cuda}
+
+
+def optimize(
+    raw_onnx: Path,
+    model_dir: Path,
+    out: Path,
+    corpus: Corpus,
+    *,
+    max_length: int,
+    settings: OptimizeSettings | None = None,
+    progress: Progress = lambda _msg: None,
+) -> OptimizeResult:
+    """Fuse, quantize and convert ``raw_onnx``; measure every variant on ``corpus.test``.
+
+    ``model_dir`` is the fine-tuned model folder (its ``tokenizer.json`` and ``config.json``).
+    """
+    settings = settings or OptimizeSettings()
+    unknown = set(settings.variants) - set(FILES)
+    if unknown:
+        raise OptimizeError(f"unknown variant(s) {', '.join(sorted(unknown))}")
+    out.mkdir(parents=True, exist_ok=True)
+    heads, hidden, model_type = fusion.model_shape(model_dir)
+    pad_id = int(json.loads((model_dir / "config.json").read_text()).get("pad_token_id") or 0)
+    tokenizer = Tokenizer(model_dir / "tokenizer.json", max_length=max_length, pad_id=pad_id)
+    result = OptimizeResult(folder=out)
+
+    progress("fusing fp32 graph")
+    result.fusions = fusion.fuse(raw_onnx, out / FILES["fp32"], num_heads=heads,
+                                 hidden_size=hidden, model_type=model_type)  # fmt: skip
+    result.files["fp32"] = FILES["fp32"]
+    fused = out / FILES["fp32"]
+    wanted = settings.variants
+    if "int8" in wanted:
+        progress("static int8 quantization (calibrating)")
+        texts = corpus.train.texts[: settings.calibration_texts]
+        quantize.static_int8(fused, out / FILES["int8"], tokenizer, texts)
+        result.files["int8"] = FILES["int8"]
+    if "int8_dynamic" in wanted:
+        progress("dynamic int8 quantization (for comparison)")
+        quantize.dynamic_int8(fused, out / FILES["int8_dynamic"])
+        result.files["int8_dynamic"] = FILES["int8_dynamic"]
+    if "fp16" in wanted:
+        progress("fp16 conversion")
+        fusion.fuse(raw_onnx, out / FILES["fp16"], num_heads=heads, hidden_size=hidden,
+                    model_type=model_type, float16=True)  # fmt: skip
+        result.files["fp16"] = FILES["fp16"]
+    if "tensorrt" in wanted:
+        ok, why = tensorrt.available()
+        if ok:
+            progress("TensorRT engine")
+            tensorrt.build_plan(raw_onnx, out / FILES["tensorrt"], max_batch=64,
+                                max_length=max_length)  # fmt: skip
+            result.files["tensorrt"] = FILES["tensorrt"]
+            result.skipped["tensorrt"] = "built; measured by benchmarks/gpu.py, not here"
+        else:
+            result.skipped["tensorrt"] = f"skipped: {why}"
+            logger.info("TensorRT engine skipped: %s", why)
+
+    held_out = corpus.test.take(settings.held_out_limit)
+    inv_texts = held_out.texts[: settings.invariance_texts]
+    thr_texts = held_out.texts[: settings.throughput_texts]
+    ref_pred: npt.NDArray[np.int64] | None = None
+    ref_acc: float | None = None
+    for name in ("fp32", "int8", "int8_dynamic", "fp16"):
+        if name not in result.files:
+            continue
+        progress(f"checking {name}: accuracy, batch invariance, throughput")
+        engine = OnnxRuntimeEngine(out / result.files[name], threads=settings.threads)
+        report, predictions = check_variant(
+            engine, tokenizer, held_out,
+            reference_predictions=ref_pred, reference_accuracy=ref_acc,
+            invariance_texts=inv_texts, throughput_texts=thr_texts,
+        )  # fmt: skip
+        if name == "fp16":
+            report = VariantReport(**{**report.to_dict(),
+                                      "note": (report.note + "; " if report.note else "")
+                                      + "for GPUs; measured with ONNX Runtime's CPU kernels"})  # fmt: skip
+        result.reports[name] = report
+        if name == "fp32":
+            ref_pred, ref_acc = predictions, report.accuracy
+        logger.info("%s: %s", name, json.dumps(report.to_dict()))
+    result.defaults = choose_defaults(result.reports)
+    (out / REPORT_FILE).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    return result

@@ -1,0 +1,143 @@
+"""Writing a model version into a repository, atomically.
+
+A version is assembled in a dot-folder next to its final place and renamed into place only
+when every file and the manifest are written, so a reader sees a whole version or none.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from sentiserve import __version__
+from sentiserve.engine.tokenizer import Truncation
+from sentiserve.errors import RepositoryError
+from sentiserve.repository.config import sentiment_config
+from sentiserve.repository.layout import CONFIG, ModelRepository, ModelVersion
+from sentiserve.repository.manifest import MANIFEST, EngineEntry, FileEntry, Manifest
+
+logger = logging.getLogger(__name__)
+
+PARTIAL_PREFIX = ".partial-"
+PRECISION = {"fp32": "fp32", "int8": "int8", "fp16": "fp16", "tensorrt": "fp16"}
+
+
+def code_version() -> str:
+    """sentiserve's version plus the git commit of the working tree, when there is one."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+            cwd=Path(__file__).parent, timeout=5,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{__version__}+{commit}" if commit else __version__
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def clean_partials(folder: Path) -> None:
+    """Remove half-written versions left by a writer that died."""
+    if folder.is_dir():
+        for stale in folder.glob(f"{PARTIAL_PREFIX}*"):
+            logger.warning("removing half-written version %s", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def write_version(
+    root: Path,
+    name: str,
+    *,
+    labels: list[str],
+    max_length: int,
+    pad_id: int,
+    inputs: list[str],
+    tokenizer_file: Path,
+    engine_files: Mapping[str, Path],
+    default_engine: Mapping[str, str],
+    evaluation: Mapping[str, Mapping[str, Any]] | None = None,
+    provenance: Mapping[str, Any] | None = None,
+    truncation: Truncation = Truncation.HEAD_TAIL,
+    version: int | None = None,
+) -> ModelVersion:
+    """Write one version of ``name`` under ``root`` and (re)generate its ``config.pbtxt``.
+
+    Raises:
+        RepositoryError: The version exists already, or a source file is missing.
+    """
+    repo = ModelRepository(root)
+    model_dir = root / name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    clean_partials(model_dir)
+    number = version if version is not None else repo.next_version(name)
+    final = model_dir / str(number)
+    if final.exists():
+        raise RepositoryError(f"{final} exists already; versions are immutable")
+    for source in (tokenizer_file, *engine_files.values()):
+        if not source.is_file():
+            raise RepositoryError(f"cannot build {name} v{number}: {source} is missing")
+    missing = [e for e in default_engine.values() if e not in engine_files]
+    if missing:
+        raise RepositoryError(f"default engine(s) {missing} have no engine file")
+    config = sentiment_config(name, len(labels))
+    partial = model_dir / f"{PARTIAL_PREFIX}{number}-{uuid.uuid4().hex[:8]}"
+    partial.mkdir()
+    try:
+        shutil.copyfile(tokenizer_file, partial / "tokenizer.json")
+        engines: dict[str, EngineEntry] = {}
+        for variant, source in engine_files.items():
+            shutil.copyfile(source, partial / source.name)
+            entry = FileEntry.of(partial, source.name)
+            engines[variant] = EngineEntry(
+                **entry.model_dump(),
+                format="plan" if source.suffix == ".plan" else "onnx",
+                precision=PRECISION.get(variant, "fp32"),
+            )
+        manifest = Manifest(
+            model=name,
+            version=number,
+            labels=list(labels),
+            max_length=max_length,
+            truncation=truncation,
+            pad_id=pad_id,
+            inputs=list(inputs),
+            tokenizer=FileEntry.of(partial, "tokenizer.json"),
+            engines=engines,
+            default_engine=dict(default_engine),
+            evaluation={k: dict(v) for k, v in (evaluation or {}).items()},
+            provenance={
+                "code_version": code_version(),
+                "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                **(provenance or {}),
+            },
+        )
+        (partial / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
+        with open(partial / MANIFEST, "rb") as fh:
+            os.fsync(fh.fileno())
+        partial.rename(final)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    _write_atomic(model_dir / CONFIG, config.to_pbtxt())
+    logger.info("wrote %s", final)
+    return repo.load(name, number)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RepositoryError(f"cannot read {path}: {exc}") from exc
+    return data

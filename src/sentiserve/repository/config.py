@@ -1,0 +1,164 @@
+"""Typed Triton model configuration, rendered to ``config.pbtxt``.
+
+``config.pbtxt`` files are generated from these values and never edited by hand; invalid
+combinations are refused when the value is built, not when Triton reads the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from sentiserve.errors import ConfigError
+
+
+class DataType(StrEnum):
+    """Triton tensor data types (``TYPE_*`` in config.pbtxt) we use."""
+
+    STRING = "TYPE_STRING"
+    FP32 = "TYPE_FP32"
+    FP16 = "TYPE_FP16"
+    INT64 = "TYPE_INT64"
+    INT32 = "TYPE_INT32"
+
+    @property
+    def v2(self) -> str:
+        """The KServe v2 protocol's name for this type."""
+        return "BYTES" if self is DataType.STRING else self.value.removeprefix("TYPE_")
+
+
+class InstanceKind(StrEnum):
+    CPU = "KIND_CPU"
+    GPU = "KIND_GPU"
+    MODEL = "KIND_MODEL"
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One model input or output. ``dims`` exclude the batch dimension when batching."""
+
+    name: str
+    data_type: DataType
+    dims: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.replace("_", "").isalnum():
+            raise ConfigError(f"invalid tensor name {self.name!r}")
+        if not self.dims or any(d == 0 or d < -1 for d in self.dims):
+            raise ConfigError(f"tensor {self.name}: dims must be positive or -1, got {self.dims}")
+
+
+@dataclass(frozen=True)
+class DynamicBatching:
+    """Triton's dynamic batcher: preferred sizes and how long a request may wait for them."""
+
+    preferred_batch_sizes: tuple[int, ...] = ()
+    max_queue_delay_microseconds: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_queue_delay_microseconds < 0:
+            raise ConfigError("max_queue_delay_microseconds must be >= 0")
+        if any(size < 1 for size in self.preferred_batch_sizes):
+            raise ConfigError("preferred batch sizes must be >= 1")
+
+
+@dataclass(frozen=True)
+class InstanceGroup:
+    kind: InstanceKind = InstanceKind.CPU
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.count < 1:
+            raise ConfigError("instance_group count must be >= 1")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A Triton model configuration: exactly one of ``backend`` or ``platform``."""
+
+    name: str
+    inputs: tuple[Tensor, ...]
+    outputs: tuple[Tensor, ...]
+    backend: str = ""
+    platform: str = ""
+    max_batch_size: int = 0
+    dynamic_batching: DynamicBatching | None = None
+    instance_groups: tuple[InstanceGroup, ...] = ()
+    parameters: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if bool(self.backend) == bool(self.platform):
+            raise ConfigError(f"model {self.name}: set exactly one of backend and platform")
+        if self.max_batch_size < 0:
+            raise ConfigError(f"model {self.name}: max_batch_size must be >= 0")
+        names = [t.name for t in (*self.inputs, *self.outputs)]
+        if len(names) != len(set(names)):
+            raise ConfigError(f"model {self.name}: duplicate tensor names in {names}")
+        if not self.inputs or not self.outputs:
+            raise ConfigError(f"model {self.name}: needs at least one input and one output")
+        batching = self.dynamic_batching
+        if batching is not None:
+            if self.max_batch_size == 0:
+                raise ConfigError(f"model {self.name}: dynamic batching needs max_batch_size > 0")
+            too_big = [s for s in batching.preferred_batch_sizes if s > self.max_batch_size]
+            if too_big:
+                raise ConfigError(
+                    f"model {self.name}: preferred batch sizes {too_big} exceed "
+                    f"max_batch_size {self.max_batch_size}"
+                )
+
+    def to_pbtxt(self) -> str:
+        """Render in protobuf text format, as Triton reads it."""
+        lines = [f'name: "{self.name}"']
+        if self.backend:
+            lines.append(f'backend: "{self.backend}"')
+        else:
+            lines.append(f'platform: "{self.platform}"')
+        lines.append(f"max_batch_size: {self.max_batch_size}")
+        lines += _tensors("input", self.inputs)
+        lines += _tensors("output", self.outputs)
+        if self.dynamic_batching is not None:
+            b = self.dynamic_batching
+            lines.append("dynamic_batching {")
+            if b.preferred_batch_sizes:
+                sizes = ", ".join(str(s) for s in b.preferred_batch_sizes)
+                lines.append(f"  preferred_batch_size: [ {sizes} ]")
+            lines.append(f"  max_queue_delay_microseconds: {b.max_queue_delay_microseconds}")
+            lines.append("}")
+        for group in self.instance_groups:
+            lines.append(f"instance_group {{ kind: {group.kind.value} count: {group.count} }}")
+        for key, value in sorted(self.parameters.items()):
+            escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+            lines.append(f'parameters {{ key: "{key}" value: {{ string_value: "{escaped}" }} }}')
+        return "\n".join(lines) + "\n"
+
+
+def _tensors(kind: str, tensors: Sequence[Tensor]) -> list[str]:
+    out = [f"{kind} ["]
+    for i, t in enumerate(tensors):
+        dims = ", ".join(str(d) for d in t.dims)
+        comma = "," if i < len(tensors) - 1 else ""
+        out.append(f'  {{ name: "{t.name}" data_type: {t.data_type.value} dims: [ {dims} ] }}{comma}')
+    out.append("]")
+    return out
+
+
+def sentiment_config(name: str, num_labels: int) -> ModelConfig:
+    """The text-in, label-out model served by ``sentiserve serve`` (and Triton's python backend).
+
+    TEXT is a batch of texts (shape ``[-1]``); the server batches internally.
+    """
+    if num_labels < 2:
+        raise ConfigError("a classifier needs at least two labels")
+    return ModelConfig(
+        name=name,
+        backend="python",
+        max_batch_size=0,
+        inputs=(Tensor("TEXT", DataType.STRING, (-1,)),),
+        outputs=(
+            Tensor("LABEL", DataType.STRING, (-1,)),
+            Tensor("PROBABILITIES", DataType.FP32, (-1, num_labels)),
+        ),
+        parameters={"sentiserve_manifest": "manifest.json"},
+    )

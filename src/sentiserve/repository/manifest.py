@@ -1,0 +1,129 @@
+"""``manifest.json``: everything needed to serve one model version, and proof of its files."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sentiserve.engine.tokenizer import Truncation
+from sentiserve.errors import RepositoryError
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class FileEntry(BaseModel):
+    """A file in the version folder with its size and sha256."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    file: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    bytes: int = Field(ge=0)
+
+    @classmethod
+    def of(cls, folder: Path, name: str) -> FileEntry:
+        path = folder / name
+        return cls(file=name, sha256=sha256_file(path), bytes=path.stat().st_size)
+
+
+class EngineEntry(FileEntry):
+    """An engine file: its format and numeric precision."""
+
+    format: str = "onnx"
+    precision: str = "fp32"
+
+
+class Manifest(BaseModel):
+    """One model version. Written by the repository builder, read by every server.
+
+    Attributes:
+        labels: Label names in class-index order.
+        max_length: Most tokens per text, special tokens included.
+        truncation: What the server does with longer texts.
+        pad_id: Padding token id.
+        inputs: Graph inputs the engines take.
+        tokenizer: The fast tokenizer's ``tokenizer.json``.
+        engines: Engine variant name -> file.
+        default_engine: Device (``cpu``, ``cuda``) -> engine variant.
+        evaluation: Variant -> held-out metrics (accuracy, f1, agreement, batch invariance,
+            throughput), plus ``pytorch`` for the fine-tuned model itself.
+        provenance: Base model, dataset, split seed, code version, date.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: int = FORMAT_VERSION
+    model: str
+    version: int = Field(ge=1)
+    labels: list[str] = Field(min_length=2)
+    max_length: int = Field(ge=8, le=8192)
+    truncation: Truncation = Truncation.HEAD_TAIL
+    pad_id: int = 0
+    inputs: list[str]
+    tokenizer: FileEntry
+    engines: dict[str, EngineEntry] = Field(min_length=1)
+    default_engine: dict[str, str]
+    evaluation: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    provenance: dict[str, Any] = Field(default_factory=dict)
+
+    def engine_for(self, device: str) -> str:
+        name = self.default_engine.get(device) or self.default_engine.get("cpu")
+        if name is None or name not in self.engines:
+            raise RepositoryError(f"{self.model} v{self.version}: no default engine for {device}")
+        return name
+
+    def files(self) -> list[FileEntry]:
+        return [self.tokenizer, *self.engines.values()]
+
+    @classmethod
+    def read(cls, folder: Path) -> Manifest:
+        path = folder / MANIFEST
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError as exc:
+            raise RepositoryError(f"{folder}: incomplete version (no {MANIFEST})") from exc
+        except OSError as exc:
+            raise RepositoryError(f"{path}: cannot read: {exc}") from exc
+        try:
+            manifest = cls.model_validate_json(text)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "(root)"
+            raise RepositoryError(f"{path}: invalid manifest at {where}: {first['msg']}") from exc
+        missing = [d for d, e in manifest.default_engine.items() if e not in manifest.engines]
+        if missing:
+            raise RepositoryError(f"{path}: default engine for {missing} is not in engines")
+        return manifest
+
+    def verify(self, folder: Path) -> None:
+        """Check every listed file exists with the recorded size and sha256.
+
+        Raises:
+            RepositoryError: naming the first missing or corrupt file.
+        """
+        for entry in self.files():
+            path = folder / entry.file
+            if not path.is_file():
+                raise RepositoryError(f"{folder}: incomplete version: {entry.file} is missing")
+            size = path.stat().st_size
+            if size != entry.bytes:
+                raise RepositoryError(
+                    f"{path}: corrupt: {size} bytes, manifest says {entry.bytes}"
+                )
+            digest = sha256_file(path)
+            if digest != entry.sha256:
+                raise RepositoryError(
+                    f"{path}: corrupt: sha256 {digest[:12]}..., manifest says {entry.sha256[:12]}..."
+                )

@@ -10,20 +10,11 @@ import numpy as np
 import numpy.typing as npt
 
 from sentiserve.engine.base import Engine
-from sentiserve.engine.onnxruntime import OnnxRuntimeEngine
+from sentiserve.engine.onnxruntime import OnnxRuntimeEngine, device, providers_for
 from sentiserve.engine.tokenizer import Tokenizer, Truncation
 from sentiserve.errors import ModelNotFoundError
 from sentiserve.optimize.checks import predict_probabilities
 from sentiserve.repository.layout import ModelVersion
-
-CUDA_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
-
-
-def device() -> str:
-    """``cuda`` when ONNX Runtime can use a GPU here, else ``cpu``."""
-    import onnxruntime as ort
-
-    return "cuda" if "CUDAExecutionProvider" in ort.get_available_providers() else "cpu"
 
 
 @dataclass
@@ -71,7 +62,7 @@ def open_model(
             f"engine {variant!r} is a {entry.format} file; serve it with Triton "
             "(sentiserve triton) or pick an ONNX engine"
         )
-    providers = CUDA_PROVIDERS if dev == "cuda" else ("CPUExecutionProvider",)
+    providers = providers_for(dev)
     tokenizer = Tokenizer(
         version.file(manifest.tokenizer.file),
         max_length=manifest.max_length,

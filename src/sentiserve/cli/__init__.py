@@ -27,8 +27,9 @@ def build_app() -> typer.Typer:
 
     @app.callback()
     def root(
-        version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                     help="Show the version and exit."),  # fmt: skip
+        version: bool = typer.Option(
+            False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
+        ),  # fmt: skip
     ) -> None:
         """sentiserve: from fine-tuning to a fast, monitored inference service."""
 

@@ -22,7 +22,9 @@ BUILD_LEARNING_RATE = 8e-5
 
 def build(
     data: str = typer.Option("rt", help="rt, imdb, a data file or an aclImdb folder."),
-    model: str = typer.Option(DEFAULT_BASE_MODEL, help="Base model: 'minilm', a hub name or a local folder."),
+    model: str = typer.Option(
+        DEFAULT_BASE_MODEL, help="Base model: 'minilm', a hub name or a local folder."
+    ),
     work_dir: Path = typer.Option(Path("build"), help="Intermediate outputs."),
     model_repository: Path = typer.Option(DEFAULT_ROOT, help="Model repository to write."),
     name: str = typer.Option(DEFAULT_MODEL, help="Model name in the repository."),
@@ -30,8 +32,12 @@ def build(
     batch_size: int = typer.Option(32, help="Fine-tuning batch size."),
     learning_rate: float = typer.Option(BUILD_LEARNING_RATE, help="Peak learning rate."),
     max_length: int = typer.Option(TrainConfig.max_length, help="Longest text in tokens."),
-    max_steps: int | None = typer.Option(None, help="Stop fine-tuning after N steps (quick builds)."),
-    truncation: Truncation = typer.Option(Truncation.HEAD_TAIL, help="Long-text policy for serving."),
+    max_steps: int | None = typer.Option(
+        None, help="Stop fine-tuning after N steps (quick builds)."
+    ),
+    truncation: Truncation = typer.Option(
+        Truncation.HEAD_TAIL, help="Long-text policy for serving."
+    ),
     force: bool = typer.Option(False, help="Rebuild every stage and write a new version."),
     json_out: bool = typer.Option(False, "--json", help="Print a one-line JSON summary."),
 ) -> None:
@@ -51,11 +57,12 @@ def build(
         report = run_build(config, progress=step_printer())
     total = time.perf_counter() - start
     m = report.version.manifest
+    accuracy = {k: float(v["accuracy"]) for k, v in m.evaluation.items() if "accuracy" in v}
     summary = {
         "model": m.model, "version": m.version, "path": str(report.version.path),
         "stages": report.stages, "seconds": {k: round(v, 1) for k, v in report.seconds.items()},
         "total_seconds": round(total, 1), "default_engine": m.default_engine,
-        "accuracy": {k: v.get("accuracy") for k, v in m.evaluation.items() if "accuracy" in v},
+        "accuracy": accuracy,
     }  # fmt: skip
     if json_out:
         emit_json(summary)
@@ -68,5 +75,8 @@ def build(
         table.add_row(stage, result, f"{report.seconds.get(stage, 0):.0f}")
     console.print(table)
     console.print("held-out accuracy: " + ", ".join(
-        f"{k} {v:.4f}" for k, v in summary["accuracy"].items()))  # fmt: skip
-    console.print(f"default engines: {m.default_engine}; repository at [bold]{report.version.path.parent.parent}[/]")
+        f"{k} {v:.4f}" for k, v in accuracy.items()))  # fmt: skip
+    console.print(
+        f"default engines: {m.default_engine}; "
+        f"repository at [bold]{report.version.path.parent.parent}[/]"
+    )

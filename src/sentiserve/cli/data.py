@@ -9,8 +9,12 @@ from sentiserve.cli.console import console, emit_json, user_errors
 
 
 def data(
-    source: str = typer.Argument("rt", help="rt, imdb, a CSV/TSV/JSONL/Parquet file or an aclImdb folder."),
-    labels: str = typer.Option("negative,positive", help="Label names in class order, comma-separated."),
+    source: str = typer.Argument(
+        "rt", help="rt, imdb, a CSV/TSV/JSONL/Parquet file or an aclImdb folder."
+    ),
+    labels: str = typer.Option(
+        "negative,positive", help="Label names in class order, comma-separated."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on one line."),
 ) -> None:
     """List the data sources, then show counts, label balance and lengths of SOURCE."""
@@ -28,7 +32,9 @@ def data(
     sources.add_column("what")
     for name, what in BUILTIN_SOURCES.items():
         sources.add_row(name, what)
-    sources.add_row("PATH", "CSV, TSV, JSONL or Parquet with text and label columns; aclImdb folder")
+    sources.add_row(
+        "PATH", "CSV, TSV, JSONL or Parquet with text and label columns; aclImdb folder"
+    )
     console.print(sources)
     table = Table(title=f"{corpus.name}: {corpus.description}", title_justify="left")
     for col in ("split", "n", *corpus.label_names, "words mean", "p50", "p95", "max"):

@@ -14,7 +14,9 @@ def evaluate(
     model_repository: Path = typer.Option(DEFAULT_ROOT, help="Model repository root."),
     model: str = typer.Option(DEFAULT_MODEL, help="Model name."),
     version: int | None = typer.Option(None, help="Version (default: newest)."),
-    engine: str | None = typer.Option(None, help="Engine variant (default: the manifest's for this device)."),
+    engine: str | None = typer.Option(
+        None, help="Engine variant (default: the manifest's for this device)."
+    ),
     data: str = typer.Option("rt", help="rt, imdb, a data file or an aclImdb folder."),
     split: str = typer.Option("test", help="train, validation or test (held out)."),
     limit: int | None = typer.Option(None, help="Score the first N examples only."),
@@ -39,8 +41,10 @@ def evaluate(
     if json_out:
         emit_json(result)
         return
-    console.print(f"{model} v{loaded.version} ({served.variant}) on {corpus.name}/{split}: "
-                  f"accuracy [bold]{scores.accuracy:.4f}[/], F1 {scores.f1:.4f}, n={scores.n}")  # fmt: skip
+    console.print(
+        f"{model} v{loaded.version} ({served.variant}) on {corpus.name}/{split}: "
+        f"accuracy [bold]{scores.accuracy:.4f}[/], F1 {scores.f1:.4f}, n={scores.n}"
+    )
     console.print("confusion (rows true, columns predicted):")
     width = max(len(label) for label in scores.labels)
     for label, row in zip(scores.labels, scores.confusion, strict=True):

@@ -13,7 +13,9 @@ from sentiserve.export.onnx import OPSET, PARITY_TOLERANCE, SAMPLE_TEXTS
 def export(
     model: Path = typer.Option(Path("build/model"), help="Fine-tuned model folder."),
     out: Path = typer.Option(Path("build/onnx/model.onnx"), help="The ONNX file to write."),
-    data: str | None = typer.Option(None, help="Check parity on this source's validation texts (default: built-in samples)."),
+    data: str | None = typer.Option(
+        None, help="Check parity on this source's validation texts (default: built-in samples)."
+    ),
     opset: int = typer.Option(OPSET, help="ONNX opset (17 or newer)."),
     max_length: int = typer.Option(256, help="Longest text in tokens for the parity check."),
 ) -> None:

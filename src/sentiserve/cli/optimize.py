@@ -13,7 +13,15 @@ from sentiserve.optimize.variants import OptimizeResult, OptimizeSettings
 
 def report_table(result: OptimizeResult) -> Table:
     table = Table(title="engine variants (held-out split)", title_justify="left")
-    for col in ("variant", "accuracy", "agreement", "max |Δp| batched", "seq/s (batch 8)", "eligible", "note"):
+    for col in (
+        "variant",
+        "accuracy",
+        "agreement",
+        "max |Δp| batched",
+        "seq/s (batch 8)",
+        "eligible",
+        "note",
+    ):
         table.add_column(col)
     for name, r in result.reports.items():
         table.add_row(name, f"{r.accuracy:.4f}", f"{r.agreement:.4f}", f"{r.max_batch_delta:.1e}",
@@ -25,13 +33,19 @@ def report_table(result: OptimizeResult) -> Table:
 
 
 def optimize(
-    model: Path = typer.Option(Path("build/model"), help="Fine-tuned model folder (tokenizer, config)."),
+    model: Path = typer.Option(
+        Path("build/model"), help="Fine-tuned model folder (tokenizer, config)."
+    ),
     onnx: Path = typer.Option(Path("build/onnx/model.onnx"), help="Exported ONNX graph."),
-    out: Path = typer.Option(Path("build/optimized"), help="Folder for the variants and optimize.json."),
+    out: Path = typer.Option(
+        Path("build/optimized"), help="Folder for the variants and optimize.json."
+    ),
     data: str = typer.Option("rt", help="Data whose held-out split the checks use."),
     max_length: int = typer.Option(256, help="Longest text in tokens."),
     variants: str = typer.Option("fp32,int8,int8_dynamic,fp16,tensorrt", help="Variants to build."),
-    invariance_texts: int = typer.Option(OptimizeSettings.invariance_texts, help="Texts in the batch-invariance check."),
+    invariance_texts: int = typer.Option(
+        OptimizeSettings.invariance_texts, help="Texts in the batch-invariance check."
+    ),
     held_out_limit: int | None = typer.Option(None, help="Score on at most N held-out texts."),
     threads: int | None = typer.Option(None, help="ONNX Runtime threads."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON line."),
@@ -53,4 +67,6 @@ def optimize(
         emit_json(result.to_dict())
         return
     console.print(report_table(result))
-    console.print("default engines: " + ", ".join(f"{k} -> {v}" for k, v in result.defaults.items()))
+    console.print(
+        "default engines: " + ", ".join(f"{k} -> {v}" for k, v in result.defaults.items())
+    )

@@ -11,13 +11,19 @@ from sentiserve.cli.console import console, emit_json, user_errors
 from sentiserve.engine.tokenizer import Truncation
 from sentiserve.repository.layout import DEFAULT_MODEL, DEFAULT_ROOT
 
-app = typer.Typer(help="Write and inspect model repositories (Triton layout).", no_args_is_help=True)
+app = typer.Typer(
+    help="Write and inspect model repositories (Triton layout).", no_args_is_help=True
+)
 
 
 @app.command("build")
 def build(
-    from_dir: Path = typer.Option(Path("build"), "--from", help="Build folder with model/ and optimized/."),
-    out: Path = typer.Option(DEFAULT_ROOT, "--out", "--model-repository", help="Model repository root."),
+    from_dir: Path = typer.Option(
+        Path("build"), "--from", help="Build folder with model/ and optimized/."
+    ),
+    out: Path = typer.Option(
+        DEFAULT_ROOT, "--out", "--model-repository", help="Model repository root."
+    ),
     name: str = typer.Option(DEFAULT_MODEL, help="Model name in the repository."),
     truncation: Truncation = typer.Option(Truncation.HEAD_TAIL, help="Long-text policy."),
 ) -> None:
@@ -26,7 +32,9 @@ def build(
 
     with user_errors():
         version = write_from_build(from_dir, out, name, truncation=truncation)
-    console.print(f"wrote [bold]{version.path}[/] (default engines {version.manifest.default_engine})")
+    console.print(
+        f"wrote [bold]{version.path}[/] (default engines {version.manifest.default_engine})"
+    )
 
 
 @app.command("show")
@@ -52,8 +60,11 @@ def show(
         table.add_column(col)
     for name, e in m.engines.items():
         ev = m.evaluation.get(name, {})
-        table.add_row(name, e.file, f"{e.bytes / 1e6:.1f}", f"{ev.get('accuracy', float('nan')):.4f}",
-                      f"{ev.get('max_batch_delta', float('nan')):.1e}",
+        nan = float("nan")
+        table.add_row(name, e.file, f"{e.bytes / 1e6:.1f}", f"{ev.get('accuracy', nan):.4f}",
+                      f"{ev.get('max_batch_delta', nan):.1e}",
                       str(ev.get("eligible", "-")))  # fmt: skip
     console.print(table)
-    console.print("default engines: " + ", ".join(f"{k} -> {v}" for k, v in m.default_engine.items()))
+    console.print(
+        "default engines: " + ", ".join(f"{k} -> {v}" for k, v in m.default_engine.items())
+    )

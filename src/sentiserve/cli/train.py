@@ -11,19 +11,32 @@ from sentiserve.train.trainer import DEFAULT_BASE_MODEL, TrainConfig
 
 
 def train(
-    model: str = typer.Option(DEFAULT_BASE_MODEL, help="'minilm' (bundled MiniLM-L6-H384), a hub name such as bert-base-uncased, or a local folder."),
+    model: str = typer.Option(
+        DEFAULT_BASE_MODEL,
+        help="'minilm' (bundled MiniLM-L6-H384), a hub name (bert-base-uncased) or a local folder.",
+    ),
     data: str = typer.Option("rt", help="rt, imdb, a data file or an aclImdb folder."),
-    out: Path = typer.Option(Path("build/model"), help="Where the fine-tuned model, tokenizer and metrics go."),
+    out: Path = typer.Option(
+        Path("build/model"), help="Where the fine-tuned model, tokenizer and metrics go."
+    ),
     epochs: float = typer.Option(TrainConfig.epochs, help="Passes over the training split."),
     batch_size: int = typer.Option(TrainConfig.batch_size, help="Examples per step."),
     learning_rate: float = typer.Option(TrainConfig.learning_rate, help="Peak learning rate."),
-    warmup_ratio: float = typer.Option(TrainConfig.warmup_ratio, help="Fraction of steps warming up."),
+    warmup_ratio: float = typer.Option(
+        TrainConfig.warmup_ratio, help="Fraction of steps warming up."
+    ),
     max_length: int = typer.Option(TrainConfig.max_length, help="Longest text in tokens."),
     seed: int = typer.Option(TrainConfig.seed, help="Random seed."),
-    max_steps: int | None = typer.Option(None, help="Stop after this many steps (overrides --epochs)."),
+    max_steps: int | None = typer.Option(
+        None, help="Stop after this many steps (overrides --epochs)."
+    ),
     max_train_examples: int | None = typer.Option(None, help="Train on the first N examples only."),
-    labels: str = typer.Option("negative,positive", help="Label names in class order (for data files)."),
-    resume: bool = typer.Option(False, help="Continue from the newest checkpoint in OUT/checkpoints."),
+    labels: str = typer.Option(
+        "negative,positive", help="Label names in class order (for data files)."
+    ),
+    resume: bool = typer.Option(
+        False, help="Continue from the newest checkpoint in OUT/checkpoints."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the metrics as one JSON line."),
 ) -> None:
     """Fine-tune with Hugging Face Trainer (dynamic padding, best epoch kept) and write

@@ -81,8 +81,7 @@ def seeded_split(
     n = len(examples)
     if test_size + validation_size >= n:
         raise ValueError(
-            f"cannot hold out {test_size} test and {validation_size} validation examples "
-            f"from {n}"
+            f"cannot hold out {test_size} test and {validation_size} validation examples from {n}"
         )
     order = list(range(n))
     random.Random(seed).shuffle(order)

@@ -25,4 +25,5 @@ def softmax(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     """Row-wise softmax, computed stably in float64 and returned as float32."""
     shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
-    return (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
+    probs: npt.NDArray[np.float32] = (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
+    return probs

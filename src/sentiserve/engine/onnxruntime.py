@@ -14,6 +14,18 @@ from sentiserve.errors import ModelLoadError
 logger = logging.getLogger(__name__)
 
 CPU = "CPUExecutionProvider"
+CUDA_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", CPU)
+
+
+def device() -> str:
+    """``cuda`` when ONNX Runtime can use a GPU here, else ``cpu``."""
+    import onnxruntime as ort
+
+    return "cuda" if "CUDAExecutionProvider" in ort.get_available_providers() else "cpu"
+
+
+def providers_for(dev: str) -> tuple[str, ...]:
+    return CUDA_PROVIDERS if dev == "cuda" else (CPU,)
 
 
 def session_options(threads: int | None) -> object:

@@ -43,16 +43,17 @@ class ExportResult:
 def load_classifier(model_dir: Path) -> tuple[Any, Any]:
     """Load a fine-tuned model (eager attention, eval mode) and its tokenizer."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()
+    logging.getLogger("transformers").setLevel(logging.ERROR)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         model = AutoModelForSequenceClassification.from_pretrained(
             str(model_dir), attn_implementation="eager"
         )
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"cannot load a fine-tuned classifier from {model_dir}: {exc}") from exc
+        raise ModelLoadError(
+            f"cannot load a fine-tuned classifier from {model_dir}: {exc}"
+        ) from exc
     model.eval()
     return model, tokenizer
 
@@ -100,6 +101,11 @@ def export(
     if opset < OPSET:
         raise ExportError(f"opset {opset} is too old; use {OPSET} or newer")
     model, tokenizer = load_classifier(model_dir)
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if positions is not None and max_length > positions:
+        raise ExportError(
+            f"max_length {max_length} exceeds the model's {positions} position embeddings"
+        )
     names = input_names_for(tokenizer)
     wrapper = _logits_module(model, names)
     # The legacy exporter restores training mode on the module it is given: eval() it.

@@ -56,7 +56,7 @@ def batch_invariance(
     rng = random.Random(seed)
     worst = 0.0
     others = list(range(len(encoded)))
-    for i, seq in enumerate(encoded):
+    for seq in encoded:
         alone_batch = tokenizer.pad([seq])
         alone = softmax(engine.infer(alone_batch.input_ids, alone_batch.attention_mask))[0]
         mates = rng.sample(others, min(INVARIANCE_BATCH - 1, len(others)))
@@ -79,7 +79,9 @@ def throughput(
 ) -> float:
     """Sequences per second over ``texts`` in length-sorted batches; the median of repeats."""
     encoded = sorted(tokenizer.encode(texts), key=len)
-    batches = [tokenizer.pad(encoded[i : i + batch_size]) for i in range(0, len(encoded), batch_size)]
+    batches = [
+        tokenizer.pad(encoded[i : i + batch_size]) for i in range(0, len(encoded), batch_size)
+    ]
     engine.infer(batches[0].input_ids, batches[0].attention_mask)  # warm-up
     rates = []
     for _ in range(repeats):
@@ -125,6 +127,7 @@ def check_variant(
     reference_accuracy: float | None,
     invariance_texts: Sequence[str],
     throughput_texts: Sequence[str],
+    device: str = "cpu",
 ) -> tuple[VariantReport, npt.NDArray[np.int64]]:
     """Measure one variant; returns its report and its predictions (for agreement)."""
     probs = predict_probabilities(engine, tokenizer, held_out.texts)
@@ -151,6 +154,7 @@ def check_variant(
         max_batch_delta=delta,
         throughput=rate,
         eligible=eligible,
+        device=device,
         note="; ".join(notes),
     )
     return report, predictions

@@ -139,7 +139,9 @@ def _tensors(kind: str, tensors: Sequence[Tensor]) -> list[str]:
     for i, t in enumerate(tensors):
         dims = ", ".join(str(d) for d in t.dims)
         comma = "," if i < len(tensors) - 1 else ""
-        out.append(f'  {{ name: "{t.name}" data_type: {t.data_type.value} dims: [ {dims} ] }}{comma}')
+        out.append(
+            f'  {{ name: "{t.name}" data_type: {t.data_type.value} dims: [ {dims} ] }}{comma}'
+        )
     out.append("]")
     return out
 

@@ -119,11 +119,10 @@ class Manifest(BaseModel):
                 raise RepositoryError(f"{folder}: incomplete version: {entry.file} is missing")
             size = path.stat().st_size
             if size != entry.bytes:
-                raise RepositoryError(
-                    f"{path}: corrupt: {size} bytes, manifest says {entry.bytes}"
-                )
+                raise RepositoryError(f"{path}: corrupt: {size} bytes, manifest says {entry.bytes}")
             digest = sha256_file(path)
             if digest != entry.sha256:
                 raise RepositoryError(
-                    f"{path}: corrupt: sha256 {digest[:12]}..., manifest says {entry.sha256[:12]}..."
+                    f"{path}: corrupt: sha256 {digest[:12]}..., "
+                    f"manifest says {entry.sha256[:12]}..."
                 )

@@ -144,9 +144,8 @@ def train(
         TrainingArguments,
         set_seed,
     )
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()
+    logging.getLogger("transformers").setLevel(logging.ERROR)
     set_seed(config.seed)
     base = resolve_base_model(config.base_model)
     label_names = corpus.label_names
@@ -170,7 +169,9 @@ def train(
     val_set = _Encoded(tokenizer, corpus.validation, config.max_length)
     cuda = torch.cuda.is_available()
     steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
-    by_steps = config.eval_steps is not None
+    # A step budget shorter than an epoch would never reach an epoch-end evaluation.
+    eval_steps = config.eval_steps or config.max_steps
+    by_steps = eval_steps is not None
     args = TrainingArguments(
         output_dir=str(out / "checkpoints"),
         num_train_epochs=config.epochs,
@@ -185,8 +186,8 @@ def train(
         lr_scheduler_type="linear",
         eval_strategy="steps" if by_steps else "epoch",
         save_strategy="steps" if by_steps else "epoch",
-        eval_steps=config.eval_steps,
-        save_steps=config.eval_steps,
+        eval_steps=eval_steps,
+        save_steps=eval_steps or 500,
         load_best_model_at_end=True,
         metric_for_best_model="accuracy",
         greater_is_better=True,
@@ -240,5 +241,10 @@ def train(
 def _predict_scores(
     trainer: Any, dataset: _Encoded, examples: Examples, label_names: tuple[str, ...]
 ) -> Scores:
+    # Trainer may visit examples in length-grouped order: score against the labels it
+    # returns with the predictions, never against our own ordering.
     pred = trainer.predict(dataset)
-    return score(list(examples.labels), list(np.argmax(pred.predictions, axis=-1)), label_names)
+    labels = [int(y) for y in pred.label_ids]
+    if sorted(labels) != sorted(examples.labels):
+        raise RuntimeError("Trainer.predict returned a different set of labels")
+    return score(labels, [int(p) for p in np.argmax(pred.predictions, axis=-1)], label_names)

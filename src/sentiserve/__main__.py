@@ -1,0 +1,3 @@
+from sentiserve.cli import main
+
+main()

@@ -1,0 +1,117 @@
+"""Shared fixtures: a tiny randomly initialised BERT with its own tokenizer, and toy data."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+POSITIVE_WORDS = ["good", "great", "wonderful", "moving", "brilliant", "fun", "charming", "love"]
+NEGATIVE_WORDS = ["bad", "awful", "boring", "dull", "terrible", "mess", "tedious", "hate"]
+FILLER = ["the", "film", "movie", "was", "a", "and", "plot", "acting", "story", "really", "it",
+          "this", "of", "with", "script", "cast", "ending", "quite", "so", "very"]  # fmt: skip
+
+
+def toy_texts(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """Reviews whose label is decided by their sentiment words, of varied lengths."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = "positive" if i % 2 == 0 else "negative"
+        words = POSITIVE_WORDS if label == "positive" else NEGATIVE_WORDS
+        length = rng.randint(3, 40)
+        tokens = [rng.choice(FILLER) for _ in range(length)]
+        for _ in range(max(1, length // 6)):
+            tokens.insert(rng.randrange(len(tokens) + 1), rng.choice(words))
+        rows.append((" ".join(tokens), label))
+    return rows
+
+
+def write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
+    import csv
+
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+    return path
+
+
+def build_tiny_bert(folder: Path) -> Path:
+    """A 2-layer, 32-wide BERT classifier with a word-level WordPiece vocabulary."""
+    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordPiece
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    words = sorted(set(POSITIVE_WORDS + NEGATIVE_WORDS + FILLER))
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    vocab = {
+        tok: i for i, tok in enumerate(specials + words + letters + [f"##{c}" for c in letters])
+    }
+    rust = Tokenizer(WordPiece(vocab, unk_token="[UNK]"))
+    rust.normalizer = normalizers.BertNormalizer(lowercase=True)
+    rust.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    rust.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
+    rust.decoder = decoders.WordPiece()
+    tokenizer = BertTokenizerFast(
+        tokenizer_object=rust, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+        sep_token="[SEP]", mask_token="[MASK]", model_max_length=128,
+    )  # fmt: skip
+    config = BertConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128, pad_token_id=0,
+        id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1},
+    )  # fmt: skip
+    import torch
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    (folder / "README.txt").write_text(json.dumps({"what": "tiny random BERT for tests"}))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def toy_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_csv(tmp_path_factory.mktemp("toy") / "toy.csv", toy_texts(600))
+
+
+@pytest.fixture(scope="session")
+def tiny_build(tiny_bert: Path, toy_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A complete build folder and model repository from the tiny model on toy data."""
+    from sentiserve.optimize.variants import OptimizeSettings
+    from sentiserve.pipeline import BuildConfig, build
+    from sentiserve.train.trainer import TrainConfig
+
+    root = tmp_path_factory.mktemp("tiny-build")
+    config = BuildConfig(
+        data=str(toy_csv),
+        work_dir=root / "build",
+        repository=root / "model_repository",
+        train=TrainConfig(base_model=str(tiny_bert), epochs=3, batch_size=16,
+                          learning_rate=3e-3, max_length=64),
+        optimize=OptimizeSettings(invariance_texts=40, throughput_texts=64,
+                                  calibration_texts=60, threads=1,
+                                  variants=("fp32", "int8", "int8_dynamic")),
+    )  # fmt: skip
+    build(config)
+    return root

@@ -1,0 +1,132 @@
+"""The whole pipeline on a tiny random BERT and toy data: train, export, optimize,
+repository, evaluate, through the real code paths and the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sentiserve.optimize.checks import INVARIANCE_TOLERANCE
+from sentiserve.repository.layout import ModelRepository
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "SENTISERVE_LOG_LEVEL": "WARNING"}
+    return subprocess.run(
+        [sys.executable, "-m", "sentiserve", *args], capture_output=True, text=True,
+        env=env, cwd=cwd, timeout=600, check=False,
+    )  # fmt: skip
+
+
+def test_build_writes_a_verified_repository(tiny_build: Path) -> None:
+    version = ModelRepository(tiny_build / "model_repository").load("sentiment")
+    m = version.manifest
+    assert m.labels == ["negative", "positive"]
+    assert set(m.engines) == {"fp32", "int8"}, "dynamic int8 is measured, never shipped"
+    assert m.inputs == ["input_ids", "attention_mask", "token_type_ids"]
+    ev = m.evaluation
+    assert ev["fp32"]["agreement"] == 1.0
+    for variant in ("fp32", "int8"):
+        assert ev[variant]["max_batch_delta"] <= INVARIANCE_TOLERANCE
+        assert ev[variant]["eligible"] is True
+    assert ev["int8_dynamic"]["max_batch_delta"] > INVARIANCE_TOLERANCE
+    assert ev["int8_dynamic"]["eligible"] is False
+    assert m.default_engine["cpu"] in {"fp32", "int8"}
+    # The toy task is learnable: the model beats the majority class.
+    assert ev["fp32"]["accuracy"] > 0.8
+    assert "pytorch" in ev
+    assert m.provenance["dataset"] == "toy"
+    assert m.provenance["split_seed"] == "1234"
+    stage = json.loads((tiny_build / "build" / "onnx" / "stage.json").read_text())
+    assert stage["max_abs_diff"] < 1e-4
+
+
+def test_second_build_skips_every_stage(tiny_build: Path) -> None:
+    from sentiserve.pipeline import BuildConfig, build
+    from sentiserve.train.trainer import TrainConfig
+
+    model = json.loads((tiny_build / "build/model/train_config.json").read_text())
+    source = json.loads((tiny_build / "build/model/metrics.json").read_text())["provenance"]
+    start = time.perf_counter()
+    report = build(BuildConfig(
+        data=source["source"], work_dir=tiny_build / "build",
+        repository=tiny_build / "model_repository",
+        train=TrainConfig(base_model=model["base_model"], epochs=3, batch_size=16,
+                          learning_rate=3e-3, max_length=64),
+        optimize=_tiny_optimize(),
+    ))  # fmt: skip
+    assert all("up to date" in s for s in report.stages.values()), report.stages
+    assert report.version.version == 1
+    assert time.perf_counter() - start < 30
+
+
+def _tiny_optimize() -> object:
+    from sentiserve.optimize.variants import OptimizeSettings
+
+    return OptimizeSettings(invariance_texts=40, throughput_texts=64, calibration_texts=60,
+                            threads=1, variants=("fp32", "int8", "int8_dynamic"))  # fmt: skip
+
+
+def test_evaluate_json_reproduces_the_manifest(tiny_build: Path) -> None:
+    repo = tiny_build / "model_repository"
+    data = json.loads((tiny_build / "build/model/metrics.json").read_text())["provenance"]["source"]
+    manifest = ModelRepository(repo).load("sentiment").manifest
+    for engine in ("fp32", "int8"):
+        proc = cli("evaluate", "--model-repository", str(repo), "--data", data,
+                   "--engine", engine, "--json")  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        lines = proc.stdout.strip().splitlines()
+        assert len(lines) == 1
+        result = json.loads(lines[0])
+        assert result["engine"] == engine
+        assert result["n"] == 90
+        assert result["accuracy"] == pytest.approx(
+            manifest.evaluation[engine]["accuracy"], abs=1e-12
+        )
+        assert {"accuracy", "f1", "n", "confusion"} <= set(result)
+
+
+def test_corrupt_repository_is_refused_by_the_cli(tiny_build: Path, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_build / "model_repository", repo)
+    engine = repo / "sentiment" / "1" / "model.int8.onnx"
+    engine.write_bytes(engine.read_bytes()[:-10])
+    proc = cli("evaluate", "--model-repository", str(repo), "--data", "rt", "--limit", "5")
+    assert proc.returncode == 1
+    assert "model.int8.onnx: corrupt" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_data_is_one_clear_line(tmp_path: Path, tiny_bert: Path) -> None:
+    bad = tmp_path / "reviews.csv"
+    bad.write_text("text,label\ngreat,positive\nawful,sour\n")
+    proc = cli("train", "--model", str(tiny_bert), "--data", str(bad), "--out", str(tmp_path / "m"))
+    assert proc.returncode == 1
+    assert "reviews.csv, line 3: unknown label 'sour'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "m").exists()
+
+
+def test_missing_base_model_is_a_clear_error(tmp_path: Path, toy_csv: Path) -> None:
+    proc = cli("train", "--model", str(tmp_path / "nope"), "--data", str(toy_csv),
+               "--out", str(tmp_path / "m"))  # fmt: skip
+    assert proc.returncode == 1
+    assert "cannot load base model" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_data_command_reports_counts(toy_csv: Path) -> None:
+    proc = cli("data", str(toy_csv), "--json")
+    assert proc.returncode == 0, proc.stderr
+    stats = json.loads(proc.stdout)
+    splits = stats["splits"]
+    assert sum(s["n"] for s in splits.values()) == 600
+    assert splits["test"]["labels"]["negative"] + splits["test"]["labels"]["positive"] == 90
+    assert "rt" in stats["sources"]

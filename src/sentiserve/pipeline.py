@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 STAGE_FILE = "stage.json"
 PENDING_FILE = "stage.pending.json"
+REPORT_FILE = "build_report.json"
+"""Stage timings of the last build that built anything (read by benchmarks/engines.py)."""
 Progress = Callable[[str], None]
 
 
@@ -153,6 +155,12 @@ def build(config: BuildConfig, progress: Progress = lambda _m: None) -> BuildRep
         )  # fmt: skip
         stages["repository"] = f"wrote {config.model_name} v{version.version}"
     seconds["repository"] = time.perf_counter() - start
+    if any("up to date" not in s for s in stages.values()):
+        (work / REPORT_FILE).write_text(json.dumps({
+            "command": "sentiserve build" + (" --force" if config.force else ""),
+            "stages": stages, "seconds": seconds, "total_seconds": sum(seconds.values()),
+            "version": version.version,
+        }, indent=2) + "\n")  # fmt: skip
     return BuildReport(version, stages, seconds)
 
 

@@ -130,3 +130,32 @@ def test_data_command_reports_counts(toy_csv: Path) -> None:
     assert sum(s["n"] for s in splits.values()) == 600
     assert splits["test"]["labels"]["negative"] + splits["test"]["labels"]["positive"] == 90
     assert "rt" in stats["sources"]
+
+
+def test_interrupted_fine_tune_resumes_from_its_checkpoint(
+    tiny_bert: Path, toy_csv: Path, tmp_path: Path
+) -> None:
+    from sentiserve.data import load_corpus
+    from sentiserve.pipeline import PENDING_FILE, BuildConfig, build, fingerprint
+    from sentiserve.train.trainer import TrainConfig, train
+
+    config = TrainConfig(base_model=str(tiny_bert), max_steps=12, eval_steps=6, max_length=64)
+    corpus = load_corpus(str(toy_csv))
+    model_dir = tmp_path / "build" / "model"
+    # A first run that "died" after its step-6 checkpoint: simulate it by training 6 steps
+    # of the same schedule, then leaving only the pending marker and the checkpoint.
+    first = TrainConfig(**{**config.__dict__, "max_steps": 6})
+    train(corpus, model_dir, first, progress=False)
+    print_ = fingerprint("train", config.__dict__, corpus.name, corpus.provenance)
+    (model_dir / PENDING_FILE).write_text(json.dumps({"fingerprint": print_}))
+    assert (model_dir / "checkpoints" / "checkpoint-6").is_dir()
+
+    messages: list[str] = []
+    build(
+        BuildConfig(data=str(toy_csv), work_dir=tmp_path / "build",
+                    repository=tmp_path / "repo", train=config, optimize=_tiny_optimize()),
+        progress=messages.append,
+    )  # fmt: skip
+    assert "fine-tuning (resuming from checkpoint)" in messages
+    state = json.loads((model_dir / "checkpoints" / "checkpoint-12" / "trainer_state.json").read_text())
+    assert state["global_step"] == 12

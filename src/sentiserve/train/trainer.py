@@ -6,9 +6,11 @@ checkpoint each epoch, the best epoch (by validation accuracy) kept at the end.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -213,16 +215,18 @@ def train(
         compute_metrics=_compute_metrics(label_names),
     )
     start = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=resume or None)
+    # Trainer prints its log lines to stdout; stdout belongs to the CLI's --json output.
+    with contextlib.redirect_stdout(sys.stderr):
+        output = trainer.train(resume_from_checkpoint=resume or None)
     seconds = time.perf_counter() - start
 
     out.mkdir(parents=True, exist_ok=True)
     trainer.save_model(str(out))
     tokenizer.save_pretrained(str(out))
-    validation = _predict_scores(trainer, val_set, corpus.validation, label_names)
-    test = _predict_scores(
-        trainer, _Encoded(tokenizer, corpus.test, config.max_length), corpus.test, label_names
-    )
+    with contextlib.redirect_stdout(sys.stderr):
+        validation = _predict_scores(trainer, val_set, corpus.validation, label_names)
+        test_set = _Encoded(tokenizer, corpus.test, config.max_length)
+        test = _predict_scores(trainer, test_set, corpus.test, label_names)
     record = {
         "corpus": corpus.name,
         "provenance": corpus.provenance,

@@ -21,11 +21,9 @@ $(STAMP): pyproject.toml
 model: setup
 	$(SENTI) build --model-repository $(REPO)
 
-## serve: build the default model if missing, then evaluate it as served
-## (the inference server lands with the serving issue)
+## serve: build the default model if missing, then serve it on 127.0.0.1
 serve: model
-	$(SENTI) repository show --model-repository $(REPO)
-	$(SENTI) evaluate --model-repository $(REPO)
+	$(SENTI) serve --model-repository $(REPO)
 
 ## test: lint, type-check and the whole test suite (what CI runs)
 test: setup lint

@@ -26,6 +26,12 @@ from sentiserve.engine.tokenizer import Batch, Tokenizer
 from sentiserve.repository.layout import ModelRepository
 
 Infer = Callable[[Batch], Any]
+ACCURACY_TARGET = 0.85
+
+
+def md(text: str) -> str:
+    """Escape a table cell."""
+    return text.replace("|", "\\|")
 
 
 def cpu_model() -> str:
@@ -180,7 +186,7 @@ def main() -> None:
     ]
     for name, ev in m.evaluation.items():
         if "accuracy" not in ev:
-            lines.append(f"| {name} | – | – | – | – | – | {ev.get('note', '')} |")
+            lines.append(f"| {name} | – | – | – | – | – | {md(ev.get('note', ''))} |")
             continue
         agree = ev.get("agreement")
         delta = ev.get("max_batch_delta")
@@ -188,8 +194,16 @@ def main() -> None:
             f"| {name} | {ev['accuracy']:.4f} | {ev['f1']:.4f} | "
             f"{'–' if agree is None else f'{agree:.4f}'} | "
             f"{'–' if delta is None else f'{delta:.1e}'} | "
-            f"{ev.get('eligible', '–')} | {ev.get('note', '')} |"
+            f"{ev.get('eligible', '–')} | {md(ev.get('note', ''))} |"
         )
+    served = m.evaluation[default]["accuracy"]
+    verdict = (
+        "met"
+        if served >= ACCURACY_TARGET
+        else f"missed by {100 * (ACCURACY_TARGET - served):.2f} points"
+    )
+    lines += ["", f"Held-out accuracy of the default engine ({default}): **{100 * served:.2f}%** "
+              f"(target ≥ {100 * ACCURACY_TARGET:.0f}%: {verdict})."]  # fmt: skip
     report = args.build_dir / "build_report.json"
     if report.exists():
         build = json.loads(report.read_text())

@@ -21,7 +21,7 @@ from sentiserve.data import load_corpus
 from sentiserve.data.types import Corpus
 from sentiserve.engine.tokenizer import Truncation
 from sentiserve.errors import RepositoryError, SentiserveError
-from sentiserve.optimize.variants import SHIPPED, OptimizeSettings
+from sentiserve.optimize.variants import RECIPE_VERSION, SHIPPED, OptimizeSettings
 from sentiserve.repository.layout import DEFAULT_MODEL, DEFAULT_ROOT, ModelRepository, ModelVersion
 from sentiserve.train.trainer import TrainConfig
 
@@ -127,7 +127,7 @@ def build(config: BuildConfig, progress: Progress = lambda _m: None) -> BuildRep
     seconds["export"] = time.perf_counter() - start
 
     opt_dir = work / "optimized"
-    opt_print = fingerprint("optimize", export_print, asdict(config.optimize))
+    opt_print = fingerprint("optimize", export_print, asdict(config.optimize), RECIPE_VERSION)
     start = time.perf_counter()
     if not config.force and _stage_done(opt_dir, opt_print):
         stages["optimize"] = "up to date"
@@ -156,12 +156,34 @@ def build(config: BuildConfig, progress: Progress = lambda _m: None) -> BuildRep
         stages["repository"] = f"wrote {config.model_name} v{version.version}"
     seconds["repository"] = time.perf_counter() - start
     if any("up to date" not in s for s in stages.values()):
-        (work / REPORT_FILE).write_text(json.dumps({
-            "command": "sentiserve build" + (" --force" if config.force else ""),
-            "stages": stages, "seconds": seconds, "total_seconds": sum(seconds.values()),
-            "version": version.version,
-        }, indent=2) + "\n")  # fmt: skip
+        write_report(work / REPORT_FILE, stages, seconds, version.version)
     return BuildReport(version, stages, seconds)
+
+
+def write_report(
+    path: Path, stages: dict[str, str], seconds: dict[str, float], version: int
+) -> None:
+    """Record how long each stage took when it was last built.
+
+    A stage that was up to date keeps the time from the report of the run that built it,
+    so ``total_seconds`` is what a build from scratch takes with the current recipe.
+    """
+    previous: dict[str, Any] = {}
+    if path.exists():
+        try:
+            previous = json.loads(path.read_text())
+        except ValueError:
+            previous = {}
+    merged = {
+        stage: seconds[stage]
+        if "up to date" not in stages[stage]
+        else previous.get("seconds", {}).get(stage, seconds[stage])
+        for stage in stages
+    }
+    path.write_text(json.dumps({
+        "command": "sentiserve build", "stages": stages, "seconds": merged,
+        "total_seconds": sum(merged.values()), "version": version,
+    }, indent=2) + "\n")  # fmt: skip
 
 
 def _can_resume(model_dir: Path, print_: str) -> bool:

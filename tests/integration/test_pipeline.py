@@ -157,5 +157,7 @@ def test_interrupted_fine_tune_resumes_from_its_checkpoint(
         progress=messages.append,
     )  # fmt: skip
     assert "fine-tuning (resuming from checkpoint)" in messages
-    state = json.loads((model_dir / "checkpoints" / "checkpoint-12" / "trainer_state.json").read_text())
+    state = json.loads(
+        (model_dir / "checkpoints" / "checkpoint-12" / "trainer_state.json").read_text()
+    )
     assert state["global_step"] == 12

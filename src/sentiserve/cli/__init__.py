@@ -15,7 +15,7 @@ def _version(value: bool) -> None:
 
 def build_app() -> typer.Typer:
     """Assemble the Typer app (nothing runs at import time)."""
-    from sentiserve.cli import build, data, evaluate, export, optimize, repository, train
+    from sentiserve.cli import build, data, evaluate, export, optimize, repository, serve, train
 
     app = typer.Typer(
         name="sentiserve",
@@ -40,6 +40,7 @@ def build_app() -> typer.Typer:
     app.add_typer(repository.app, name="repository")
     app.command("evaluate")(evaluate.evaluate)
     app.command("build")(build.build)
+    app.command("serve")(serve.serve)
     return app
 
 

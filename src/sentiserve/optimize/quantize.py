@@ -9,6 +9,7 @@ probabilities move with its batch-mates; it is built only to be measured against
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -25,6 +26,12 @@ CALIBRATION_TEXTS = 400
 QUANTIZED_OPS = ("MatMul", "Gemm")
 """Only the weight matmuls. Quantizing every op also quantizes the attention-mask arithmetic,
 whose range is calibrated on unpadded texts only, and padding then changes results."""
+KEEP_FP32 = (re.compile(r"layer\.0/output/dense/MatMul$"),)
+"""Matmuls left in fp32: the first encoder layer's feed-forward output projection. Its input
+(the first GELU's output) has the widest outlier range, so one uint8 scale leaves little
+resolution for ordinary values. Measured on the rt validation split (MiniLM): keeping it in
+fp32 raised label agreement with fp32 from 94.5% to 96.8%; keeping any other layer's raised
+it by at most 0.7 points; percentile calibration (99.999 / 99.99) gave 94.9% / 86.8%."""
 
 
 class _Calibration:
@@ -59,11 +66,23 @@ def _graph_inputs(path: Path) -> list[str]:
     return [i.name for i in model.graph.input]
 
 
+def kept_in_fp32(path: Path) -> list[str]:
+    """Names of the nodes in ``path`` that static quantization leaves in fp32."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return [
+        n.name
+        for n in model.graph.node
+        if n.op_type in QUANTIZED_OPS and any(p.search(n.name) for p in KEEP_FP32)
+    ]
+
+
 def static_int8(
     fused: Path, out: Path, tokenizer: Tokenizer, calibration_texts: Sequence[str]
 ) -> None:
     """Static QDQ int8: per-channel int8 weights, uint8 activations (reduced range),
-    MinMax ranges from single unpadded texts, MatMul and Gemm only."""
+    MinMax ranges from single unpadded texts, MatMul and Gemm only, except ``KEEP_FP32``."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationMethod,
@@ -91,6 +110,7 @@ def static_int8(
                 weight_type=QuantType.QInt8,
                 activation_type=QuantType.QUInt8,
                 calibrate_method=CalibrationMethod.MinMax,
+                nodes_to_exclude=kept_in_fp32(prepared),
                 extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
             )
         except Exception as exc:  # onnxruntime.quantization raises assorted types

@@ -32,6 +32,8 @@ FILES = {
 SHIPPED = ("fp32", "int8", "fp16", "tensorrt")
 """Variants copied into the model repository (dynamic int8 is measured, never served)."""
 REPORT_FILE = "optimize.json"
+RECIPE_VERSION = 2
+"""Bumped whenever how a variant is built or checked changes, so builds redo the stage."""
 
 Progress = Callable[[str], None]
 

@@ -12,6 +12,7 @@ waiting sequences, new work is refused at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -310,7 +311,6 @@ def _resolve(item: _Item, value: npt.NDArray[np.float32] | BaseException) -> Non
         else:
             item.future.set_result(value)
 
-    try:
+    # A closed event loop raises RuntimeError: nobody is waiting for the result any more.
+    with contextlib.suppress(RuntimeError):
         item.loop.call_soon_threadsafe(apply)
-    except RuntimeError:  # the event loop is closed: nobody is waiting any more
-        pass

@@ -70,9 +70,7 @@ def test_batch_dependent_engine_is_caught(tokenizer: Tokenizer) -> None:
 
 def test_probabilities_come_back_in_input_order(tokenizer: Tokenizer) -> None:
     probs = predict_probabilities(CountingEngine(), tokenizer, TEXTS, batch_size=3)
-    alone = np.concatenate(
-        [predict_probabilities(CountingEngine(), tokenizer, [t]) for t in TEXTS]
-    )
+    alone = np.concatenate([predict_probabilities(CountingEngine(), tokenizer, [t]) for t in TEXTS])
     assert np.array_equal(probs, alone)
     assert np.allclose(probs.sum(axis=1), 1.0)
 

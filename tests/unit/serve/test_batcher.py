@@ -72,8 +72,13 @@ def test_select_respects_the_token_budget() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"max_batch_size": 0}, {"max_queue_delay_ms": -1}, {"max_queue_size": 4, "max_batch_size": 8},
-     {"pad_to_multiple": 0}, {"max_batch_tokens": 0}],  # fmt: skip
+    [
+        {"max_batch_size": 0},
+        {"max_queue_delay_ms": -1},
+        {"max_queue_size": 4, "max_batch_size": 8},
+        {"pad_to_multiple": 0},
+        {"max_batch_tokens": 0},
+    ],  # fmt: skip
 )
 def test_invalid_settings_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ConfigError):

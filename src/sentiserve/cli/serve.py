@@ -1,0 +1,58 @@
+"""``sentiserve serve``: the embedded inference server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from sentiserve.cli.console import console, user_errors
+from sentiserve.repository.layout import DEFAULT_ROOT
+from sentiserve.serve.batcher import BatchingConfig
+from sentiserve.serve.dataplane import Limits
+
+B = BatchingConfig
+L = Limits
+
+
+def serve(
+    model_repository: Path = typer.Option(DEFAULT_ROOT, help="Model repository to serve."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind (0.0.0.0 in containers)."),
+    http_port: int = typer.Option(8000, help="REST port (friendly API and KServe v2)."),
+    metrics_port: int = typer.Option(8002, help="Prometheus metrics port (/metrics)."),
+    max_batch_size: int = typer.Option(B.max_batch_size, help="Most texts per engine call."),
+    max_batch_tokens: int = typer.Option(B.max_batch_tokens, help="Most padded tokens per call."),
+    max_queue_delay_ms: float = typer.Option(
+        B.max_queue_delay_ms, help="Longest wait for a batch."
+    ),
+    max_queue_size: int = typer.Option(B.max_queue_size, help="Most queued texts before 503."),
+    group_by_length: bool = typer.Option(True, help="Batch texts of similar length together."),
+    max_texts: int = typer.Option(L.max_texts, help="Most texts in one request (413 beyond)."),
+    timeout_s: float = typer.Option(L.default_timeout_s, help="Default request deadline."),
+    threads: int | None = typer.Option(None, help="Engine threads (default: one per core)."),
+    engine: str | None = typer.Option(None, help="Engine variant (default: manifest's)."),
+) -> None:
+    """Serve every model in the repository over REST (friendly and KServe v2)."""
+    from sentiserve.serve.app import ServerConfig, run
+
+    with user_errors():
+        config = ServerConfig(
+            repository=model_repository, host=host, http_port=http_port,
+            metrics_port=metrics_port, threads=threads, engine=engine,
+            batching=BatchingConfig(
+                max_batch_size=max_batch_size, max_batch_tokens=max_batch_tokens,
+                max_queue_delay_ms=max_queue_delay_ms, max_queue_size=max_queue_size,
+                group_by_length=group_by_length,
+            ),
+            limits=Limits(max_texts=max_texts, default_timeout_s=timeout_s),
+        )  # fmt: skip
+
+        def ready() -> None:
+            base = f"http://{host}:{http_port}"
+            metrics = f"http://{host}:{metrics_port}/metrics"
+            console.print(
+                f"[green]ready[/]: {base}/v1/sentiment  {base}/v2  {base}/docs  metrics {metrics}",
+                soft_wrap=True,
+            )
+
+        run(config, on_ready=ready)

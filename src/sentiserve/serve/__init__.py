@@ -1,0 +1,1 @@
+"""The inference server: transports over one data plane, a batcher, an engine."""

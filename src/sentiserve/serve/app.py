@@ -1,0 +1,169 @@
+"""The composition root: builds the registry, data plane, transports and metrics server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import FrameType
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from sentiserve import __version__
+from sentiserve.errors import SentiserveError
+from sentiserve.serve import rest_v1, rest_v2
+from sentiserve.serve.batcher import BatchingConfig, QueueFullError
+from sentiserve.serve.dataplane import DataPlane, Limits
+from sentiserve.serve.metrics import Metrics
+from sentiserve.serve.registry import Registry
+
+logger = logging.getLogger(__name__)
+access_log = logging.getLogger("sentiserve.access")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything ``sentiserve serve`` is configured with."""
+
+    repository: Path = Path("model_repository")
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    metrics_port: int = 8002
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    limits: Limits = field(default_factory=Limits)
+    threads: int | None = None
+    engine: str | None = None
+    drain_seconds: float = 30.0
+
+
+@dataclass
+class Server:
+    """A built server: the FastAPI app plus what it is made of."""
+
+    app: FastAPI
+    plane: DataPlane
+    registry: Registry
+    metrics: Metrics
+
+
+def error_body(exc: SentiserveError) -> JSONResponse:
+    headers = {}
+    if isinstance(exc, QueueFullError):
+        headers["Retry-After"] = str(exc.retry_after_s)
+    return JSONResponse({"error": exc.message}, status_code=int(exc.status), headers=headers)
+
+
+def build_server(config: ServerConfig) -> Server:
+    """Load every model (verified, warmed up) and assemble the HTTP app."""
+    metrics = Metrics()
+    holder: dict[str, DataPlane] = {}
+    registry = Registry(
+        config.repository, config.batching, threads=config.threads, engine=config.engine,
+        on_batch=lambda n, v, s: holder["plane"].record_batch(n, v, s),
+    )  # fmt: skip
+    plane = DataPlane(registry, metrics, config.limits)
+    holder["plane"] = plane
+    registry.load_all()
+
+    app = FastAPI(title="sentiserve", version=__version__,
+                  description="Sentiment classification: friendly REST and KServe v2.")  # fmt: skip
+
+    @app.exception_handler(SentiserveError)
+    async def sentiserve_error(_request: Request, exc: SentiserveError) -> JSONResponse:
+        return error_body(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"msg": "invalid request", "loc": ()}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        message = f"{where}: {first['msg']}" if where else str(first["msg"])
+        return JSONResponse({"error": message}, status_code=HTTPStatus.BAD_REQUEST)
+
+    @app.middleware("http")
+    async def request_log(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        start = time.perf_counter()
+        response = await call_next(request)
+        response.headers["X-Request-ID"] = request_id
+        if request.url.path.startswith(("/v1/", "/v2/models")):
+            access_log.info(json.dumps({
+                "request_id": request_id, "method": request.method, "path": request.url.path,
+                "status": response.status_code, "model": getattr(request.state, "model", None),
+                "latency_ms": round((time.perf_counter() - start) * 1000, 3),
+            }))  # fmt: skip
+        return response
+
+    app.include_router(rest_v1.router(plane))
+    app.include_router(rest_v2.router(plane))
+    return Server(app, plane, registry, metrics)
+
+
+class _MetricsHandler(BaseHTTPRequestHandler):
+    metrics: Metrics
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        if self.path.split("?")[0] != "/metrics":
+            self.send_error(404)
+            return
+        body = self.metrics.exposition()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        return
+
+
+def start_metrics_server(metrics: Metrics, host: str, port: int) -> ThreadingHTTPServer:
+    handler = type("MetricsHandler", (_MetricsHandler,), {"metrics": metrics})
+    server = ThreadingHTTPServer((host, port), handler)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server
+
+
+def run(config: ServerConfig, on_ready: Callable[[], None] = lambda: None) -> None:
+    """Serve until SIGTERM or SIGINT; then stop accepting, drain in-flight work, exit."""
+    import uvicorn
+
+    server = build_server(config)
+    metrics_http = start_metrics_server(server.metrics, config.host, config.metrics_port)
+
+    class Graceful(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            # Readiness goes false first; uvicorn then stops accepting connections and
+            # waits (up to drain_seconds) for in-flight requests before it exits.
+            server.plane.accepting = False
+            super().handle_exit(sig, frame)
+
+    uv = Graceful(uvicorn.Config(
+        server.app, host=config.host, port=config.http_port, log_level="warning",
+        timeout_graceful_shutdown=int(config.drain_seconds), lifespan="off",
+    ))  # fmt: skip
+
+    async def main() -> None:
+        task = asyncio.create_task(uv.serve())
+        while not uv.started and not task.done():
+            await asyncio.sleep(0.01)
+        if uv.started:
+            on_ready()
+        await task
+
+    try:
+        asyncio.run(main())
+    finally:
+        server.registry.stop()
+        metrics_http.shutdown()

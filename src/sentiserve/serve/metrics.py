@@ -1,0 +1,132 @@
+"""Prometheus metrics, declared once, with Triton's names and meanings where Triton has one.
+
+Triton's counters (``nv_inference_*``) count requests, inferences (texts) and executions
+(engine calls) with cumulative microsecond durations; the histograms (``sentiserve_*``) are
+what p99s and autoscaling need. Every metric carries the labels ``model`` and ``version``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
+
+LABELS = ("model", "version")
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1,
+                   0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0)  # fmt: skip
+BATCH_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128)
+TOKEN_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+
+
+class TritonMetric:
+    """A counter or gauge rendered exactly as Triton names it (prometheus_client would
+    append ``_total`` to counters, and Triton's names have none). Thread-safe."""
+
+    def __init__(self, name: str, doc: str, kind: str = "counter",
+                 labels: tuple[str, ...] = LABELS) -> None:  # fmt: skip
+        self.name, self.doc, self.kind, self.label_names = name, doc, kind, labels
+        self._values: dict[tuple[str, ...], float] = {}
+        self._lock = threading.Lock()
+
+    def inc(self, labels: tuple[str, ...], amount: float = 1.0) -> None:
+        if self.kind == "counter" and amount < 0:
+            raise ValueError("counters only go up")
+        with self._lock:
+            self._values[labels] = self._values.get(labels, 0.0) + amount
+
+    def dec(self, labels: tuple[str, ...], amount: float = 1.0) -> None:
+        with self._lock:
+            self._values[labels] = self._values.get(labels, 0.0) - amount
+
+    def value(self, labels: tuple[str, ...]) -> float:
+        with self._lock:
+            return self._values.get(labels, 0.0)
+
+    def total(self, prefix: tuple[str, ...]) -> float:
+        """Sum over every label set that starts with ``prefix``."""
+        with self._lock:
+            return sum(v for k, v in self._values.items() if k[: len(prefix)] == prefix)
+
+    def render(self) -> Iterable[str]:
+        yield f"# HELP {self.name} {self.doc}"
+        yield f"# TYPE {self.name} {self.kind}"
+        with self._lock:
+            items = sorted(self._values.items())
+        for labels, value in items:
+            pairs = ",".join(
+                f'{k}="{_escape(v)}"' for k, v in zip(self.label_names, labels, strict=True)
+            )
+            yield f"{self.name}{{{pairs}}} {value:.17g}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+class Metrics:
+    """All of the server's metrics (one instance per app, so tests stay isolated)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        t = TritonMetric
+        self.request_success = t("nv_inference_request_success", "Successful inference requests.")
+        self.request_failure = t(
+            "nv_inference_request_failure",
+            "Failed inference requests, by reason (REJECTED, CANCELED, BACKEND, OTHER).",
+            labels=(*LABELS, "reason"),
+        )
+        self.inference_count = t("nv_inference_count", "Texts inferred (batch items).")
+        self.exec_count = t("nv_inference_exec_count", "Engine executions (batches run).")
+        self.pending = t(
+            "nv_inference_pending_request_count", "Texts queued or running.", kind="gauge"
+        )
+        self.request_duration = t(
+            "nv_inference_request_duration_us",
+            "Cumulative end-to-end request time inside the server, in microseconds.",
+        )
+        self.queue_duration = t(
+            "nv_inference_queue_duration_us",
+            "Cumulative time texts waited in the batcher's queue, in microseconds.",
+        )
+        self.compute_input = t(
+            "nv_inference_compute_input_duration_us",
+            "Cumulative time preparing engine inputs (padding), in microseconds.",
+        )
+        self.compute_infer = t(
+            "nv_inference_compute_infer_duration_us",
+            "Cumulative time in the engine, in microseconds.",
+        )
+        self.compute_output = t(
+            "nv_inference_compute_output_duration_us",
+            "Cumulative time turning engine outputs into results, in microseconds.",
+        )
+        self.triton = [
+            self.request_success, self.request_failure, self.inference_count, self.exec_count,
+            self.pending, self.request_duration, self.queue_duration, self.compute_input,
+            self.compute_infer, self.compute_output,
+        ]  # fmt: skip
+        r = self.registry
+        self.request_latency = Histogram(
+            "sentiserve_request_duration_seconds", "Request latency inside the server.",
+            LABELS, buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.queue_latency = Histogram(
+            "sentiserve_queue_duration_seconds", "Time a text waited in the queue.",
+            LABELS, buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.batch_size = Histogram(
+            "sentiserve_batch_size", "Texts per engine execution.", LABELS,
+            buckets=BATCH_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.batch_tokens = Histogram(
+            "sentiserve_batch_tokens", "Padded tokens per engine execution.", LABELS,
+            buckets=TOKEN_BUCKETS, registry=r,
+        )  # fmt: skip
+
+    def exposition(self) -> bytes:
+        """Prometheus text format: Triton's metrics, then histograms and process metrics."""
+        lines = [line for metric in self.triton for line in metric.render()]
+        return ("\n".join(lines) + "\n").encode() + generate_latest(self.registry)

@@ -1,0 +1,246 @@
+"""`sentiserve serve` started through its real CLI on free ports, tested over HTTP with
+httpx and with tritonclient (a client nobody here wrote)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+TEXTS = ["a wonderful, moving film", "boring and dull", "the plot was a mess"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Running:
+    def __init__(self, proc: subprocess.Popen[str], http: int, metrics: int) -> None:
+        self.proc, self.http_port, self.metrics_port = proc, http, metrics
+        self.url = f"http://127.0.0.1:{http}"
+
+
+def start_server(repo: Path, *extra: str, timeout: float = 60) -> Running:
+    http, metrics = free_port(), free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sentiserve", "serve", "--model-repository", str(repo),
+         "--http-port", str(http), "--metrics-port", str(metrics), "--threads", "1", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "SENTISERVE_LOG_LEVEL": "WARNING"},
+    )  # fmt: skip
+    running = Running(proc, http, metrics)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err = proc.stderr.read() if proc.stderr else ""
+            raise RuntimeError(f"server exited {proc.returncode}: {err[-2000:]}")
+        try:
+            if httpx.get(f"{running.url}/v2/health/ready", timeout=1).status_code == 200:
+                return running
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("server did not become ready")
+
+
+def stop(running: Running) -> None:
+    if running.proc.poll() is None:
+        running.proc.send_signal(signal.SIGTERM)
+        try:
+            running.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            running.proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server(tiny_build: Path) -> Iterator[Running]:
+    running = start_server(tiny_build / "model_repository", "--max-texts", "64")
+    yield running
+    stop(running)
+
+
+def v1(server: Running, body: object) -> httpx.Response:
+    return httpx.post(f"{server.url}/v1/sentiment", json=body, timeout=30)
+
+
+def test_v1_classifies_one_and_many(server: Running) -> None:
+    one = v1(server, {"text": TEXTS[0]})
+    assert one.status_code == 200, one.text
+    doc = one.json()
+    assert doc["model"] == "sentiment"
+    assert doc["version"] == 1
+    (result,) = doc["results"]
+    assert set(result["scores"]) == {"negative", "positive"}
+    assert result["score"] == max(result["scores"].values())
+    assert sum(result["scores"].values()) == pytest.approx(1.0, abs=1e-5)
+    many = v1(server, {"texts": TEXTS}).json()["results"]
+    assert len(many) == 3
+    assert many[0] == result, "a text's result does not depend on its batch-mates"
+
+
+def test_request_id_is_echoed_or_generated(server: Running) -> None:
+    r = httpx.post(f"{server.url}/v1/sentiment", json={"text": "fine"},
+                   headers={"X-Request-ID": "abc-123"})  # fmt: skip
+    assert r.headers["x-request-id"] == "abc-123"
+    assert len(v1(server, {"text": "fine"}).headers["x-request-id"]) == 32
+
+
+def test_tritonclient_http_matches_v1(server: Running) -> None:
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(f"127.0.0.1:{server.http_port}")
+    assert client.is_server_live()
+    assert client.is_server_ready()
+    assert client.is_model_ready("sentiment")
+    meta = client.get_model_metadata("sentiment")
+    assert [i["name"] for i in meta["inputs"]] == ["TEXT"]
+    for binary in (True, False):
+        text = httpclient.InferInput("TEXT", [len(TEXTS)], "BYTES")
+        text.set_data_from_numpy(np.array([t.encode() for t in TEXTS], dtype=object),
+                                 binary_data=binary)  # fmt: skip
+        outputs = [
+            httpclient.InferRequestedOutput(name, binary_data=binary)
+            for name in ("LABEL", "PROBABILITIES")
+        ]
+        result = client.infer("sentiment", [text], outputs=outputs)
+        labels = [x.decode() if isinstance(x, bytes) else x for x in result.as_numpy("LABEL")]
+        probs = result.as_numpy("PROBABILITIES")
+        expected = v1(server, {"texts": TEXTS}).json()["results"]
+        assert labels == [r["label"] for r in expected]
+        want = np.array([[r["scores"]["negative"], r["scores"]["positive"]] for r in expected])
+        assert np.abs(probs - want).max() <= 1e-6
+    stats = client.get_inference_statistics("sentiment")["model_stats"][0]
+    assert stats["inference_count"] >= 6
+    assert stats["execution_count"] >= 1
+
+
+def test_metrics_use_triton_names(server: Running) -> None:
+    v1(server, {"texts": TEXTS})
+    text = httpx.get(f"http://127.0.0.1:{server.metrics_port}/metrics").text
+    assert "# TYPE nv_inference_count counter" in text
+    count = [ln for ln in text.splitlines() if ln.startswith("nv_inference_count{")]
+    assert count
+    assert float(count[0].split()[-1]) >= 3
+    assert 'nv_inference_request_success{model="sentiment",version="1"}' in text
+    assert "sentiserve_batch_size_bucket" in text
+    assert "process_resident_memory_bytes" in text
+
+
+def raw_v2(server: Running, body: bytes, headers: dict[str, str] | None = None,
+           model: str = "sentiment") -> httpx.Response:  # fmt: skip
+    return httpx.post(f"{server.url}/v2/models/{model}/infer", content=body,
+                      headers=headers or {}, timeout=30)  # fmt: skip
+
+
+def binary_text_request(items: list[bytes]) -> tuple[bytes, dict[str, str]]:
+    blob = b"".join(struct.pack("<I", len(b)) + b for b in items)
+    spec = {"name": "TEXT", "datatype": "BYTES", "shape": [len(items)],
+            "parameters": {"binary_data_size": len(blob)}}  # fmt: skip
+    header = json.dumps({"inputs": [spec]}).encode()
+    return header + blob, {"Inference-Header-Content-Length": str(len(header))}
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"text": ""}, 400, "text 0 is empty"),
+        ({"text": "   \n\t"}, 400, "text 0 is empty"),
+        ({"texts": []}, 400, "no texts"),
+        ({"texts": ["ok", 5]}, 400, "texts.1"),
+        ({"text": 7}, 400, "text"),
+        ({}, 400, "exactly one of"),
+        ({"text": "a", "texts": ["b"]}, 400, "exactly one of"),
+        ({"text": "fine", "model": "nope"}, 404, "unknown model 'nope'"),
+        ({"texts": ["x"] * 65}, 413, "the limit is 64"),
+        ({"text": "fine", "surprise": 1}, 400, "surprise"),
+    ],
+)
+def test_v1_bad_input(server: Running, body: object, status: int, message: str) -> None:
+    r = v1(server, body)
+    assert r.status_code == status, r.text
+    assert message in r.json()["error"]
+
+
+def test_v1_invalid_json_and_huge_text(server: Running) -> None:
+    r = httpx.post(f"{server.url}/v1/sentiment", content=b"{not json",
+                   headers={"content-type": "application/json"})  # fmt: skip
+    assert r.status_code == 400
+    big = v1(server, {"text": "good " * 200_000})  # 1 MB: truncated by policy, still answered
+    assert big.status_code == 200, big.text
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({"inputs": [{"name": "TEXT", "datatype": "BYTES", "shape": [2], "data": ["a"]}]},
+         "shape says 2 elements, data has 1"),
+        ({"inputs": [{"name": "TEXT", "datatype": "FP32", "shape": [1], "data": [1.0]}]},
+         "expected datatype BYTES"),
+        ({"inputs": [{"name": "WORDS", "datatype": "BYTES", "shape": [1], "data": ["a"]}]},
+         "takes one input TEXT"),
+        ({"inputs": []}, "non-empty 'inputs'"),
+        ({"inputs": [{"name": "TEXT", "datatype": "BYTES", "shape": [-1], "data": ["a"]}]},
+         "non-negative"),
+    ],
+)  # fmt: skip
+def test_v2_bad_input(server: Running, doc: object, message: str) -> None:
+    r = raw_v2(server, json.dumps(doc).encode())
+    assert r.status_code == 400, r.text
+    assert message in r.json()["error"]
+
+
+def test_v2_invalid_utf8_and_malformed_binary(server: Running) -> None:
+    body, headers = binary_text_request([b"fine", b"\xff\xfe broken"])
+    r = raw_v2(server, body, headers)
+    assert r.status_code == 400
+    assert "element 1 is not valid UTF-8" in r.json()["error"]
+    body, headers = binary_text_request([b"fine"])
+    r = raw_v2(server, body[:-2], headers)
+    assert r.status_code == 400
+    r = raw_v2(server, b"{broken", {})
+    assert r.status_code == 400
+    assert raw_v2(server, b"{}", {}, model="nope").status_code == 404
+    assert httpx.get(f"{server.url}/v2/models/sentiment/versions/9").status_code == 404
+
+
+def test_sigterm_drains_in_flight_requests_then_exits(tiny_build: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    running = start_server(tiny_build / "model_repository")
+    body = {"texts": [" ".join(["good film"] * 60)] * 64}
+    outcomes: list[str] = []
+
+    def send() -> None:
+        try:
+            r = httpx.post(f"{running.url}/v1/sentiment", json=body, timeout=30)
+            outcomes.append(str(r.status_code))
+        except httpx.ConnectError:
+            outcomes.append("refused")  # arrived after the listener closed: never accepted
+        except httpx.HTTPError as exc:
+            outcomes.append(type(exc).__name__)  # accepted, then dropped: a failure
+
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(send) for _ in range(40)]
+        while not outcomes:
+            time.sleep(0.005)
+        running.proc.send_signal(signal.SIGTERM)
+        for f in futures:
+            f.result()
+    # uvicorn re-raises the signal after its graceful shutdown: exit by SIGTERM is normal.
+    assert running.proc.wait(30) in (0, -signal.SIGTERM)
+    assert set(outcomes) <= {"200", "refused"}, outcomes
+    assert "200" in outcomes

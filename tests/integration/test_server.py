@@ -28,20 +28,21 @@ def free_port() -> int:
 
 
 class Running:
-    def __init__(self, proc: subprocess.Popen[str], http: int, metrics: int) -> None:
-        self.proc, self.http_port, self.metrics_port = proc, http, metrics
+    def __init__(self, proc: subprocess.Popen[str], http: int, grpc: int, metrics: int) -> None:
+        self.proc, self.http_port, self.grpc_port, self.metrics_port = proc, http, grpc, metrics
         self.url = f"http://127.0.0.1:{http}"
 
 
 def start_server(repo: Path, *extra: str, timeout: float = 60) -> Running:
-    http, metrics = free_port(), free_port()
+    http, grpc, metrics = free_port(), free_port(), free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "sentiserve", "serve", "--model-repository", str(repo),
-         "--http-port", str(http), "--metrics-port", str(metrics), "--threads", "1", *extra],
+         "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
+         "--threads", "1", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "SENTISERVE_LOG_LEVEL": "WARNING"},
     )  # fmt: skip
-    running = Running(proc, http, metrics)
+    running = Running(proc, http, grpc, metrics)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -244,3 +245,58 @@ def test_sigterm_drains_in_flight_requests_then_exits(tiny_build: Path) -> None:
     assert running.proc.wait(30) in (0, -signal.SIGTERM)
     assert set(outcomes) <= {"200", "refused"}, outcomes
     assert "200" in outcomes
+
+
+def test_tritonclient_grpc_matches_v1(server: Running) -> None:
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    assert client.is_server_live()
+    assert client.is_server_ready()
+    assert client.is_model_ready("sentiment")
+    assert not client.is_model_ready("nope")
+    assert client.get_server_metadata().name == "sentiserve"
+    meta = client.get_model_metadata("sentiment")
+    assert [i.name for i in meta.inputs] == ["TEXT"]
+    text = grpcclient.InferInput("TEXT", [len(TEXTS)], "BYTES")
+    text.set_data_from_numpy(np.array([t.encode() for t in TEXTS], dtype=object))
+    result = client.infer("sentiment", [text])
+    labels = [x.decode() for x in result.as_numpy("LABEL")]
+    probs = result.as_numpy("PROBABILITIES")
+    expected = v1(server, {"texts": TEXTS}).json()["results"]
+    assert labels == [r["label"] for r in expected]
+    want = np.array([[r["scores"]["negative"], r["scores"]["positive"]] for r in expected])
+    assert np.abs(probs - want).max() <= 1e-6
+    stats = client.get_inference_statistics("sentiment").model_stats[0]
+    assert stats.inference_count >= 3
+    index = client.get_model_repository_index().models
+    assert [(m.name, m.state) for m in index] == [("sentiment", "READY")]
+
+
+def test_grpc_bad_requests_get_status_codes(server: Running) -> None:
+    import grpc
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+
+    def code_of(inputs: list[object], model: str = "sentiment") -> str:
+        with pytest.raises(InferenceServerException) as info:
+            client.infer(model, inputs)  # type: ignore[arg-type]
+        return str(info.value.status())
+
+    wrong_type = grpcclient.InferInput("TEXT", [1], "FP32")
+    wrong_type.set_data_from_numpy(np.array([1.0], dtype=np.float32))
+    assert code_of([wrong_type]) == str(grpc.StatusCode.INVALID_ARGUMENT)
+    wrong_name = grpcclient.InferInput("WORDS", [1], "BYTES")
+    wrong_name.set_data_from_numpy(np.array([b"fine"], dtype=object))
+    assert code_of([wrong_name]) == str(grpc.StatusCode.INVALID_ARGUMENT)
+    bad_utf8 = grpcclient.InferInput("TEXT", [1], "BYTES")
+    bad_utf8.set_data_from_numpy(np.array([b"\xff\xfe"], dtype=object))
+    assert code_of([bad_utf8]) == str(grpc.StatusCode.INVALID_ARGUMENT)
+    empty = grpcclient.InferInput("TEXT", [1], "BYTES")
+    empty.set_data_from_numpy(np.array([b"  "], dtype=object))
+    assert code_of([empty]) == str(grpc.StatusCode.INVALID_ARGUMENT)
+    fine = grpcclient.InferInput("TEXT", [1], "BYTES")
+    fine.set_data_from_numpy(np.array([b"fine"], dtype=object))
+    assert code_of([fine], model="nope") == str(grpc.StatusCode.NOT_FOUND)

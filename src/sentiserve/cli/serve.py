@@ -19,6 +19,7 @@ def serve(
     model_repository: Path = typer.Option(DEFAULT_ROOT, help="Model repository to serve."),
     host: str = typer.Option("127.0.0.1", help="Address to bind (0.0.0.0 in containers)."),
     http_port: int = typer.Option(8000, help="REST port (friendly API and KServe v2)."),
+    grpc_port: int = typer.Option(8001, help="KServe v2 gRPC port (0 turns gRPC off)."),
     metrics_port: int = typer.Option(8002, help="Prometheus metrics port (/metrics)."),
     max_batch_size: int = typer.Option(B.max_batch_size, help="Most texts per engine call."),
     max_batch_tokens: int = typer.Option(B.max_batch_tokens, help="Most padded tokens per call."),
@@ -38,6 +39,7 @@ def serve(
     with user_errors():
         config = ServerConfig(
             repository=model_repository, host=host, http_port=http_port,
+            grpc_port=grpc_port or None,
             metrics_port=metrics_port, threads=threads, engine=engine,
             batching=BatchingConfig(
                 max_batch_size=max_batch_size, max_batch_tokens=max_batch_tokens,
@@ -50,8 +52,10 @@ def serve(
         def ready() -> None:
             base = f"http://{host}:{http_port}"
             metrics = f"http://{host}:{metrics_port}/metrics"
+            grpc = f"  gRPC {host}:{grpc_port}" if grpc_port else ""
             console.print(
-                f"[green]ready[/]: {base}/v1/sentiment  {base}/v2  {base}/docs  metrics {metrics}",
+                f"[green]ready[/]: {base}/v1/sentiment  {base}/v2  {base}/docs{grpc}  "
+                f"metrics {metrics}",
                 soft_wrap=True,
             )
 

@@ -38,6 +38,7 @@ class ServerConfig:
     repository: Path = Path("model_repository")
     host: str = "127.0.0.1"
     http_port: int = 8000
+    grpc_port: int | None = 8001
     metrics_port: int = 8002
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     limits: Limits = field(default_factory=Limits)
@@ -155,12 +156,21 @@ def run(config: ServerConfig, on_ready: Callable[[], None] = lambda: None) -> No
     ))  # fmt: skip
 
     async def main() -> None:
+        grpc_server = None
+        if config.grpc_port is not None:
+            from sentiserve.serve.grpc_v2 import start_grpc
+
+            grpc_server = await start_grpc(server.plane, config.host, config.grpc_port)
         task = asyncio.create_task(uv.serve())
         while not uv.started and not task.done():
             await asyncio.sleep(0.01)
         if uv.started:
             on_ready()
-        await task
+        try:
+            await task
+        finally:
+            if grpc_server is not None:
+                await grpc_server.stop(config.drain_seconds)
 
     try:
         asyncio.run(main())

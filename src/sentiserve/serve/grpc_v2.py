@@ -1,0 +1,190 @@
+"""KServe v2 gRPC (``inference.GRPCInferenceService``), over the same data plane as REST.
+
+The protocol buffers are the ones Triton's own client ships (``tritonclient.grpc``), so
+the wire format is Triton's exactly. Errors map to gRPC codes in one table.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+import grpc
+import numpy as np
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+from sentiserve import __version__
+from sentiserve.errors import ModelNotFoundError, SentiserveError
+from sentiserve.serve import v2
+from sentiserve.serve.dataplane import DataPlane, InvalidInputError
+from sentiserve.serve.rest_v2 import EXTENSIONS, SERVER_NAME, TEXT_INPUT, model_metadata
+
+logger = logging.getLogger(__name__)
+
+STATUS_TO_CODE = {
+    HTTPStatus.BAD_REQUEST: grpc.StatusCode.INVALID_ARGUMENT,
+    HTTPStatus.UNAUTHORIZED: grpc.StatusCode.UNAUTHENTICATED,
+    HTTPStatus.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    HTTPStatus.REQUEST_ENTITY_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    HTTPStatus.SERVICE_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    HTTPStatus.GATEWAY_TIMEOUT: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+"""sentiserve error status -> gRPC status code; anything else is INTERNAL."""
+
+
+def _version(text: str) -> int | None:
+    if not text:
+        return None
+    if not text.isdigit():
+        raise ModelNotFoundError(f"no version {text!r}")
+    return int(text)
+
+
+def _tensor_from_request(request: Any, index: int) -> v2.Tensor:
+    spec = request.inputs[index]
+    shape = [int(d) for d in spec.shape]
+    if any(d < 0 for d in shape):
+        raise InvalidInputError(f"input {spec.name}: shape must be non-negative")
+    count = int(np.prod(shape)) if shape else 1
+    if index < len(request.raw_input_contents):
+        raw = request.raw_input_contents[index]
+        if spec.datatype != "BYTES":
+            raise InvalidInputError(
+                f"input {spec.name}: expected datatype BYTES, got {spec.datatype}"
+            )
+        items = v2.decode_bytes_elements(raw, spec.name)
+    else:
+        if spec.datatype != "BYTES":
+            raise InvalidInputError(
+                f"input {spec.name}: expected datatype BYTES, got {spec.datatype}"
+            )
+        items = list(spec.contents.bytes_contents)
+    if len(items) != count:
+        raise InvalidInputError(
+            f"input {spec.name}: shape says {count} elements, data has {len(items)}"
+        )
+    return v2.Tensor(spec.name, spec.datatype, shape, items)
+
+
+class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
+    """Converts protobuf messages to data-plane calls and back; nothing else."""
+
+    def __init__(self, plane: DataPlane) -> None:
+        self.plane = plane
+
+    async def _guard(self, context: Any, call: Any) -> Any:
+        try:
+            return await call()
+        except SentiserveError as exc:
+            code = STATUS_TO_CODE.get(HTTPStatus(exc.status), grpc.StatusCode.INTERNAL)
+            await context.abort(code, exc.message)
+
+    async def ServerLive(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return pb.ServerReadyResponse(ready=self.plane.ready())
+
+    async def ModelReady(self, request: Any, context: Any) -> Any:  # noqa: N802
+        try:
+            self.plane.model(request.name, _version(request.version))
+        except ModelNotFoundError:
+            return pb.ModelReadyResponse(ready=False)
+        return pb.ModelReadyResponse(ready=self.plane.accepting)
+
+    async def ServerMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return pb.ServerMetadataResponse(
+            name=SERVER_NAME, version=__version__, extensions=EXTENSIONS
+        )
+
+    async def ModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
+        async def call() -> Any:
+            meta = model_metadata(self.plane, request.name, _version(request.version))
+            tensor = pb.ModelMetadataResponse.TensorMetadata
+            return pb.ModelMetadataResponse(
+                name=meta["name"], versions=meta["versions"], platform=meta["platform"],
+                inputs=[tensor(**t) for t in meta["inputs"]],
+                outputs=[tensor(**t) for t in meta["outputs"]],
+            )  # fmt: skip
+
+        return await self._guard(context, call)
+
+    async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
+        async def call() -> Any:
+            number = _version(request.model_version)
+            self.plane.model(request.model_name, number)
+            names = [i.name for i in request.inputs]
+            if names != [TEXT_INPUT]:
+                raise InvalidInputError(
+                    f"model {request.model_name} takes one input {TEXT_INPUT} (BYTES); got "
+                    f"{', '.join(names) or 'none'}"
+                )
+            texts = v2.texts_of(_tensor_from_request(request, 0))
+            timeout_s = None
+            if "timeout" in request.parameters:
+                timeout_s = request.parameters["timeout"].int64_param / 1e6 or None
+            remaining = context.time_remaining()
+            if remaining is not None:
+                timeout_s = min(timeout_s or remaining, remaining)
+            result = await self.plane.classify(
+                request.model_name, texts, version=number, timeout_s=timeout_s
+            )
+            labels = [x.encode() for x in result.predicted()]
+            probs = np.ascontiguousarray(result.probabilities, dtype=np.float32)
+            outputs = {
+                "LABEL": (pb.ModelInferResponse.InferOutputTensor(
+                    name="LABEL", datatype="BYTES", shape=[len(labels)]),
+                    v2.encode_bytes_elements(labels)),
+                "PROBABILITIES": (pb.ModelInferResponse.InferOutputTensor(
+                    name="PROBABILITIES", datatype="FP32", shape=list(probs.shape)),
+                    probs.tobytes()),
+            }  # fmt: skip
+            wanted = [o.name for o in request.outputs] or list(outputs)
+            unknown = [w for w in wanted if w not in outputs]
+            if unknown:
+                raise InvalidInputError(f"unknown output(s) {', '.join(unknown)}")
+            return pb.ModelInferResponse(
+                model_name=result.model, model_version=str(result.version), id=request.id,
+                outputs=[outputs[w][0] for w in wanted],
+                raw_output_contents=[outputs[w][1] for w in wanted],
+            )  # fmt: skip
+
+        return await self._guard(context, call)
+
+    async def ModelStatistics(self, request: Any, context: Any) -> Any:  # noqa: N802
+        async def call() -> Any:
+            from google.protobuf import json_format
+
+            names = [request.name] if request.name else self.plane.registry.names()
+            stats = [
+                self.plane.statistics(self.plane.model(n, _version(request.version))) for n in names
+            ]
+            return json_format.ParseDict(
+                {"model_stats": stats}, pb.ModelStatisticsResponse(), ignore_unknown_fields=True
+            )
+
+        return await self._guard(context, call)
+
+    async def RepositoryIndex(self, request: Any, context: Any) -> Any:  # noqa: N802
+        entry = pb.RepositoryIndexResponse.ModelIndex
+        models = [
+            entry(name=s.name, version="" if s.version is None else str(s.version),
+                  state=s.state, reason=s.reason)
+            for s in self.plane.registry.index()
+        ]  # fmt: skip
+        return pb.RepositoryIndexResponse(models=models)
+
+
+async def start_grpc(plane: DataPlane, host: str, port: int) -> Any:
+    """Start the gRPC server on the running event loop; returns it (call ``stop``)."""
+    server = grpc.aio.server(options=[
+        ("grpc.max_receive_message_length", plane.limits.max_body_bytes),
+    ])  # fmt: skip
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(plane), server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot bind gRPC to {host}:{port}")
+    await server.start()
+    return server

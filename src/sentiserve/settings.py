@@ -27,3 +27,5 @@ class Settings(BaseSettings):
     """Where downloaded data (the rt corpus) is cached."""
     threads: int | None = Field(default=None, ge=1, description="ONNX Runtime threads.")
     """ONNX Runtime intra-op threads; unset means one per core."""
+    api_key: str | None = Field(default=None, min_length=8, description="Serving API key.")
+    """When set, inference and model control need ``Authorization: Bearer <key>``."""

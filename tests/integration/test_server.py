@@ -33,14 +33,16 @@ class Running:
         self.url = f"http://127.0.0.1:{http}"
 
 
-def start_server(repo: Path, *extra: str, timeout: float = 60) -> Running:
+def start_server(
+    repo: Path, *extra: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> Running:
     http, grpc, metrics = free_port(), free_port(), free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "sentiserve", "serve", "--model-repository", str(repo),
          "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
          "--threads", "1", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "SENTISERVE_LOG_LEVEL": "WARNING"},
+        env={**os.environ, "SENTISERVE_LOG_LEVEL": "WARNING", **(env or {})},
     )  # fmt: skip
     running = Running(proc, http, grpc, metrics)
     deadline = time.monotonic() + timeout
@@ -300,3 +302,51 @@ def test_grpc_bad_requests_get_status_codes(server: Running) -> None:
     fine = grpcclient.InferInput("TEXT", [1], "BYTES")
     fine.set_data_from_numpy(np.array([b"fine"], dtype=object))
     assert code_of([fine], model="nope") == str(grpc.StatusCode.NOT_FOUND)
+
+
+def test_api_key_guards_inference_only(tiny_build: Path) -> None:
+    import grpc
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    key = "s3cret-key-for-tests"
+    running = start_server(tiny_build / "model_repository", env={"SENTISERVE_API_KEY": key})
+    try:
+        url = f"{running.url}/v1/sentiment"
+        denied = [
+            httpx.post(url, json={"text": "fine"}),
+            httpx.post(url, json={"text": "fine"}, headers={"Authorization": "Bearer wrong"}),
+            httpx.post(url, json={"text": "fine"}, headers={"Authorization": key}),
+        ]
+        assert [r.status_code for r in denied] == [401, 401, 401]
+        assert len({r.json()["error"] for r in denied}) == 1, "401s must not say what failed"
+        ok = httpx.post(url, json={"text": "fine"}, headers={"Authorization": f"Bearer {key}"})
+        assert ok.status_code == 200
+        assert (
+            httpx.post(f"{running.url}/v2/models/sentiment/infer", content=b"{}").status_code == 401
+        )
+        assert httpx.get(f"{running.url}/v2/health/ready").status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{running.metrics_port}/metrics").status_code == 200
+
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{running.grpc_port}")
+        text = grpcclient.InferInput("TEXT", [1], "BYTES")
+        text.set_data_from_numpy(np.array([b"fine"], dtype=object))
+        with pytest.raises(InferenceServerException) as info:
+            client.infer("sentiment", [text])
+        assert info.value.status() == str(grpc.StatusCode.UNAUTHENTICATED)
+        result = client.infer("sentiment", [text], headers={"authorization": f"Bearer {key}"})
+        assert result.as_numpy("LABEL").shape == (1,)
+    finally:
+        stop(running)
+
+
+def test_short_api_key_is_refused_at_start(tiny_build: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "sentiserve", "serve", "--model-repository",
+         str(tiny_build / "model_repository")],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "SENTISERVE_API_KEY": "short"},
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "SENTISERVE_API_KEY" in proc.stderr
+    assert "Traceback" not in proc.stderr

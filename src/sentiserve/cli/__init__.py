@@ -46,8 +46,19 @@ def build_app() -> typer.Typer:
 
 def main() -> None:
     """Entry point of the ``sentiserve`` command."""
-    from sentiserve.cli.console import setup
+    from pydantic import ValidationError
+
+    from sentiserve.cli.console import fail, setup
     from sentiserve.settings import Settings
 
-    setup(Settings())
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = "SENTISERVE_" + str(first["loc"][0]).upper()
+        try:
+            fail(f"{field}: {first['msg']}", code=2)
+        except typer.Exit as stop:
+            raise SystemExit(stop.exit_code) from None
+    setup(settings)
     build_app()()

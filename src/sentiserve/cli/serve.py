@@ -35,6 +35,7 @@ def serve(
 ) -> None:
     """Serve every model in the repository over REST (friendly and KServe v2)."""
     from sentiserve.serve.app import ServerConfig, run
+    from sentiserve.settings import Settings
 
     with user_errors():
         config = ServerConfig(
@@ -47,6 +48,7 @@ def serve(
                 group_by_length=group_by_length,
             ),
             limits=Limits(max_texts=max_texts, default_timeout_s=timeout_s),
+            api_key=Settings().api_key,
         )  # fmt: skip
 
         def ready() -> None:

@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from sentiserve import __version__
 from sentiserve.errors import SentiserveError
 from sentiserve.serve import rest_v1, rest_v2
+from sentiserve.serve.auth import ApiKey
 from sentiserve.serve.batcher import BatchingConfig, QueueFullError
 from sentiserve.serve.dataplane import DataPlane, Limits
 from sentiserve.serve.metrics import Metrics
@@ -45,6 +46,7 @@ class ServerConfig:
     threads: int | None = None
     engine: str | None = None
     drain_seconds: float = 30.0
+    api_key: str | None = None
 
 
 @dataclass
@@ -72,7 +74,7 @@ def build_server(config: ServerConfig) -> Server:
         config.repository, config.batching, threads=config.threads, engine=config.engine,
         on_batch=lambda n, v, s: holder["plane"].record_batch(n, v, s),
     )  # fmt: skip
-    plane = DataPlane(registry, metrics, config.limits)
+    plane = DataPlane(registry, metrics, config.limits, ApiKey(config.api_key))
     holder["plane"] = plane
     registry.load_all()
 
@@ -96,6 +98,14 @@ def build_server(config: ServerConfig) -> Server:
     ) -> Response:
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         start = time.perf_counter()
+        if plane.api_key.protects(request.url.path):
+            try:
+                plane.api_key.check(request.headers.get("authorization"))
+            except SentiserveError as exc:
+                denied = error_body(exc)
+                denied.headers["WWW-Authenticate"] = "Bearer"
+                denied.headers["X-Request-ID"] = request_id
+                return denied
         response = await call_next(request)
         response.headers["X-Request-ID"] = request_id
         if request.url.path.startswith(("/v1/", "/v2/models")):

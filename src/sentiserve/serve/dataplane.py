@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sentiserve.errors import SentiserveError
+from sentiserve.serve.auth import ApiKey
 from sentiserve.serve.batcher import BatchStats, DeadlineExceededError, QueueFullError
 from sentiserve.serve.metrics import Metrics
 from sentiserve.serve.registry import LoadedModel, Registry
@@ -87,10 +88,13 @@ def check_texts(texts: object, limits: Limits) -> list[str]:
 class DataPlane:
     """Classifies texts with the registry's models and records Triton-style metrics."""
 
-    def __init__(self, registry: Registry, metrics: Metrics, limits: Limits) -> None:
+    def __init__(
+        self, registry: Registry, metrics: Metrics, limits: Limits, api_key: ApiKey | None = None
+    ) -> None:
         self.registry = registry
         self.metrics = metrics
         self.limits = limits
+        self.api_key = api_key or ApiKey(None)
         self.accepting = True
 
     def ready(self) -> bool:

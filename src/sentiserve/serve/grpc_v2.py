@@ -74,8 +74,11 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
     def __init__(self, plane: DataPlane) -> None:
         self.plane = plane
 
-    async def _guard(self, context: Any, call: Any) -> Any:
+    async def _guard(self, context: Any, call: Any, protected: bool = False) -> Any:
         try:
+            if protected and self.plane.api_key.enabled:
+                metadata = dict(context.invocation_metadata() or ())
+                self.plane.api_key.check(metadata.get("authorization"))
             return await call()
         except SentiserveError as exc:
             code = STATUS_TO_CODE.get(HTTPStatus(exc.status), grpc.StatusCode.INTERNAL)
@@ -151,7 +154,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
                 raw_output_contents=[outputs[w][1] for w in wanted],
             )  # fmt: skip
 
-        return await self._guard(context, call)
+        return await self._guard(context, call, protected=True)
 
     async def ModelStatistics(self, request: Any, context: Any) -> Any:  # noqa: N802
         async def call() -> Any:

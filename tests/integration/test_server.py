@@ -350,3 +350,51 @@ def test_short_api_key_is_refused_at_start(tiny_build: Path) -> None:
     assert proc.returncode == 2
     assert "SENTISERVE_API_KEY" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_hot_reload_is_atomic_and_a_failed_load_keeps_serving(
+    tiny_build: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_build / "model_repository", repo)
+    off = start_server(repo)
+    try:
+        r = httpx.post(f"{off.url}/v2/repository/models/sentiment/load")
+        assert r.status_code == 403
+        assert "--model-control" in r.json()["error"]
+    finally:
+        stop(off)
+
+    running = start_server(repo, "--model-control")
+    try:
+        before = v1(running, {"texts": TEXTS}).json()
+        # Version 2: the same files under a new number.
+        v2_dir = repo / "sentiment" / "2"
+        shutil.copytree(repo / "sentiment" / "1", v2_dir)
+        manifest = json.loads((v2_dir / "manifest.json").read_text())
+        (v2_dir / "manifest.json").write_text(json.dumps({**manifest, "version": 2}))
+        assert httpx.post(f"{running.url}/v2/repository/models/sentiment/load").status_code == 200
+        after = v1(running, {"texts": TEXTS}).json()
+        assert after["version"] == 2
+        assert after["results"] == before["results"]
+
+        # Version 3 is corrupt: the load fails with the reason, version 2 keeps serving.
+        v3_dir = repo / "sentiment" / "3"
+        shutil.copytree(v2_dir, v3_dir)
+        (v3_dir / "manifest.json").write_text(json.dumps({**manifest, "version": 3}))
+        engine = v3_dir / "model.int8.onnx"
+        engine.write_bytes(engine.read_bytes()[:-1] + b"\x00")
+        r = httpx.post(f"{running.url}/v2/repository/models/sentiment/load")
+        assert r.status_code == 503
+        assert "corrupt" in r.json()["error"]
+        assert v1(running, {"text": "fine"}).json()["version"] == 2
+        index = httpx.post(f"{running.url}/v2/repository/index").json()
+        assert index == [{"name": "sentiment", "version": "2", "state": "READY", "reason": ""}]
+
+        assert httpx.post(f"{running.url}/v2/repository/models/sentiment/unload").status_code == 200
+        assert httpx.get(f"{running.url}/v2/models/sentiment/ready").status_code == 400
+        assert v1(running, {"text": "fine"}).status_code == 404
+    finally:
+        stop(running)

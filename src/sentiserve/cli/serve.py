@@ -32,6 +32,7 @@ def serve(
     timeout_s: float = typer.Option(L.default_timeout_s, help="Default request deadline."),
     threads: int | None = typer.Option(None, help="Engine threads (default: one per core)."),
     engine: str | None = typer.Option(None, help="Engine variant (default: manifest's)."),
+    model_control: bool = typer.Option(False, help="Allow loading/unloading models over the API."),
 ) -> None:
     """Serve every model in the repository over REST (friendly and KServe v2)."""
     from sentiserve.serve.app import ServerConfig, run
@@ -48,7 +49,7 @@ def serve(
                 group_by_length=group_by_length,
             ),
             limits=Limits(max_texts=max_texts, default_timeout_s=timeout_s),
-            api_key=Settings().api_key,
+            api_key=Settings().api_key, model_control=model_control,
         )  # fmt: skip
 
         def ready() -> None:

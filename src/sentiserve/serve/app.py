@@ -47,6 +47,7 @@ class ServerConfig:
     engine: str | None = None
     drain_seconds: float = 30.0
     api_key: str | None = None
+    model_control: bool = False
 
 
 @dataclass
@@ -74,7 +75,8 @@ def build_server(config: ServerConfig) -> Server:
         config.repository, config.batching, threads=config.threads, engine=config.engine,
         on_batch=lambda n, v, s: holder["plane"].record_batch(n, v, s),
     )  # fmt: skip
-    plane = DataPlane(registry, metrics, config.limits, ApiKey(config.api_key))
+    plane = DataPlane(registry, metrics, config.limits, ApiKey(config.api_key),
+                      model_control=config.model_control)  # fmt: skip
     holder["plane"] = plane
     registry.load_all()
 

@@ -31,6 +31,12 @@ class InvalidInputError(SentiserveError):
     status = HTTPStatus.BAD_REQUEST
 
 
+class ModelControlDisabledError(SentiserveError):
+    """Loading and unloading models over the API is off (``--model-control`` turns it on)."""
+
+    status = HTTPStatus.FORBIDDEN
+
+
 class PayloadTooLargeError(SentiserveError):
     """Too many texts, or a body over the size limit."""
 
@@ -89,13 +95,27 @@ class DataPlane:
     """Classifies texts with the registry's models and records Triton-style metrics."""
 
     def __init__(
-        self, registry: Registry, metrics: Metrics, limits: Limits, api_key: ApiKey | None = None
+        self,
+        registry: Registry,
+        metrics: Metrics,
+        limits: Limits,
+        api_key: ApiKey | None = None,
+        *,
+        model_control: bool = False,
     ) -> None:
         self.registry = registry
         self.metrics = metrics
         self.limits = limits
         self.api_key = api_key or ApiKey(None)
+        self.model_control = model_control
         self.accepting = True
+
+    def check_model_control(self) -> None:
+        if not self.model_control:
+            raise ModelControlDisabledError(
+                "model control is off; start the server with --model-control to load and "
+                "unload models over the API"
+            )
 
     def ready(self) -> bool:
         return self.accepting and bool(self.registry.names())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import numpy as np
@@ -127,5 +128,26 @@ def router(plane: DataPlane) -> APIRouter:
     async def stats(name: str, version: str | None = None) -> JSONResponse:
         model = plane.model(name, _version(version))
         return JSONResponse({"model_stats": [plane.statistics(model)]})
+
+    @api.post("/v2/repository/index")
+    async def repository_index() -> JSONResponse:
+        return JSONResponse([
+            {"name": s.name, "version": "" if s.version is None else str(s.version),
+             "state": s.state, "reason": s.reason}
+            for s in plane.registry.index()
+        ])  # fmt: skip
+
+    @api.post("/v2/repository/models/{name}/load")
+    async def load(name: str) -> Response:
+        plane.check_model_control()
+        # Verifying checksums, opening the engine and warming it up block: off the loop.
+        await asyncio.to_thread(plane.registry.load, name)
+        return Response(status_code=200)
+
+    @api.post("/v2/repository/models/{name}/unload")
+    async def unload(name: str) -> Response:
+        plane.check_model_control()
+        await asyncio.to_thread(plane.registry.unload, name)
+        return Response(status_code=200)
 
     return api

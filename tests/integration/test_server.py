@@ -398,3 +398,26 @@ def test_hot_reload_is_atomic_and_a_failed_load_keeps_serving(
         assert v1(running, {"text": "fine"}).status_code == 404
     finally:
         stop(running)
+
+
+def test_results_do_not_depend_on_batch_mates(server: Running) -> None:
+    """The same texts alone, then inside concurrent mixed-length load: identical labels,
+    |Δp| <= 1e-4 (the length-grouping batcher pads them with different company)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [
+        " ".join(["good", "film", "dull", "plot"][: 1 + i % 4] * (1 + i % 9)) for i in range(40)
+    ]
+    alone = [v1(server, {"text": t}).json()["results"][0] for t in texts]
+    noise = [" ".join(["story"] * n) for n in (3, 50, 90, 7, 120)]
+
+    def mixed(i: int) -> dict[str, object]:
+        batch = [noise[i % len(noise)], texts[i], noise[(i + 2) % len(noise)]]
+        return v1(server, {"texts": batch}).json()["results"][1]  # type: ignore[no-any-return]
+
+    with ThreadPoolExecutor(16) as pool:
+        together = list(pool.map(mixed, range(len(texts))))
+    for a, b in zip(alone, together, strict=True):
+        assert a["label"] == b["label"]
+        for label, p in a["scores"].items():
+            assert abs(p - b["scores"][label]) <= 1e-4

@@ -183,14 +183,7 @@ def load_aclimdb(root: Path) -> Corpus:
     train, validation, _ = seeded_split(
         full_train, test_size=0, validation_size=validation_size, seed=SPLIT_SEED
     )
-    return Corpus(
-        name=root.name,
-        train=train,
-        validation=validation,
-        test=test,
-        description=f"aclImdb folder {root}",
-        provenance={"source": str(root.resolve()), "split_seed": str(SPLIT_SEED)},
-    )
+    return _local_corpus(root, root.name, f"aclImdb folder {root}", (train, validation, test))
 
 
 def load_path(path: Path, label_names: Sequence[str] = DEFAULT_LABELS) -> Corpus:
@@ -211,11 +204,14 @@ def load_path(path: Path, label_names: Sequence[str] = DEFAULT_LABELS) -> Corpus
     train, validation, test = seeded_split(
         examples, test_size=test_size, validation_size=validation_size, seed=SPLIT_SEED
     )
+    return _local_corpus(path, path.stem, f"local file {path}", (train, validation, test))
+
+
+def _local_corpus(
+    source: Path, name: str, description: str, splits: tuple[Examples, Examples, Examples]
+) -> Corpus:
+    train, validation, test = splits
     return Corpus(
-        name=path.stem,
-        train=train,
-        validation=validation,
-        test=test,
-        description=f"local file {path}",
-        provenance={"source": str(path.resolve()), "split_seed": str(SPLIT_SEED)},
-    )
+        name=name, train=train, validation=validation, test=test, description=description,
+        provenance={"source": str(source.resolve()), "split_seed": str(SPLIT_SEED)},
+    )  # fmt: skip

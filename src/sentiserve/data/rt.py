@@ -19,6 +19,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from sentiserve.checksums import sha256_file
 from sentiserve.data.types import DEFAULT_LABELS, Corpus, Examples, seeded_split
 from sentiserve.errors import DataError, DataUnavailableError
 
@@ -43,14 +44,6 @@ def cache_dir() -> Path:
     """Where downloaded data lives: ``$SENTISERVE_CACHE_DIR`` or ``~/.cache/sentiserve``."""
     root = os.environ.get("SENTISERVE_CACHE_DIR")
     return Path(root) if root else Path.home() / ".cache" / "sentiserve"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _download_wheel(into: Path) -> Path:

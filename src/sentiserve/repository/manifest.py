@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from sentiserve.checksums import sha256_file
 from sentiserve.engine.tokenizer import Truncation
 from sentiserve.errors import RepositoryError
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class FileEntry(BaseModel):

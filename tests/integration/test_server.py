@@ -421,3 +421,52 @@ def test_results_do_not_depend_on_batch_mates(server: Running) -> None:
         assert a["label"] == b["label"]
         for label, p in a["scores"].items():
             assert abs(p - b["scores"][label]) <= 1e-4
+
+
+def test_raw_engine_model_matches_text_model(server: Running, tiny_build: Path) -> None:
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+
+    from sentiserve.engine.base import softmax
+    from sentiserve.repository.layout import ModelRepository
+    from sentiserve.runtime import open_model
+
+    served = open_model(ModelRepository(tiny_build / "model_repository").load("sentiment"))
+    batch = served.tokenizer(TEXTS)
+    expected = v1(server, {"texts": TEXTS}).json()["results"]
+    want = np.array([[r["scores"]["negative"], r["scores"]["positive"]] for r in expected])
+
+    http = httpclient.InferenceServerClient(f"127.0.0.1:{server.http_port}")
+    grpc_ = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    assert http.is_model_ready("sentiment_onnx")
+    assert [i["name"] for i in http.get_model_metadata("sentiment_onnx")["inputs"]][:2] == [
+        "input_ids", "attention_mask",
+    ]  # fmt: skip
+    for module, client in ((httpclient, http), (grpcclient, grpc_)):
+        inputs = []
+        for name, array in (
+            ("input_ids", batch.input_ids),
+            ("attention_mask", batch.attention_mask),
+        ):
+            tensor = module.InferInput(name, list(array.shape), "INT64")
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        logits = client.infer("sentiment_onnx", inputs).as_numpy("logits")
+        assert logits.shape == (3, 2)
+        assert np.abs(softmax(logits) - want).max() <= 1e-6
+
+
+def test_raw_engine_model_bad_input(server: Running) -> None:
+    def send(ids: list[list[int]], mask: list[list[int]]) -> httpx.Response:
+        doc = {"inputs": [
+            {"name": name, "datatype": "INT64", "shape": [len(rows), len(rows[0])], "data": rows}
+            for name, rows in (("input_ids", ids), ("attention_mask", mask))
+        ]}  # fmt: skip
+        return raw_v2(server, json.dumps(doc).encode(), model="sentiment_onnx")
+
+    assert send([[2, 10, 3]], [[1, 1, 1]]).status_code == 200
+    left_padded = send([[0, 2, 3]], [[0, 1, 1]])
+    assert left_padded.status_code == 400
+    assert "right padding" in left_padded.json()["error"]
+    assert "token ids must be within" in send([[2, 10_000_000, 3]], [[1, 1, 1]]).json()["error"]
+    assert send([[2, 10, 3]], [[1, 1]]).status_code == 400

@@ -88,6 +88,10 @@ class Tokenizer:
         self._budget = budget
         self._head = min(HEAD_TOKENS, budget // 2)
 
+    @property
+    def vocab_size(self) -> int:
+        return int(self._tok.get_vocab_size())
+
     def content_lengths(self, texts: Sequence[str]) -> list[int]:
         """Tokens per text before truncation, without special tokens."""
         return [len(e.ids) for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]

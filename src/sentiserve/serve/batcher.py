@@ -23,7 +23,7 @@ from http import HTTPStatus
 import numpy as np
 import numpy.typing as npt
 
-from sentiserve.engine.base import Engine, softmax
+from sentiserve.engine.base import Engine
 from sentiserve.engine.tokenizer import Tokenizer
 from sentiserve.errors import ConfigError, SentiserveError
 
@@ -202,7 +202,7 @@ class Batcher:
     async def infer(
         self, sequences: Sequence[Sequence[int]], deadline: float
     ) -> npt.NDArray[np.float32]:
-        """Probabilities for each sequence (token ids), in order.
+        """Logits for each sequence (token ids), in order.
 
         Args:
             deadline: ``time.monotonic()`` value after which unrun work is dropped.
@@ -279,14 +279,14 @@ class Batcher:
             t_infer = time.monotonic()
             logits = self.engine.infer(padded.input_ids, padded.attention_mask)
             t_out = time.monotonic()
-            probs = softmax(logits)
+            rows = np.asarray(logits, dtype=np.float32)
         except Exception as exc:  # an engine failure fails this batch, not the server
             logger.exception("engine call failed for a batch of %d", len(batch))
             error = SentiserveError(f"inference failed: {type(exc).__name__}")
             for item in batch:
                 _resolve(item, error)
             return
-        for row, item in zip(probs, batch, strict=True):
+        for row, item in zip(rows, batch, strict=True):
             _resolve(item, row)
         end = time.monotonic()
         self._on_batch(

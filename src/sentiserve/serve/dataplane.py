@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 
 import numpy as np
 import numpy.typing as npt
 
-from sentiserve.errors import SentiserveError
+from sentiserve.engine.base import softmax
+from sentiserve.errors import ModelNotFoundError, SentiserveError
 from sentiserve.serve.auth import ApiKey
 from sentiserve.serve.batcher import BatchStats, DeadlineExceededError, QueueFullError
 from sentiserve.serve.metrics import Metrics
 from sentiserve.serve.registry import LoadedModel, Registry
 
+RAW_SUFFIX = "_onnx"
+"""``<model>_onnx`` is the raw engine of ``<model>``: token ids in, logits out."""
 TOKENIZE_INLINE_CHARS = 20_000
 """Below this many characters, tokenizing on the event loop is cheaper than a thread hop."""
 
@@ -71,6 +74,40 @@ class Classification:
 
     def predicted(self) -> list[str]:
         return [self.labels[i] for i in self.probabilities.argmax(axis=1)]
+
+
+def check_ids(
+    input_ids: npt.NDArray[np.int64],
+    attention_mask: npt.NDArray[np.int64] | None,
+    model: LoadedModel,
+    limits: Limits,
+) -> list[list[int]]:
+    """Validate right-padded token id rows and strip their padding."""
+    if input_ids.ndim != 2 or input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
+        raise InvalidInputError("input_ids must have shape [batch, sequence], both > 0")
+    if input_ids.shape[0] > limits.max_texts:
+        raise PayloadTooLargeError(
+            f"{input_ids.shape[0]} rows in one request; the limit is {limits.max_texts}"
+        )
+    tokenizer = model.served.tokenizer
+    if input_ids.shape[1] > tokenizer.max_length:
+        raise InvalidInputError(
+            f"sequence length {input_ids.shape[1]} exceeds the model's {tokenizer.max_length}"
+        )
+    if input_ids.min() < 0 or input_ids.max() >= tokenizer.vocab_size:
+        raise InvalidInputError(f"token ids must be within 0..{tokenizer.vocab_size - 1}")
+    if attention_mask is None:
+        attention_mask = np.ones_like(input_ids)
+    if attention_mask.shape != input_ids.shape:
+        raise InvalidInputError("attention_mask must have the shape of input_ids")
+    if not np.isin(attention_mask, (0, 1)).all():
+        raise InvalidInputError("attention_mask must hold only 0 and 1")
+    lengths = attention_mask.sum(axis=1)
+    # Right padding: each row's mask is ones, then zeros.
+    prefix = np.arange(input_ids.shape[1])[None, :] < lengths[:, None]
+    if not np.array_equal(prefix, attention_mask.astype(bool)) or (lengths == 0).any():
+        raise InvalidInputError("attention_mask must be ones then zeros (right padding)")
+    return [row[:n].tolist() for row, n in zip(input_ids, lengths, strict=True)]
 
 
 def check_texts(texts: object, limits: Limits) -> list[str]:
@@ -145,21 +182,64 @@ class DataPlane:
         Raises:
             SentiserveError: with the HTTP status that the transport should answer with.
         """
-        start = time.monotonic()
         model = self.registry.get(model_name, version)
+
+        async def prepare() -> list[list[int]]:
+            checked = check_texts(list(texts), self.limits)
+            tokenizer = model.served.tokenizer
+            if sum(len(t) for t in checked) > TOKENIZE_INLINE_CHARS:
+                return await asyncio.to_thread(tokenizer.encode, checked)
+            return tokenizer.encode(checked)
+
+        logits = await self._run(model, prepare, timeout_s)
+        return Classification(model.name, model.version, model.served.labels, softmax(logits))
+
+    def raw_base(self, name: str) -> str | None:
+        """The text model behind a raw-engine model name (``sentiment_onnx`` -> ``sentiment``)."""
+        if name.endswith(RAW_SUFFIX) and name[: -len(RAW_SUFFIX)] in self.registry.names():
+            return name[: -len(RAW_SUFFIX)]
+        return None
+
+    async def logits(
+        self,
+        model_name: str,
+        input_ids: npt.NDArray[np.int64],
+        attention_mask: npt.NDArray[np.int64] | None,
+        *,
+        version: int | None = None,
+        timeout_s: float | None = None,
+    ) -> tuple[LoadedModel, npt.NDArray[np.float32]]:
+        """Logits for right-padded token id rows (the raw engine model).
+
+        Rows are unpadded by their attention mask and go through the same batcher as texts,
+        so they are grouped by length and answered independently of their batch-mates.
+        """
+        base = self.raw_base(model_name)
+        if base is None:
+            raise ModelNotFoundError(f"unknown model {model_name!r}")
+        model = self.registry.get(base, version)
+
+        async def prepare() -> list[list[int]]:
+            return check_ids(input_ids, attention_mask, model, self.limits)
+
+        return model, await self._run(model, prepare, timeout_s)
+
+    async def _run(
+        self,
+        model: LoadedModel,
+        prepare: Callable[[], Awaitable[list[list[int]]]],
+        timeout_s: float | None,
+    ) -> npt.NDArray[np.float32]:
+        """Prepare sequences, batch them, and record Triton's request metrics."""
+        start = time.monotonic()
         key = (model.name, str(model.version))
         deadline = self.deadline(timeout_s)
         m = self.metrics
         try:
-            texts = check_texts(list(texts), self.limits)
-            tokenizer = model.served.tokenizer
-            if sum(len(t) for t in texts) > TOKENIZE_INLINE_CHARS:
-                sequences = await asyncio.to_thread(tokenizer.encode, texts)
-            else:
-                sequences = tokenizer.encode(texts)
+            sequences = await prepare()
             m.pending.inc(key, len(sequences))
             try:
-                probs = await model.batcher.infer(sequences, deadline)
+                logits = await model.batcher.infer(sequences, deadline)
             finally:
                 m.pending.dec(key, len(sequences))
         except SentiserveError as exc:
@@ -167,10 +247,10 @@ class DataPlane:
             raise
         elapsed = time.monotonic() - start
         m.request_success.inc(key)
-        m.inference_count.inc(key, len(texts))
+        m.inference_count.inc(key, len(sequences))
         m.request_duration.inc(key, elapsed * 1e6)
         m.request_latency.labels(*key).observe(elapsed)
-        return Classification(model.name, model.version, model.served.labels, probs)
+        return logits
 
     def record_batch(self, model: str, version: int, stats: BatchStats) -> None:
         """Batcher hook: per-execution metrics (called from the batcher's thread)."""

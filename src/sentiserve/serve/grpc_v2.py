@@ -19,7 +19,13 @@ from sentiserve import __version__
 from sentiserve.errors import ModelNotFoundError, SentiserveError
 from sentiserve.serve import v2
 from sentiserve.serve.dataplane import DataPlane, InvalidInputError
-from sentiserve.serve.rest_v2 import EXTENSIONS, SERVER_NAME, TEXT_INPUT, model_metadata
+from sentiserve.serve.rest_v2 import (
+    EXTENSIONS,
+    SERVER_NAME,
+    TEXT_INPUT,
+    model_metadata,
+    raw_arrays,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -42,30 +48,36 @@ def _version(text: str) -> int | None:
     return int(text)
 
 
+CONTENTS_FIELD = {"INT64": "int64_contents", "INT32": "int_contents", "BYTES": "bytes_contents"}
+
+
 def _tensor_from_request(request: Any, index: int) -> v2.Tensor:
+    """One input of a ModelInferRequest, from raw_input_contents or typed contents."""
     spec = request.inputs[index]
     shape = [int(d) for d in spec.shape]
     if any(d < 0 for d in shape):
         raise InvalidInputError(f"input {spec.name}: shape must be non-negative")
+    if spec.datatype not in CONTENTS_FIELD:
+        raise InvalidInputError(f"input {spec.name}: unsupported datatype {spec.datatype}")
     count = int(np.prod(shape)) if shape else 1
+    data: Any
     if index < len(request.raw_input_contents):
         raw = request.raw_input_contents[index]
-        if spec.datatype != "BYTES":
-            raise InvalidInputError(
-                f"input {spec.name}: expected datatype BYTES, got {spec.datatype}"
-            )
-        items = v2.decode_bytes_elements(raw, spec.name)
+        if spec.datatype == "BYTES":
+            data = v2.decode_bytes_elements(raw, spec.name)
+        else:
+            dtype = v2.NUMPY_TYPES[spec.datatype]
+            if len(raw) != count * np.dtype(dtype).itemsize:
+                raise InvalidInputError(f"input {spec.name}: data does not match its shape")
+            data = np.frombuffer(raw, dtype=dtype)
     else:
-        if spec.datatype != "BYTES":
-            raise InvalidInputError(
-                f"input {spec.name}: expected datatype BYTES, got {spec.datatype}"
-            )
-        items = list(spec.contents.bytes_contents)
-    if len(items) != count:
+        values = getattr(spec.contents, CONTENTS_FIELD[spec.datatype])
+        data = list(values) if spec.datatype == "BYTES" else np.asarray(values, dtype=np.int64)
+    if len(data) != count:
         raise InvalidInputError(
-            f"input {spec.name}: shape says {count} elements, data has {len(items)}"
+            f"input {spec.name}: shape says {count} elements, data has {len(data)}"
         )
-    return v2.Tensor(spec.name, spec.datatype, shape, items)
+    return v2.Tensor(spec.name, spec.datatype, shape, data)
 
 
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
@@ -92,7 +104,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
 
     async def ModelReady(self, request: Any, context: Any) -> Any:  # noqa: N802
         try:
-            self.plane.model(request.name, _version(request.version))
+            name = self.plane.raw_base(request.name) or request.name
+            self.plane.model(name, _version(request.version))
         except ModelNotFoundError:
             return pb.ModelReadyResponse(ready=False)
         return pb.ModelReadyResponse(ready=self.plane.accepting)
@@ -117,6 +130,9 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
     async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
         async def call() -> Any:
             number = _version(request.model_version)
+            timeout_s = self._timeout(request, context)
+            if self.plane.raw_base(request.model_name) is not None:
+                return await self._raw(request, number, timeout_s)
             self.plane.model(request.model_name, number)
             names = [i.name for i in request.inputs]
             if names != [TEXT_INPUT]:
@@ -125,12 +141,6 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
                     f"{', '.join(names) or 'none'}"
                 )
             texts = v2.texts_of(_tensor_from_request(request, 0))
-            timeout_s = None
-            if "timeout" in request.parameters:
-                timeout_s = request.parameters["timeout"].int64_param / 1e6 or None
-            remaining = context.time_remaining()
-            if remaining is not None:
-                timeout_s = min(timeout_s or remaining, remaining)
             result = await self.plane.classify(
                 request.model_name, texts, version=number, timeout_s=timeout_s
             )
@@ -155,6 +165,31 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
             )  # fmt: skip
 
         return await self._guard(context, call, protected=True)
+
+    @staticmethod
+    def _timeout(request: Any, context: Any) -> float | None:
+        timeout_s = None
+        if "timeout" in request.parameters:  # Triton's per-request timeout, microseconds
+            timeout_s = request.parameters["timeout"].int64_param / 1e6 or None
+        remaining = context.time_remaining()
+        if remaining is not None:
+            timeout_s = min(timeout_s or remaining, remaining)
+        return timeout_s
+
+    async def _raw(self, request: Any, number: int | None, timeout_s: float | None) -> Any:
+        tensors = {t.name: t for t in (_tensor_from_request(request, i)
+                                       for i in range(len(request.inputs)))}  # fmt: skip
+        ids, mask = raw_arrays(tensors, request.model_name)
+        model, logits = await self.plane.logits(
+            request.model_name, ids, mask, version=number, timeout_s=timeout_s
+        )
+        out = pb.ModelInferResponse.InferOutputTensor(
+            name="logits", datatype="FP32", shape=list(logits.shape)
+        )
+        return pb.ModelInferResponse(
+            model_name=request.model_name, model_version=str(model.version), id=request.id,
+            outputs=[out], raw_output_contents=[np.ascontiguousarray(logits).tobytes()],
+        )  # fmt: skip
 
     async def ModelStatistics(self, request: Any, context: Any) -> Any:  # noqa: N802
         async def call() -> Any:

@@ -17,6 +17,29 @@ from sentiserve.serve.dataplane import DataPlane, InvalidInputError, PayloadTooL
 SERVER_NAME = "sentiserve"
 EXTENSIONS = ["binary_tensor_data", "statistics", "model_repository"]
 TEXT_INPUT = "TEXT"
+RAW_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+"""Inputs of the raw engine model; ``token_type_ids`` is accepted and must be all zeros."""
+
+
+def raw_arrays(tensors: dict[str, v2.Tensor], model: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """``input_ids`` and ``attention_mask`` as int64 matrices, checked against their shapes."""
+    unknown = set(tensors) - set(RAW_INPUTS)
+    if unknown or "input_ids" not in tensors:
+        raise InvalidInputError(
+            f"model {model} takes input_ids and optionally attention_mask and token_type_ids "
+            f"(INT64 or INT32); got {', '.join(sorted(tensors))}"
+        )
+    arrays: dict[str, np.ndarray] = {}
+    for name, tensor in tensors.items():
+        if tensor.datatype not in ("INT64", "INT32") or isinstance(tensor.data, list):
+            raise InvalidInputError(f"input {name}: expected INT64 or INT32, got {tensor.datatype}")
+        if len(tensor.shape) != 2:
+            raise InvalidInputError(f"input {name}: expected shape [batch, sequence]")
+        arrays[name] = np.asarray(tensor.data, dtype=np.int64).reshape(tensor.shape)
+    types = arrays.get("token_type_ids")
+    if types is not None and types.any():
+        raise InvalidInputError("token_type_ids must be all zeros (single-text classifier)")
+    return arrays["input_ids"], arrays.get("attention_mask")
 
 
 def _version(version: str | None) -> int | None:
@@ -28,6 +51,17 @@ def _version(version: str | None) -> int | None:
 
 
 def model_metadata(plane: DataPlane, name: str, version: int | None) -> dict[str, Any]:
+    base = plane.raw_base(name)
+    if base is not None:
+        model = plane.model(base, version)
+        labels = len(model.served.labels)
+        return {
+            "name": name,
+            "versions": [str(model.version)],
+            "platform": "onnxruntime_onnx",
+            "inputs": [{"name": n, "datatype": "INT64", "shape": [-1, -1]} for n in RAW_INPUTS],
+            "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, labels]}],
+        }
     model = plane.model(name, version)
     labels = len(model.served.labels)
     return {
@@ -40,6 +74,26 @@ def model_metadata(plane: DataPlane, name: str, version: int | None) -> dict[str
             {"name": "PROBABILITIES", "datatype": "FP32", "shape": [-1, labels]},
         ],
     }
+
+
+def _timeout(parameters: dict[str, Any]) -> float | None:
+    """Triton's per-request ``timeout`` parameter (microseconds), in seconds."""
+    timeout = parameters.get("timeout")
+    if timeout is None:
+        return None
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool):
+        raise InvalidInputError("parameter 'timeout' must be a number of microseconds")
+    return float(timeout) / 1e6
+
+
+def _response(payload: bytes, header_length: int | None) -> Response:
+    if header_length is None:
+        return Response(payload, media_type="application/json")
+    return Response(
+        payload,
+        media_type="application/octet-stream",
+        headers={v2.HEADER_LENGTH: str(header_length)},
+    )
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -78,7 +132,7 @@ def router(plane: DataPlane) -> APIRouter:
     @api.get("/v2/models/{name}/versions/{version}/ready")
     async def model_ready(name: str, version: str | None = None) -> Response:
         try:
-            plane.model(name, _version(version))
+            plane.model(plane.raw_base(name) or name, _version(version))
         except ModelNotFoundError:
             return Response(status_code=400 if plane.accepting else 503)
         return Response(status_code=200 if plane.accepting else 503)
@@ -87,13 +141,22 @@ def router(plane: DataPlane) -> APIRouter:
     @api.post("/v2/models/{name}/versions/{version}/infer")
     async def infer(name: str, request: Request, version: str | None = None) -> Response:
         number = _version(version)
-        plane.model(name, number)  # 404 before reading the body
+        raw = plane.raw_base(name) is not None
+        if not raw:
+            plane.model(name, number)  # 404 before reading the body
         body = await read_body(request, plane.limits.max_body_bytes)
         header = request.headers.get(v2.HEADER_LENGTH.lower())
         if header is not None and not header.isdigit():
             raise InvalidInputError(f"{v2.HEADER_LENGTH} must be an integer")
         req = v2.parse_request(body, int(header) if header is not None else None)
         by_name = {t.name: t for t in req.inputs}
+        timeout_s = _timeout(req.parameters)
+        if raw:
+            ids, mask = raw_arrays(by_name, name)
+            model, logits = await plane.logits(name, ids, mask, version=number,
+                                               timeout_s=timeout_s)  # fmt: skip
+            out = [v2.Tensor("logits", "FP32", list(logits.shape), np.ascontiguousarray(logits))]
+            return _response(*v2.encode_response(name, model.version, req, out))
         unknown = set(by_name) - {TEXT_INPUT}
         if unknown or TEXT_INPUT not in by_name:
             raise InvalidInputError(
@@ -101,12 +164,6 @@ def router(plane: DataPlane) -> APIRouter:
                 f"{', '.join(sorted(by_name))}"
             )
         texts = v2.texts_of(by_name[TEXT_INPUT])
-        timeout = req.parameters.get("timeout")
-        timeout_s = None
-        if timeout is not None:  # Triton's per-request timeout, in microseconds
-            if not isinstance(timeout, int | float) or isinstance(timeout, bool):
-                raise InvalidInputError("parameter 'timeout' must be a number of microseconds")
-            timeout_s = timeout / 1e6
         result = await plane.classify(name, texts, version=number, timeout_s=timeout_s)
         shape = list(result.probabilities.shape)
         outputs = [
@@ -114,14 +171,7 @@ def router(plane: DataPlane) -> APIRouter:
             v2.Tensor("PROBABILITIES", "FP32", shape,
                       np.ascontiguousarray(result.probabilities, dtype=np.float32)),
         ]  # fmt: skip
-        payload, header_length = v2.encode_response(result.model, result.version, req, outputs)
-        if header_length is None:
-            return Response(payload, media_type="application/json")
-        return Response(
-            payload,
-            media_type="application/octet-stream",
-            headers={v2.HEADER_LENGTH: str(header_length)},
-        )
+        return _response(*v2.encode_response(result.model, result.version, req, outputs))
 
     @api.get("/v2/models/{name}/stats")
     @api.get("/v2/models/{name}/versions/{version}/stats")

@@ -5,7 +5,7 @@ SENTI     := $(VENV)/bin/sentiserve
 STAMP     := $(VENV)/.installed
 REPO      ?= model_repository
 
-.PHONY: setup model serve test test-fast lint format bench clean
+.PHONY: setup model serve test test-fast fuzz lint format bench clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,10 @@ test: setup lint
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
+
+## fuzz: a long property-based run of the HTTP API from its OpenAPI document
+fuzz: setup
+	SENTISERVE_FUZZ_EXAMPLES=1000 $(PY) -m pytest -q tests/integration/test_fuzz.py
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -470,3 +470,23 @@ def test_raw_engine_model_bad_input(server: Running) -> None:
     assert "right padding" in left_padded.json()["error"]
     assert "token ids must be within" in send([[2, 10_000_000, 3]], [[1, 1, 1]]).json()["error"]
     assert send([[2, 10, 3]], [[1, 1]]).status_code == 400
+
+
+@pytest.mark.parametrize("which", ["--http-port", "--grpc-port", "--metrics-port"])
+def test_port_in_use_is_one_clear_error(tiny_build: Path, which: str) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        ports = {"--http-port": free_port(), "--grpc-port": free_port(),
+                 "--metrics-port": free_port(), which: port}  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, "-m", "sentiserve", "serve", "--model-repository",
+             str(tiny_build / "model_repository"),
+             *[str(x) for kv in ports.items() for x in kv]],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert f"127.0.0.1:{port}" in proc.stderr
+    assert "cannot bind" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import threading
 import time
 import uuid
@@ -141,6 +142,20 @@ class _MetricsHandler(BaseHTTPRequestHandler):
         return
 
 
+class BindError(SentiserveError):
+    """A port cannot be bound (in use, or not permitted)."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+def bind(host: str, port: int, what: str) -> socket.socket:
+    """Bind a listening socket now, so a port in use is one clear error before loading."""
+    try:
+        return socket.create_server((host, port), backlog=2048)
+    except OSError as exc:
+        raise BindError(f"cannot bind {what} to {host}:{port}: {exc.strerror or exc}") from exc
+
+
 def start_metrics_server(metrics: Metrics, host: str, port: int) -> ThreadingHTTPServer:
     handler = type("MetricsHandler", (_MetricsHandler,), {"metrics": metrics})
     server = ThreadingHTTPServer((host, port), handler)
@@ -152,8 +167,14 @@ def run(config: ServerConfig, on_ready: Callable[[], None] = lambda: None) -> No
     """Serve until SIGTERM or SIGINT; then stop accepting, drain in-flight work, exit."""
     import uvicorn
 
+    http_socket = bind(config.host, config.http_port, "HTTP")
     server = build_server(config)
-    metrics_http = start_metrics_server(server.metrics, config.host, config.metrics_port)
+    try:
+        metrics_http = start_metrics_server(server.metrics, config.host, config.metrics_port)
+    except OSError as exc:
+        server.registry.stop()
+        raise BindError(f"cannot bind metrics to {config.host}:{config.metrics_port}: "
+                        f"{exc.strerror or exc}") from exc  # fmt: skip
 
     class Graceful(uvicorn.Server):
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -172,8 +193,13 @@ def run(config: ServerConfig, on_ready: Callable[[], None] = lambda: None) -> No
         if config.grpc_port is not None:
             from sentiserve.serve.grpc_v2 import start_grpc
 
-            grpc_server = await start_grpc(server.plane, config.host, config.grpc_port)
-        task = asyncio.create_task(uv.serve())
+            try:
+                grpc_server = await start_grpc(server.plane, config.host, config.grpc_port)
+            except (OSError, RuntimeError) as exc:
+                raise BindError(
+                    f"cannot bind gRPC to {config.host}:{config.grpc_port}: {exc}"
+                ) from exc
+        task = asyncio.create_task(uv.serve(sockets=[http_socket]))
         while not uv.started and not task.done():
             await asyncio.sleep(0.01)
         if uv.started:

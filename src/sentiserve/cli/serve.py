@@ -34,7 +34,7 @@ def serve(
     engine: str | None = typer.Option(None, help="Engine variant (default: manifest's)."),
     model_control: bool = typer.Option(False, help="Allow loading/unloading models over the API."),
 ) -> None:
-    """Serve every model in the repository over REST (friendly and KServe v2)."""
+    """Serve every model in the repository: friendly REST, KServe v2 REST and gRPC, metrics."""
     from sentiserve.serve.app import ServerConfig, run
     from sentiserve.settings import Settings
 

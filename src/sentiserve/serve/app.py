@@ -71,14 +71,12 @@ def error_body(exc: SentiserveError) -> JSONResponse:
 def build_server(config: ServerConfig) -> Server:
     """Load every model (verified, warmed up) and assemble the HTTP app."""
     metrics = Metrics()
-    holder: dict[str, DataPlane] = {}
     registry = Registry(
         config.repository, config.batching, threads=config.threads, engine=config.engine,
-        on_batch=lambda n, v, s: holder["plane"].record_batch(n, v, s),
+        on_batch=metrics.record_batch,
     )  # fmt: skip
     plane = DataPlane(registry, metrics, config.limits, ApiKey(config.api_key),
                       model_control=config.model_control)  # fmt: skip
-    holder["plane"] = plane
     registry.load_all()
 
     app = FastAPI(title="sentiserve", version=__version__,

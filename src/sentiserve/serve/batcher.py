@@ -176,17 +176,7 @@ class Batcher:
         self._pending: list[_Item] = []
         self._cond = threading.Condition()
         self._running = False
-        self._busy = 0
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
-
-    @property
-    def queued(self) -> int:
-        return len(self._pending)
-
-    @property
-    def in_flight(self) -> int:
-        """Sequences waiting or running."""
-        return len(self._pending) + self._busy
 
     def start(self) -> None:
         self._running = True
@@ -258,7 +248,6 @@ class Batcher:
         chosen = set(select([len(i.ids) for i in live], 0, self.config))
         batch = [item for k, item in enumerate(live) if k in chosen]
         self._pending = [item for k, item in enumerate(live) if k not in chosen]
-        self._busy = len(batch)
         return batch
 
     def _work(self) -> None:
@@ -269,7 +258,6 @@ class Batcher:
                 return
             if batch:
                 self._run(batch)
-            self._busy = 0
 
     def _run(self, batch: list[_Item]) -> None:
         start = time.monotonic()

@@ -18,7 +18,7 @@ import numpy.typing as npt
 from sentiserve.engine.base import softmax
 from sentiserve.errors import ModelNotFoundError, SentiserveError
 from sentiserve.serve.auth import ApiKey
-from sentiserve.serve.batcher import BatchStats, DeadlineExceededError, QueueFullError
+from sentiserve.serve.batcher import DeadlineExceededError, QueueFullError
 from sentiserve.serve.metrics import Metrics
 from sentiserve.serve.registry import LoadedModel, Registry
 
@@ -251,20 +251,6 @@ class DataPlane:
         m.request_duration.inc(key, elapsed * 1e6)
         m.request_latency.labels(*key).observe(elapsed)
         return logits
-
-    def record_batch(self, model: str, version: int, stats: BatchStats) -> None:
-        """Batcher hook: per-execution metrics (called from the batcher's thread)."""
-        key = (model, str(version))
-        m = self.metrics
-        m.exec_count.inc(key)
-        m.batch_size.labels(*key).observe(stats.size)
-        m.batch_tokens.labels(*key).observe(stats.padded_tokens)
-        m.queue_duration.inc(key, sum(stats.queue_seconds) * 1e6)
-        for seconds in stats.queue_seconds:
-            m.queue_latency.labels(*key).observe(seconds)
-        m.compute_input.inc(key, stats.input_seconds * 1e6)
-        m.compute_infer.inc(key, stats.infer_seconds * 1e6)
-        m.compute_output.inc(key, stats.output_seconds * 1e6)
 
     def statistics(self, model: LoadedModel) -> dict[str, object]:
         """Triton's model statistics object, from the same counters as the metrics."""

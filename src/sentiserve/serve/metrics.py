@@ -12,6 +12,8 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
 
+from sentiserve.serve.batcher import BatchStats
+
 LABELS = ("model", "version")
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1,
@@ -125,6 +127,19 @@ class Metrics:
             "sentiserve_batch_tokens", "Padded tokens per engine execution.", LABELS,
             buckets=TOKEN_BUCKETS, registry=r,
         )  # fmt: skip
+
+    def record_batch(self, model: str, version: int, stats: BatchStats) -> None:
+        """Per-execution metrics: the batcher's hook, called from its worker thread."""
+        key = (model, str(version))
+        self.exec_count.inc(key)
+        self.batch_size.labels(*key).observe(stats.size)
+        self.batch_tokens.labels(*key).observe(stats.padded_tokens)
+        self.queue_duration.inc(key, sum(stats.queue_seconds) * 1e6)
+        for seconds in stats.queue_seconds:
+            self.queue_latency.labels(*key).observe(seconds)
+        self.compute_input.inc(key, stats.input_seconds * 1e6)
+        self.compute_infer.inc(key, stats.infer_seconds * 1e6)
+        self.compute_output.inc(key, stats.output_seconds * 1e6)
 
     def exposition(self) -> bytes:
         """Prometheus text format: Triton's metrics, then histograms and process metrics."""

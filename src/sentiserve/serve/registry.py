@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from sentiserve.errors import ModelNotFoundError, SentiserveError
@@ -30,7 +29,6 @@ class LoadedModel:
 
     served: ServedModel
     batcher: Batcher
-    loaded_at: float = field(default_factory=time.time)
 
     @property
     def name(self) -> str:

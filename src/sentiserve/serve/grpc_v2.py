@@ -19,13 +19,7 @@ from sentiserve import __version__
 from sentiserve.errors import ModelNotFoundError, SentiserveError
 from sentiserve.serve import v2
 from sentiserve.serve.dataplane import DataPlane, InvalidInputError
-from sentiserve.serve.rest_v2 import (
-    EXTENSIONS,
-    SERVER_NAME,
-    TEXT_INPUT,
-    model_metadata,
-    raw_arrays,
-)
+from sentiserve.serve.rest_v2 import EXTENSIONS, SERVER_NAME, model_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -40,14 +34,6 @@ STATUS_TO_CODE = {
 """sentiserve error status -> gRPC status code; anything else is INTERNAL."""
 
 
-def _version(text: str) -> int | None:
-    if not text:
-        return None
-    if not text.isdigit():
-        raise ModelNotFoundError(f"no version {text!r}")
-    return int(text)
-
-
 CONTENTS_FIELD = {"INT64": "int64_contents", "INT32": "int_contents", "BYTES": "bytes_contents"}
 
 
@@ -60,24 +46,33 @@ def _tensor_from_request(request: Any, index: int) -> v2.Tensor:
     if spec.datatype not in CONTENTS_FIELD:
         raise InvalidInputError(f"input {spec.name}: unsupported datatype {spec.datatype}")
     count = int(np.prod(shape)) if shape else 1
-    data: Any
     if index < len(request.raw_input_contents):
         raw = request.raw_input_contents[index]
-        if spec.datatype == "BYTES":
-            data = v2.decode_bytes_elements(raw, spec.name)
-        else:
-            dtype = v2.NUMPY_TYPES[spec.datatype]
-            if len(raw) != count * np.dtype(dtype).itemsize:
-                raise InvalidInputError(f"input {spec.name}: data does not match its shape")
-            data = np.frombuffer(raw, dtype=dtype)
-    else:
-        values = getattr(spec.contents, CONTENTS_FIELD[spec.datatype])
-        data = list(values) if spec.datatype == "BYTES" else np.asarray(values, dtype=np.int64)
+        return v2.Tensor(spec.name, spec.datatype, shape,
+                         v2.from_binary(raw, spec.datatype, count, spec.name))  # fmt: skip
+    values = getattr(spec.contents, CONTENTS_FIELD[spec.datatype])
+    data: Any = list(values) if spec.datatype == "BYTES" else np.asarray(values, dtype=np.int64)
     if len(data) != count:
         raise InvalidInputError(
             f"input {spec.name}: shape says {count} elements, data has {len(data)}"
         )
     return v2.Tensor(spec.name, spec.datatype, shape, data)
+
+
+def _inputs(request: Any) -> dict[str, v2.Tensor]:
+    return {t.name: t for t in (_tensor_from_request(request, i)
+                                for i in range(len(request.inputs)))}  # fmt: skip
+
+
+def _response(request: Any, model: str, version: int, outputs: list[v2.Tensor]) -> Any:
+    """A ModelInferResponse with the requested outputs as raw_output_contents."""
+    chosen = v2.select_outputs([o.name for o in request.outputs], outputs)
+    spec = pb.ModelInferResponse.InferOutputTensor
+    return pb.ModelInferResponse(
+        model_name=model, model_version=str(version), id=request.id,
+        outputs=[spec(name=t.name, datatype=t.datatype, shape=t.shape) for t in chosen],
+        raw_output_contents=[v2.tensor_bytes(t) for t in chosen],
+    )  # fmt: skip
 
 
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
@@ -105,7 +100,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
     async def ModelReady(self, request: Any, context: Any) -> Any:  # noqa: N802
         try:
             name = self.plane.raw_base(request.name) or request.name
-            self.plane.model(name, _version(request.version))
+            self.plane.model(name, v2.parse_version(request.version))
         except ModelNotFoundError:
             return pb.ModelReadyResponse(ready=False)
         return pb.ModelReadyResponse(ready=self.plane.accepting)
@@ -117,7 +112,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
 
     async def ModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
         async def call() -> Any:
-            meta = model_metadata(self.plane, request.name, _version(request.version))
+            meta = model_metadata(self.plane, request.name, v2.parse_version(request.version))
             tensor = pb.ModelMetadataResponse.TensorMetadata
             return pb.ModelMetadataResponse(
                 name=meta["name"], versions=meta["versions"], platform=meta["platform"],
@@ -129,40 +124,17 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
         async def call() -> Any:
-            number = _version(request.model_version)
+            number = v2.parse_version(request.model_version)
             timeout_s = self._timeout(request, context)
             if self.plane.raw_base(request.model_name) is not None:
                 return await self._raw(request, number, timeout_s)
             self.plane.model(request.model_name, number)
-            names = [i.name for i in request.inputs]
-            if names != [TEXT_INPUT]:
-                raise InvalidInputError(
-                    f"model {request.model_name} takes one input {TEXT_INPUT} (BYTES); got "
-                    f"{', '.join(names) or 'none'}"
-                )
-            texts = v2.texts_of(_tensor_from_request(request, 0))
+            texts = v2.text_input(_inputs(request), request.model_name)
             result = await self.plane.classify(
                 request.model_name, texts, version=number, timeout_s=timeout_s
             )
-            labels = [x.encode() for x in result.predicted()]
-            probs = np.ascontiguousarray(result.probabilities, dtype=np.float32)
-            outputs = {
-                "LABEL": (pb.ModelInferResponse.InferOutputTensor(
-                    name="LABEL", datatype="BYTES", shape=[len(labels)]),
-                    v2.encode_bytes_elements(labels)),
-                "PROBABILITIES": (pb.ModelInferResponse.InferOutputTensor(
-                    name="PROBABILITIES", datatype="FP32", shape=list(probs.shape)),
-                    probs.tobytes()),
-            }  # fmt: skip
-            wanted = [o.name for o in request.outputs] or list(outputs)
-            unknown = [w for w in wanted if w not in outputs]
-            if unknown:
-                raise InvalidInputError(f"unknown output(s) {', '.join(unknown)}")
-            return pb.ModelInferResponse(
-                model_name=result.model, model_version=str(result.version), id=request.id,
-                outputs=[outputs[w][0] for w in wanted],
-                raw_output_contents=[outputs[w][1] for w in wanted],
-            )  # fmt: skip
+            outputs = v2.classification_outputs(result)
+            return _response(request, result.model, result.version, outputs)
 
         return await self._guard(context, call, protected=True)
 
@@ -177,19 +149,11 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
         return timeout_s
 
     async def _raw(self, request: Any, number: int | None, timeout_s: float | None) -> Any:
-        tensors = {t.name: t for t in (_tensor_from_request(request, i)
-                                       for i in range(len(request.inputs)))}  # fmt: skip
-        ids, mask = raw_arrays(tensors, request.model_name)
+        ids, mask = v2.raw_arrays(_inputs(request), request.model_name)
         model, logits = await self.plane.logits(
             request.model_name, ids, mask, version=number, timeout_s=timeout_s
         )
-        out = pb.ModelInferResponse.InferOutputTensor(
-            name="logits", datatype="FP32", shape=list(logits.shape)
-        )
-        return pb.ModelInferResponse(
-            model_name=request.model_name, model_version=str(model.version), id=request.id,
-            outputs=[out], raw_output_contents=[np.ascontiguousarray(logits).tobytes()],
-        )  # fmt: skip
+        return _response(request, request.model_name, model.version, [v2.logits_output(logits)])
 
     async def ModelStatistics(self, request: Any, context: Any) -> Any:  # noqa: N802
         async def call() -> Any:
@@ -197,7 +161,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
 
             names = [request.name] if request.name else self.plane.registry.names()
             stats = [
-                self.plane.statistics(self.plane.model(n, _version(request.version))) for n in names
+                self.plane.statistics(self.plane.model(n, v2.parse_version(request.version)))
+                for n in names
             ]
             return json_format.ParseDict(
                 {"model_stats": stats}, pb.ModelStatisticsResponse(), ignore_unknown_fields=True

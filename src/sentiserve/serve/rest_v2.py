@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
@@ -16,38 +15,6 @@ from sentiserve.serve.dataplane import DataPlane, InvalidInputError, PayloadTooL
 
 SERVER_NAME = "sentiserve"
 EXTENSIONS = ["binary_tensor_data", "statistics", "model_repository"]
-TEXT_INPUT = "TEXT"
-RAW_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-"""Inputs of the raw engine model; ``token_type_ids`` is accepted and must be all zeros."""
-
-
-def raw_arrays(tensors: dict[str, v2.Tensor], model: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """``input_ids`` and ``attention_mask`` as int64 matrices, checked against their shapes."""
-    unknown = set(tensors) - set(RAW_INPUTS)
-    if unknown or "input_ids" not in tensors:
-        raise InvalidInputError(
-            f"model {model} takes input_ids and optionally attention_mask and token_type_ids "
-            f"(INT64 or INT32); got {', '.join(sorted(tensors))}"
-        )
-    arrays: dict[str, np.ndarray] = {}
-    for name, tensor in tensors.items():
-        if tensor.datatype not in ("INT64", "INT32") or isinstance(tensor.data, list):
-            raise InvalidInputError(f"input {name}: expected INT64 or INT32, got {tensor.datatype}")
-        if len(tensor.shape) != 2:
-            raise InvalidInputError(f"input {name}: expected shape [batch, sequence]")
-        arrays[name] = np.asarray(tensor.data, dtype=np.int64).reshape(tensor.shape)
-    types = arrays.get("token_type_ids")
-    if types is not None and types.any():
-        raise InvalidInputError("token_type_ids must be all zeros (single-text classifier)")
-    return arrays["input_ids"], arrays.get("attention_mask")
-
-
-def _version(version: str | None) -> int | None:
-    if version is None or version == "":
-        return None
-    if not version.isdigit():
-        raise ModelNotFoundError(f"no version {version!r}")
-    return int(version)
 
 
 def model_metadata(plane: DataPlane, name: str, version: int | None) -> dict[str, Any]:
@@ -59,7 +26,7 @@ def model_metadata(plane: DataPlane, name: str, version: int | None) -> dict[str
             "name": name,
             "versions": [str(model.version)],
             "platform": "onnxruntime_onnx",
-            "inputs": [{"name": n, "datatype": "INT64", "shape": [-1, -1]} for n in RAW_INPUTS],
+            "inputs": [{"name": n, "datatype": "INT64", "shape": [-1, -1]} for n in v2.RAW_INPUTS],
             "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, labels]}],
         }
     model = plane.model(name, version)
@@ -68,7 +35,7 @@ def model_metadata(plane: DataPlane, name: str, version: int | None) -> dict[str
         "name": model.name,
         "versions": [str(model.version)],
         "platform": "sentiserve_onnxruntime",
-        "inputs": [{"name": TEXT_INPUT, "datatype": "BYTES", "shape": [-1]}],
+        "inputs": [{"name": v2.TEXT_INPUT, "datatype": "BYTES", "shape": [-1]}],
         "outputs": [
             {"name": "LABEL", "datatype": "BYTES", "shape": [-1]},
             {"name": "PROBABILITIES", "datatype": "FP32", "shape": [-1, labels]},
@@ -126,13 +93,13 @@ def router(plane: DataPlane) -> APIRouter:
     @api.get("/v2/models/{name}")
     @api.get("/v2/models/{name}/versions/{version}")
     async def metadata(name: str, version: str | None = None) -> dict[str, Any]:
-        return model_metadata(plane, name, _version(version))
+        return model_metadata(plane, name, v2.parse_version(version))
 
     @api.get("/v2/models/{name}/ready")
     @api.get("/v2/models/{name}/versions/{version}/ready")
     async def model_ready(name: str, version: str | None = None) -> Response:
         try:
-            plane.model(plane.raw_base(name) or name, _version(version))
+            plane.model(plane.raw_base(name) or name, v2.parse_version(version))
         except ModelNotFoundError:
             return Response(status_code=400 if plane.accepting else 503)
         return Response(status_code=200 if plane.accepting else 503)
@@ -140,7 +107,7 @@ def router(plane: DataPlane) -> APIRouter:
     @api.post("/v2/models/{name}/infer")
     @api.post("/v2/models/{name}/versions/{version}/infer")
     async def infer(name: str, request: Request, version: str | None = None) -> Response:
-        number = _version(version)
+        number = v2.parse_version(version)
         raw = plane.raw_base(name) is not None
         if not raw:
             plane.model(name, number)  # 404 before reading the body
@@ -152,31 +119,20 @@ def router(plane: DataPlane) -> APIRouter:
         by_name = {t.name: t for t in req.inputs}
         timeout_s = _timeout(req.parameters)
         if raw:
-            ids, mask = raw_arrays(by_name, name)
+            ids, mask = v2.raw_arrays(by_name, name)
             model, logits = await plane.logits(name, ids, mask, version=number,
                                                timeout_s=timeout_s)  # fmt: skip
-            out = [v2.Tensor("logits", "FP32", list(logits.shape), np.ascontiguousarray(logits))]
+            out = [v2.logits_output(logits)]
             return _response(*v2.encode_response(name, model.version, req, out))
-        unknown = set(by_name) - {TEXT_INPUT}
-        if unknown or TEXT_INPUT not in by_name:
-            raise InvalidInputError(
-                f"model {name} takes one input {TEXT_INPUT} (BYTES); got "
-                f"{', '.join(sorted(by_name))}"
-            )
-        texts = v2.texts_of(by_name[TEXT_INPUT])
+        texts = v2.text_input(by_name, name)
         result = await plane.classify(name, texts, version=number, timeout_s=timeout_s)
-        shape = list(result.probabilities.shape)
-        outputs = [
-            v2.Tensor("LABEL", "BYTES", [shape[0]], [x.encode() for x in result.predicted()]),
-            v2.Tensor("PROBABILITIES", "FP32", shape,
-                      np.ascontiguousarray(result.probabilities, dtype=np.float32)),
-        ]  # fmt: skip
+        outputs = v2.classification_outputs(result)
         return _response(*v2.encode_response(result.model, result.version, req, outputs))
 
     @api.get("/v2/models/{name}/stats")
     @api.get("/v2/models/{name}/versions/{version}/stats")
     async def stats(name: str, version: str | None = None) -> JSONResponse:
-        model = plane.model(name, _version(version))
+        model = plane.model(name, v2.parse_version(version))
         return JSONResponse({"model_stats": [plane.statistics(model)]})
 
     @api.post("/v2/repository/index")

@@ -17,9 +17,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from sentiserve.serve.dataplane import InvalidInputError
+from sentiserve.errors import ModelNotFoundError
+from sentiserve.serve.dataplane import Classification, InvalidInputError
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
+TEXT_INPUT = "TEXT"
+RAW_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+"""Inputs of the raw engine model; ``token_type_ids`` is accepted and must be all zeros."""
 NUMPY_TYPES: dict[str, Any] = {
     "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
     "UINT64": np.uint64, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32,
@@ -116,7 +120,7 @@ def parse_request(body: bytes, header_length: int | None) -> InferRequest:
                 raise InvalidInputError(f"input {name}: binary_data_size {size} overruns the body")
             raw = binary[offset : offset + size]
             offset += size
-            data = _from_binary(raw, datatype, count, name)
+            data = from_binary(raw, datatype, count, name)
         else:
             if "data" not in spec:
                 raise InvalidInputError(f"input {name}: no 'data' and no binary_data_size")
@@ -132,9 +136,8 @@ def parse_request(body: bytes, header_length: int | None) -> InferRequest:
                         doc.get("parameters") or {}, outputs)  # fmt: skip
 
 
-def _from_binary(
-    raw: bytes, datatype: str, count: int, name: str
-) -> npt.NDArray[Any] | list[bytes]:
+def from_binary(raw: bytes, datatype: str, count: int, name: str) -> npt.NDArray[Any] | list[bytes]:
+    """Decode one binary tensor (REST's binary extension, gRPC's raw_input_contents)."""
     if datatype == "BYTES":
         items = decode_bytes_elements(raw, name)
         if len(items) != count:
@@ -187,6 +190,79 @@ def texts_of(tensor: Tensor) -> list[str]:
     return out
 
 
+def parse_version(text: str | None) -> int | None:
+    """A model version from a URL or message: empty means the serving version."""
+    if not text:
+        return None
+    if not text.isdigit():
+        raise ModelNotFoundError(f"no version {text!r}")
+    return int(text)
+
+
+def text_input(tensors: dict[str, Tensor], model: str) -> list[str]:
+    """The texts of a text model's request: exactly one input, ``TEXT``."""
+    if set(tensors) != {TEXT_INPUT}:
+        raise InvalidInputError(
+            f"model {model} takes one input {TEXT_INPUT} (BYTES); got "
+            f"{', '.join(sorted(tensors)) or 'none'}"
+        )
+    return texts_of(tensors[TEXT_INPUT])
+
+
+def raw_arrays(
+    tensors: dict[str, Tensor], model: str
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64] | None]:
+    """``input_ids`` and ``attention_mask`` as int64 matrices, checked against their shapes."""
+    unknown = set(tensors) - set(RAW_INPUTS)
+    if unknown or "input_ids" not in tensors:
+        raise InvalidInputError(
+            f"model {model} takes input_ids and optionally attention_mask and token_type_ids "
+            f"(INT64 or INT32); got {', '.join(sorted(tensors))}"
+        )
+    arrays: dict[str, npt.NDArray[np.int64]] = {}
+    for name, tensor in tensors.items():
+        if tensor.datatype not in ("INT64", "INT32") or isinstance(tensor.data, list):
+            raise InvalidInputError(f"input {name}: expected INT64 or INT32, got {tensor.datatype}")
+        if len(tensor.shape) != 2:
+            raise InvalidInputError(f"input {name}: expected shape [batch, sequence]")
+        arrays[name] = np.asarray(tensor.data, dtype=np.int64).reshape(tensor.shape)
+    types = arrays.get("token_type_ids")
+    if types is not None and types.any():
+        raise InvalidInputError("token_type_ids must be all zeros (single-text classifier)")
+    return arrays["input_ids"], arrays.get("attention_mask")
+
+
+def classification_outputs(result: Classification) -> list[Tensor]:
+    """``LABEL`` and ``PROBABILITIES`` of a text model's answer."""
+    shape = list(result.probabilities.shape)
+    return [
+        Tensor("LABEL", "BYTES", [shape[0]], [x.encode() for x in result.predicted()]),
+        Tensor("PROBABILITIES", "FP32", shape,
+               np.ascontiguousarray(result.probabilities, dtype=np.float32)),
+    ]  # fmt: skip
+
+
+def logits_output(logits: npt.NDArray[np.float32]) -> Tensor:
+    """``logits`` of the raw engine model's answer."""
+    return Tensor("logits", "FP32", list(logits.shape), np.ascontiguousarray(logits))
+
+
+def select_outputs(requested: list[str], outputs: list[Tensor]) -> list[Tensor]:
+    """The outputs a request asked for (all when it named none), in the model's order."""
+    wanted = set(requested)
+    unknown = wanted - {t.name for t in outputs}
+    if unknown:
+        raise InvalidInputError(f"unknown output(s) {', '.join(sorted(unknown))}")
+    return [t for t in outputs if not wanted or t.name in wanted]
+
+
+def tensor_bytes(tensor: Tensor) -> bytes:
+    """A tensor's raw wire bytes (BYTES elements length-prefixed)."""
+    if isinstance(tensor.data, list):
+        return encode_bytes_elements(tensor.data)
+    return np.ascontiguousarray(tensor.data).tobytes()
+
+
 def wants_binary(request: InferRequest, output: str) -> bool:
     for spec in request.outputs:
         if spec.get("name") == output:
@@ -198,18 +274,13 @@ def encode_response(
     model: str, version: int, request: InferRequest, outputs: list[Tensor]
 ) -> tuple[bytes, int | None]:
     """The response body, and the JSON header length when any output is binary."""
-    requested = {o.get("name") for o in request.outputs}
-    chosen = [t for t in outputs if not requested or t.name in requested]
-    unknown = requested - {t.name for t in outputs}
-    if unknown:
-        raise InvalidInputError(f"unknown output(s) {', '.join(sorted(map(str, unknown)))}")
+    chosen = select_outputs([str(o.get("name")) for o in request.outputs], outputs)
     specs = []
     blobs = []
     for t in chosen:
         spec: dict[str, Any] = {"name": t.name, "datatype": t.datatype, "shape": t.shape}
         if wants_binary(request, t.name):
-            blob = (encode_bytes_elements(t.data) if isinstance(t.data, list)
-                    else np.ascontiguousarray(t.data).tobytes())  # fmt: skip
+            blob = tensor_bytes(t)
             spec["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         elif isinstance(t.data, list):

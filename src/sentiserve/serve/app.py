@@ -146,12 +146,17 @@ class BindError(SentiserveError):
     status = HTTPStatus.SERVICE_UNAVAILABLE
 
 
+def bind_error(what: str, host: str, port: int, exc: Exception) -> BindError:
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return BindError(f"cannot bind {what} to {host}:{port}: {reason}")
+
+
 def bind(host: str, port: int, what: str) -> socket.socket:
     """Bind a listening socket now, so a port in use is one clear error before loading."""
     try:
         sock = socket.create_server((host, port), backlog=2048)
     except OSError as exc:
-        raise BindError(f"cannot bind {what} to {host}:{port}: {exc.strerror or exc}") from exc
+        raise bind_error(what, host, port, exc) from exc
     # Accepted connections inherit TCP_NODELAY. Without it, a response written as headers
     # then body waits for the client's delayed ACK: about 40 ms on every keep-alive request.
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -175,8 +180,7 @@ def run(config: ServerConfig, on_ready: Callable[[], None] = lambda: None) -> No
         metrics_http = start_metrics_server(server.metrics, config.host, config.metrics_port)
     except OSError as exc:
         server.registry.stop()
-        raise BindError(f"cannot bind metrics to {config.host}:{config.metrics_port}: "
-                        f"{exc.strerror or exc}") from exc  # fmt: skip
+        raise bind_error("metrics", config.host, config.metrics_port, exc) from exc
 
     class Graceful(uvicorn.Server):
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -198,9 +202,7 @@ def run(config: ServerConfig, on_ready: Callable[[], None] = lambda: None) -> No
             try:
                 grpc_server = await start_grpc(server.plane, config.host, config.grpc_port)
             except (OSError, RuntimeError) as exc:
-                raise BindError(
-                    f"cannot bind gRPC to {config.host}:{config.grpc_port}: {exc}"
-                ) from exc
+                raise bind_error("gRPC", config.host, config.grpc_port, exc) from exc
         task = asyncio.create_task(uv.serve(sockets=[http_socket]))
         while not uv.started and not task.done():
             await asyncio.sleep(0.01)

@@ -188,6 +188,6 @@ async def start_grpc(plane: DataPlane, host: str, port: int) -> Any:
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(plane), server)
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
-        raise OSError(f"cannot bind gRPC to {host}:{port}")
+        raise OSError("the port is in use or not permitted")
     await server.start()
     return server

@@ -56,9 +56,6 @@ def main() -> None:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = "SENTISERVE_" + str(first["loc"][0]).upper()
-        try:
-            fail(f"{field}: {first['msg']}", code=2)
-        except typer.Exit as stop:
-            raise SystemExit(stop.exit_code) from None
+        fail(f"{field}: {first['msg']}", code=2)
     setup(settings)
     build_app()()

@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
-import typer
 from rich.console import Console
 from rich.markup import escape
 
@@ -42,8 +41,14 @@ def setup(settings: Settings) -> None:
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
+    """Print one error line and exit (inside a command or before the app runs)."""
     console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
-    raise typer.Exit(code)
+    raise SystemExit(code)
+
+
+def engines_line(defaults: dict[str, str]) -> str:
+    """``default engines: cpu -> int8, cuda -> fp32``."""
+    return "default engines: " + ", ".join(f"{k} -> {v}" for k, v in defaults.items())
 
 
 @contextmanager

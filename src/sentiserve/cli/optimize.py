@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from sentiserve.cli.console import console, emit_json, step_printer, user_errors
+from sentiserve.cli.console import console, emit_json, engines_line, step_printer, user_errors
 from sentiserve.optimize.variants import OptimizeResult, OptimizeSettings
 
 
@@ -67,6 +67,4 @@ def optimize(
         emit_json(result.to_dict())
         return
     console.print(report_table(result))
-    console.print(
-        "default engines: " + ", ".join(f"{k} -> {v}" for k, v in result.defaults.items())
-    )
+    console.print(engines_line(result.defaults))

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from sentiserve.cli.console import console, emit_json, user_errors
+from sentiserve.cli.console import console, emit_json, engines_line, user_errors
 from sentiserve.engine.tokenizer import Truncation
 from sentiserve.repository.layout import DEFAULT_MODEL, DEFAULT_ROOT
 
@@ -65,6 +65,4 @@ def show(
                       f"{ev.get('max_batch_delta', nan):.1e}",
                       str(ev.get("eligible", "-")))  # fmt: skip
     console.print(table)
-    console.print(
-        "default engines: " + ", ".join(f"{k} -> {v}" for k, v in m.default_engine.items())
-    )
+    console.print(engines_line(m.default_engine))

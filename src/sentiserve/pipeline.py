@@ -91,6 +91,7 @@ def build(config: BuildConfig, progress: Progress = lambda _m: None) -> BuildRep
     work.mkdir(parents=True, exist_ok=True)
     stages: dict[str, str] = {}
     seconds: dict[str, float] = {}
+    skipped: set[str] = set()
 
     progress(f"loading data: {config.data}")
     corpus = load_corpus(config.data, config.train.label_names)
@@ -100,6 +101,7 @@ def build(config: BuildConfig, progress: Progress = lambda _m: None) -> BuildRep
     start = time.perf_counter()
     if not config.force and _stage_done(model_dir, train_print):
         stages["train"] = "up to date"
+        skipped.add("train")
     else:
         resume = _can_resume(model_dir, train_print) and not config.force
         if not resume and model_dir.exists():
@@ -117,6 +119,7 @@ def build(config: BuildConfig, progress: Progress = lambda _m: None) -> BuildRep
     start = time.perf_counter()
     if not config.force and _stage_done(onnx_dir, export_print):
         stages["export"] = "up to date"
+        skipped.add("export")
     else:
         progress("exporting to ONNX and checking parity")
         onnx_dir.mkdir(parents=True, exist_ok=True)
@@ -131,6 +134,7 @@ def build(config: BuildConfig, progress: Progress = lambda _m: None) -> BuildRep
     start = time.perf_counter()
     if not config.force and _stage_done(opt_dir, opt_print):
         stages["optimize"] = "up to date"
+        skipped.add("optimize")
     else:
         if opt_dir.exists():
             shutil.rmtree(opt_dir)
@@ -146,6 +150,7 @@ def build(config: BuildConfig, progress: Progress = lambda _m: None) -> BuildRep
     current = None if config.force else _current_version(repo, config.model_name, opt_print)
     if current is not None:
         stages["repository"] = f"up to date ({config.model_name} v{current.version})"
+        skipped.add("repository")
         version = current
     else:
         progress("writing the model repository")
@@ -155,17 +160,21 @@ def build(config: BuildConfig, progress: Progress = lambda _m: None) -> BuildRep
         )  # fmt: skip
         stages["repository"] = f"wrote {config.model_name} v{version.version}"
     seconds["repository"] = time.perf_counter() - start
-    if any("up to date" not in s for s in stages.values()):
-        write_report(work / REPORT_FILE, stages, seconds, version.version)
+    if skipped != set(stages):
+        write_report(work / REPORT_FILE, stages, seconds, version.version, skipped)
     return BuildReport(version, stages, seconds)
 
 
 def write_report(
-    path: Path, stages: dict[str, str], seconds: dict[str, float], version: int
+    path: Path,
+    stages: dict[str, str],
+    seconds: dict[str, float],
+    version: int,
+    skipped: set[str],
 ) -> None:
     """Record how long each stage took when it was last built.
 
-    A stage that was up to date keeps the time from the report of the run that built it,
+    A stage in ``skipped`` (up to date) keeps the time from the report of the run that built it,
     so ``total_seconds`` is what a build from scratch takes with the current recipe.
     """
     previous: dict[str, Any] = {}
@@ -175,9 +184,9 @@ def write_report(
         except ValueError:
             previous = {}
     merged = {
-        stage: seconds[stage]
-        if "up to date" not in stages[stage]
-        else previous.get("seconds", {}).get(stage, seconds[stage])
+        stage: previous.get("seconds", {}).get(stage, seconds[stage])
+        if stage in skipped
+        else seconds[stage]
         for stage in stages
     }
     path.write_text(json.dumps({

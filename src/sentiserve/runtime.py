@@ -11,9 +11,9 @@ import numpy.typing as npt
 
 from sentiserve.engine.base import Engine
 from sentiserve.engine.onnxruntime import OnnxRuntimeEngine, device, providers_for
+from sentiserve.engine.predict import predict_probabilities
 from sentiserve.engine.tokenizer import Tokenizer, Truncation
 from sentiserve.errors import ModelNotFoundError
-from sentiserve.optimize.checks import predict_probabilities
 from sentiserve.repository.layout import ModelVersion
 
 

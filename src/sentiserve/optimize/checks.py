@@ -14,6 +14,7 @@ import numpy.typing as npt
 
 from sentiserve.data.types import Examples
 from sentiserve.engine.base import Engine, softmax
+from sentiserve.engine.predict import predict_probabilities
 from sentiserve.engine.tokenizer import Tokenizer
 from sentiserve.scoring import score
 
@@ -24,25 +25,6 @@ MAX_ACCURACY_LOSS = 0.01
 INVARIANCE_BATCH = 33
 """A text plus 32 others: the batch the invariance check runs it in."""
 THROUGHPUT_BATCH = 8
-SORTED_BATCH = 32
-"""Batch size for accuracy runs; texts are sorted by length first, as the server groups them."""
-
-
-def predict_probabilities(
-    engine: Engine, tokenizer: Tokenizer, texts: Sequence[str], batch_size: int = SORTED_BATCH
-) -> npt.NDArray[np.float32]:
-    """Probabilities for ``texts`` in their order, computed in length-sorted padded batches."""
-    encoded = tokenizer.encode(texts)
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    probs = np.zeros((len(texts), 0), dtype=np.float32)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        batch = tokenizer.pad([encoded[i] for i in idx])
-        p = softmax(engine.infer(batch.input_ids, batch.attention_mask))
-        if probs.shape[1] == 0:
-            probs = np.zeros((len(texts), p.shape[1]), dtype=np.float32)
-        probs[idx] = p
-    return probs
 
 
 def batch_invariance(

@@ -9,13 +9,13 @@ import numpy.typing as npt
 import pytest
 
 from sentiserve.data.types import Examples
+from sentiserve.engine.predict import predict_probabilities
 from sentiserve.engine.tokenizer import Tokenizer
 from sentiserve.optimize.checks import (
     INVARIANCE_TOLERANCE,
     VariantReport,
     batch_invariance,
     check_variant,
-    predict_probabilities,
 )
 from sentiserve.optimize.variants import choose_defaults
 

@@ -15,7 +15,17 @@ def _version(value: bool) -> None:
 
 def build_app() -> typer.Typer:
     """Assemble the Typer app (nothing runs at import time)."""
-    from sentiserve.cli import build, data, evaluate, export, optimize, repository, serve, train
+    from sentiserve.cli import (
+        bench,
+        build,
+        data,
+        evaluate,
+        export,
+        optimize,
+        repository,
+        serve,
+        train,
+    )
 
     app = typer.Typer(
         name="sentiserve",
@@ -41,6 +51,7 @@ def build_app() -> typer.Typer:
     app.command("evaluate")(evaluate.evaluate)
     app.command("build")(build.build)
     app.command("serve")(serve.serve)
+    app.command("bench")(bench.bench)
     return app
 
 

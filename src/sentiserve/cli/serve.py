@@ -28,6 +28,9 @@ def serve(
     ),
     max_queue_size: int = typer.Option(B.max_queue_size, help="Most queued texts before 503."),
     group_by_length: bool = typer.Option(True, help="Batch texts of similar length together."),
+    max_padding: float = typer.Option(
+        B.max_padding, help="With grouping: most share of a batch's tokens that may be padding."
+    ),
     max_texts: int = typer.Option(L.max_texts, help="Most texts in one request (413 beyond)."),
     timeout_s: float = typer.Option(L.default_timeout_s, help="Default request deadline."),
     threads: int | None = typer.Option(None, help="Engine threads (default: one per core)."),
@@ -46,7 +49,7 @@ def serve(
             batching=BatchingConfig(
                 max_batch_size=max_batch_size, max_batch_tokens=max_batch_tokens,
                 max_queue_delay_ms=max_queue_delay_ms, max_queue_size=max_queue_size,
-                group_by_length=group_by_length,
+                group_by_length=group_by_length, max_padding=max_padding,
             ),
             limits=Limits(max_texts=max_texts, default_timeout_s=timeout_s),
             api_key=Settings().api_key, model_control=model_control,

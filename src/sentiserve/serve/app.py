@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import socket
 import threading
-import time
-import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
@@ -27,6 +24,7 @@ from sentiserve.serve.auth import ApiKey
 from sentiserve.serve.batcher import BatchingConfig, QueueFullError
 from sentiserve.serve.dataplane import DataPlane, Limits
 from sentiserve.serve.metrics import Metrics
+from sentiserve.serve.middleware import RequestContext
 from sentiserve.serve.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -93,32 +91,9 @@ def build_server(config: ServerConfig) -> Server:
         message = f"{where}: {first['msg']}" if where else str(first["msg"])
         return JSONResponse({"error": message}, status_code=HTTPStatus.BAD_REQUEST)
 
-    @app.middleware("http")
-    async def request_log(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        start = time.perf_counter()
-        if plane.api_key.protects(request.url.path):
-            try:
-                plane.api_key.check(request.headers.get("authorization"))
-            except SentiserveError as exc:
-                denied = error_body(exc)
-                denied.headers["WWW-Authenticate"] = "Bearer"
-                denied.headers["X-Request-ID"] = request_id
-                return denied
-        response = await call_next(request)
-        response.headers["X-Request-ID"] = request_id
-        if request.url.path.startswith(("/v1/", "/v2/models")):
-            access_log.info(json.dumps({
-                "request_id": request_id, "method": request.method, "path": request.url.path,
-                "status": response.status_code, "model": getattr(request.state, "model", None),
-                "latency_ms": round((time.perf_counter() - start) * 1000, 3),
-            }))  # fmt: skip
-        return response
-
     app.include_router(rest_v1.router(plane))
     app.include_router(rest_v2.router(plane))
+    app.add_middleware(RequestContext, api_key=plane.api_key)
     return Server(app, plane, registry, metrics)
 
 

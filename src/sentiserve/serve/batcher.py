@@ -57,14 +57,18 @@ class BatchingConfig:
         max_queue_delay_ms: Longest the oldest waiting sequence waits for company.
         max_queue_size: Most sequences waiting; beyond it new requests are refused.
         group_by_length: Batch similar lengths together (off: arrival order).
+        max_padding: With grouping, the most share of a batch's padded tokens that may be
+            padding. On CPU one more sequence in a call saves little, while padding costs
+            as much as real tokens, so a batch stops growing when it would pad more.
         pad_to_multiple: Round each batch's padded length up to a multiple of this.
     """
 
     max_batch_size: int = 32
     max_batch_tokens: int = 8192
-    max_queue_delay_ms: float = 2.0
+    max_queue_delay_ms: float = 0.0
     max_queue_size: int = 512
     group_by_length: bool = True
+    max_padding: float = 0.2
     pad_to_multiple: int = 1
 
     def __post_init__(self) -> None:
@@ -76,6 +80,8 @@ class BatchingConfig:
             raise ConfigError("max_queue_delay_ms must be >= 0")
         if self.max_queue_size < self.max_batch_size:
             raise ConfigError("max_queue_size must be >= max_batch_size")
+        if not 0 <= self.max_padding <= 1:
+            raise ConfigError("max_padding must be between 0 and 1")
         if self.pad_to_multiple < 1:
             raise ConfigError("pad_to_multiple must be >= 1")
 
@@ -129,6 +135,7 @@ def select(lengths: Sequence[int], anchor: int, config: BatchingConfig) -> list[
     lo, hi = pos, pos
     longest = lengths[anchor]
     target = lengths[anchor]
+    real = lengths[anchor]
     while True:
         left = order[lo - 1] if lo > 0 else None
         right = order[hi + 1] if hi + 1 < len(order) else None
@@ -141,8 +148,12 @@ def select(lengths: Sequence[int], anchor: int, config: BatchingConfig) -> list[
         else:
             candidate, new_longest = right, max(longest, lengths[right])
         assert candidate is not None
-        if not fits(hi - lo + 2, new_longest):
+        padded = (hi - lo + 2) * new_longest
+        if not fits(hi - lo + 2, new_longest) or (
+            padded - real - lengths[candidate] > config.max_padding * padded
+        ):
             break
+        real += lengths[candidate]
         if candidate == left:
             lo -= 1
         else:
@@ -271,11 +282,9 @@ class Batcher:
         except Exception as exc:  # an engine failure fails this batch, not the server
             logger.exception("engine call failed for a batch of %d", len(batch))
             error = SentiserveError(f"inference failed: {type(exc).__name__}")
-            for item in batch:
-                _resolve(item, error)
+            _resolve_all([(item, error) for item in batch])
             return
-        for row, item in zip(rows, batch, strict=True):
-            _resolve(item, row)
+        _resolve_all(list(zip(batch, rows, strict=True)))
         end = time.monotonic()
         self._on_batch(
             BatchStats(
@@ -290,15 +299,29 @@ class Batcher:
         )
 
 
-def _resolve(item: _Item, value: npt.NDArray[np.float32] | BaseException) -> None:
-    def apply() -> None:
-        if item.future.done():
-            return
-        if isinstance(value, BaseException):
-            item.future.set_exception(value)
-        else:
-            item.future.set_result(value)
+Outcome = tuple[_Item, "npt.NDArray[np.float32] | BaseException"]
 
-    # A closed event loop raises RuntimeError: nobody is waiting for the result any more.
-    with contextlib.suppress(RuntimeError):
-        item.loop.call_soon_threadsafe(apply)
+
+def _resolve(item: _Item, value: npt.NDArray[np.float32] | BaseException) -> None:
+    _resolve_all([(item, value)])
+
+
+def _resolve_all(outcomes: list[Outcome]) -> None:
+    """Hand results to their event loops: one wake-up per loop, not one per text."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
+    for outcome in outcomes:
+        by_loop.setdefault(outcome[0].loop, []).append(outcome)
+
+    def apply(group: list[Outcome]) -> None:
+        for item, value in group:
+            if item.future.done():
+                continue
+            if isinstance(value, BaseException):
+                item.future.set_exception(value)
+            else:
+                item.future.set_result(value)
+
+    for loop, group in by_loop.items():
+        # A closed event loop raises RuntimeError: nobody is waiting for the result any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(apply, group)

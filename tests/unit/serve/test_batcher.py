@@ -70,9 +70,23 @@ def test_select_respects_the_token_budget() -> None:
     assert select([500], 0, config) == [0], "an oversize sequence still runs alone"
 
 
+def test_select_stops_before_padding_passes_the_limit() -> None:
+    lengths = [20, 22, 24, 40, 19, 60]
+    tight = BatchingConfig(max_batch_size=32, max_batch_tokens=10_000, max_queue_size=64,
+                           max_padding=0.2)  # fmt: skip
+    chosen = sorted(select(lengths, 0, tight))
+    assert chosen == [0, 1, 2, 4], "40 would make 6 x 40 = 240 tokens, over a third padding"
+    padded = len(chosen) * max(lengths[i] for i in chosen)
+    assert padded - sum(lengths[i] for i in chosen) <= 0.2 * padded
+    loose = BatchingConfig(max_batch_size=32, max_batch_tokens=10_000, max_queue_size=64,
+                           max_padding=1.0)  # fmt: skip
+    assert sorted(select(lengths, 0, loose)) == list(range(6))
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
+        {"max_padding": 1.5},
         {"max_batch_size": 0},
         {"max_queue_delay_ms": -1},
         {"max_queue_size": 4, "max_batch_size": 8},

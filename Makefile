@@ -5,9 +5,20 @@ SENTI     := $(VENV)/bin/sentiserve
 STAMP     := $(VENV)/.installed
 REPO      ?= model_repository
 
-.PHONY: setup model serve test test-fast fuzz lint format bench clean
+.PHONY: setup system model serve test test-fast fuzz lint format bench bench-serving clean
 
 setup: $(STAMP)
+
+# Debian packages the tests need: Chromium (the playground page test). Installed only when
+# missing and when apt-get can run (root); otherwise the tests that need them skip, saying why.
+SYSTEM_PACKAGES := chromium
+system:
+	@missing=""; for b in $(SYSTEM_PACKAGES); do command -v $$b >/dev/null || missing="$$missing $$b"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends$$missing; \
+	  else echo "missing Debian packages:$$missing (run as root: apt-get install$$missing)"; fi; \
+	fi
 
 # torch first, as the CPU build: a plain `torch` requirement would pull a multi-GB CUDA build.
 $(STAMP): pyproject.toml
@@ -26,10 +37,10 @@ serve: model
 	$(SENTI) serve --model-repository $(REPO)
 
 ## test: lint, type-check and the whole test suite (what CI runs)
-test: setup lint
+test: setup system lint
 	$(PY) -m pytest -q
 
-test-fast: setup
+test-fast: setup system
 	$(PY) -m pytest -q -m "not slow"
 
 ## fuzz: a long property-based run of the HTTP API from its OpenAPI document

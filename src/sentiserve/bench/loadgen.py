@@ -6,8 +6,11 @@
   counted from when a request was *due*, not when it was sent, so a slow server cannot hide
   its queue by slowing the client down (no coordinated omission).
 
-A request counts when it was started inside the measurement window (after warm-up); those
-still in flight at the end are waited for, up to the client's timeout.
+Closed loop: a request counts when it *finishes* inside the measurement window (after
+warm-up), so throughput is completions per second of the window, as perf_analyzer counts it;
+requests still in flight when the window closes are waited for but not counted. Open loop:
+a request counts when it was *due* inside the window, and every one of them is waited for
+(up to the client's timeout), so a slow answer is never dropped from the latencies.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class Sample:
         return len(self.latencies_s)
 
     def record(self, started: float, measuring: bool, failure: str | None) -> None:
+        """One answer: latency from ``started``; counted only when ``measuring``."""
         if not measuring:
             return
         if failure is None:
@@ -79,15 +83,17 @@ async def closed_loop(
             if started >= window_end:
                 return
             failure = await _attempt(client, index)
-            sample.record(started, started >= window_start, failure)
+            finished = time.perf_counter()
+            sample.record(started, window_start <= finished < window_end, failure)
 
     workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
     if warmup_s > 0:
         await asyncio.sleep(max(0.0, window_start - time.perf_counter()))
     await on_start()
-    await asyncio.gather(*workers)
-    sample.window_s = max(time.perf_counter(), window_end) - window_start
+    await asyncio.sleep(max(0.0, window_end - time.perf_counter()))
     await on_end()
+    await asyncio.gather(*workers)
+    sample.window_s = duration_s
     return sample
 
 

@@ -33,6 +33,9 @@ def serve(
     ),
     max_texts: int = typer.Option(L.max_texts, help="Most texts in one request (413 beyond)."),
     timeout_s: float = typer.Option(L.default_timeout_s, help="Default request deadline."),
+    max_in_flight: int = typer.Option(
+        L.max_in_flight, help="Most inference requests inside at once (503 beyond, at once)."
+    ),
     threads: int | None = typer.Option(None, help="Engine threads (default: one per core)."),
     engine: str | None = typer.Option(None, help="Engine variant (default: manifest's)."),
     model_control: bool = typer.Option(False, help="Allow loading/unloading models over the API."),
@@ -51,7 +54,9 @@ def serve(
                 max_queue_delay_ms=max_queue_delay_ms, max_queue_size=max_queue_size,
                 group_by_length=group_by_length, max_padding=max_padding,
             ),
-            limits=Limits(max_texts=max_texts, default_timeout_s=timeout_s),
+            limits=Limits(
+                max_texts=max_texts, default_timeout_s=timeout_s, max_in_flight=max_in_flight
+            ),
             api_key=Settings().api_key, model_control=model_control,
         )  # fmt: skip
 

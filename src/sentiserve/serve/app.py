@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 
 from sentiserve import __version__
 from sentiserve.errors import SentiserveError
-from sentiserve.serve import rest_v1, rest_v2
+from sentiserve.serve import playground, rest_v1, rest_v2
 from sentiserve.serve.auth import ApiKey
 from sentiserve.serve.batcher import BatchingConfig, QueueFullError
 from sentiserve.serve.dataplane import DataPlane, Limits
@@ -93,7 +93,11 @@ def build_server(config: ServerConfig) -> Server:
 
     app.include_router(rest_v1.router(plane))
     app.include_router(rest_v2.router(plane))
-    app.add_middleware(RequestContext, api_key=plane.api_key)
+    app.include_router(playground.router())
+    app.add_middleware(
+        RequestContext, api_key=plane.api_key, max_in_flight=config.limits.max_in_flight,
+        on_overload=metrics.overload_rejected.inc,
+    )  # fmt: skip
     return Server(app, plane, registry, metrics)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sentiserve.engine.base import softmax
-from sentiserve.errors import ModelNotFoundError, SentiserveError
+from sentiserve.errors import ConfigError, ModelNotFoundError, SentiserveError
 from sentiserve.serve.auth import ApiKey
 from sentiserve.serve.batcher import DeadlineExceededError, QueueFullError
 from sentiserve.serve.metrics import Metrics
@@ -55,12 +55,23 @@ class Limits:
         max_body_bytes: Largest request body.
         default_timeout_s: Deadline of a request that sets none.
         max_timeout_s: Largest deadline a request may ask for.
+        max_in_flight: Most inference requests inside the server at once (being read,
+            tokenized, queued or run). Beyond it a request is answered 503 before its body
+            is read, so an overloaded event loop stays responsive.
     """
 
     max_texts: int = 256
     max_body_bytes: int = 4 * 1024 * 1024
     default_timeout_s: float = 10.0
     max_timeout_s: float = 60.0
+    max_in_flight: int = 512
+
+    def __post_init__(self) -> None:
+        for name in ("max_texts", "max_body_bytes", "max_in_flight"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1")
+        if not 0 < self.default_timeout_s <= self.max_timeout_s:
+            raise ConfigError("default_timeout_s must be within (0, max_timeout_s]")
 
 
 @dataclass(frozen=True)

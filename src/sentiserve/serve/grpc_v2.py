@@ -182,9 +182,11 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
 
 async def start_grpc(plane: DataPlane, host: str, port: int) -> Any:
     """Start the gRPC server on the running event loop; returns it (call ``stop``)."""
-    server = grpc.aio.server(options=[
-        ("grpc.max_receive_message_length", plane.limits.max_body_bytes),
-    ])  # fmt: skip
+    # Beyond max_in_flight concurrent calls gRPC answers RESOURCE_EXHAUSTED at once.
+    server = grpc.aio.server(
+        options=[("grpc.max_receive_message_length", plane.limits.max_body_bytes)],
+        maximum_concurrent_rpcs=plane.limits.max_in_flight,
+    )  # fmt: skip
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(plane), server)
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:

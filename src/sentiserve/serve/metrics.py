@@ -10,7 +10,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 
 from sentiserve.serve.batcher import BatchStats
 
@@ -111,6 +117,10 @@ class Metrics:
             self.compute_infer, self.compute_output,
         ]  # fmt: skip
         r = self.registry
+        self.overload_rejected = Counter(
+            "sentiserve_overload_rejected", "Inference requests refused (503) before their "
+            "body was read, because max_in_flight requests were already inside.", registry=r,
+        )  # fmt: skip
         self.request_latency = Histogram(
             "sentiserve_request_duration_seconds", "Request latency inside the server.",
             LABELS, buckets=LATENCY_BUCKETS, registry=r,
@@ -137,9 +147,12 @@ class Metrics:
         self.queue_duration.inc(key, sum(stats.queue_seconds) * 1e6)
         for seconds in stats.queue_seconds:
             self.queue_latency.labels(*key).observe(seconds)
-        self.compute_input.inc(key, stats.input_seconds * 1e6)
-        self.compute_infer.inc(key, stats.infer_seconds * 1e6)
-        self.compute_output.inc(key, stats.output_seconds * 1e6)
+        # Triton's meaning: every text in a batch is charged the batch's whole compute time,
+        # so compute/requests is the engine latency a request saw.
+        texts = len(stats.queue_seconds)
+        self.compute_input.inc(key, stats.input_seconds * 1e6 * texts)
+        self.compute_infer.inc(key, stats.infer_seconds * 1e6 * texts)
+        self.compute_output.inc(key, stats.output_seconds * 1e6 * texts)
 
     def exposition(self) -> bytes:
         """Prometheus text format: Triton's metrics, then histograms and process metrics."""

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
+from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 from sentiserve.errors import SentiserveError
@@ -22,15 +25,26 @@ Scope = dict[str, Any]
 Message = dict[str, Any]
 
 LOGGED_PATHS = ("/v1/", "/v2/models")
+INFERENCE_PATHS = re.compile(r"^/v1/sentiment$|^/v2/models/[^/]+(/versions/[^/]+)?/infer$")
+
+
+class OverloadedError(SentiserveError):
+    status = HTTPStatus.SERVICE_UNAVAILABLE
 
 
 class RequestContext:
     """Echoes or assigns ``X-Request-ID``, refuses unauthorised calls to protected paths
-    (401 with ``WWW-Authenticate``), and writes one JSON access-log line per inference call."""
+    (401 with ``WWW-Authenticate``), refuses inference beyond ``max_in_flight`` requests
+    (503 with ``Retry-After``, before the body is read), and writes one JSON access-log line
+    per inference call."""
 
-    def __init__(self, app: Any, api_key: ApiKey) -> None:
+    def __init__(self, app: Any, api_key: ApiKey, max_in_flight: int,
+                 on_overload: Callable[[], None] = lambda: None) -> None:  # fmt: skip
         self.app = app
         self.api_key = api_key
+        self.max_in_flight = max_in_flight
+        self.on_overload = on_overload
+        self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -53,6 +67,14 @@ class RequestContext:
             except SentiserveError as exc:
                 await _refuse(send, exc, [id_header, (b"www-authenticate", b"Bearer")])
                 return
+        inference = INFERENCE_PATHS.match(path) is not None
+        if inference and self.in_flight >= self.max_in_flight:
+            self.on_overload()
+            busy = OverloadedError(
+                f"server busy: {self.in_flight} requests in flight; retry shortly"
+            )
+            await _refuse(send, busy, [id_header, (b"retry-after", b"1")])
+            return
         status = 500
 
         async def send_with_id(message: Message) -> None:
@@ -62,7 +84,13 @@ class RequestContext:
                 message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        if inference:
+            self.in_flight += 1
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if inference:
+                self.in_flight -= 1
         if path.startswith(LOGGED_PATHS) and access_log.isEnabledFor(logging.INFO):
             access_log.info(json.dumps({
                 "request_id": request_id, "method": scope["method"], "path": path,

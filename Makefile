@@ -56,9 +56,14 @@ format: setup
 	$(VENV)/bin/ruff format src tests benchmarks
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 
-## bench: engine throughput side by side (needs `make model`)
+## bench: engines, then servers side by side (builds the default model first if missing)
 bench: model
 	$(PY) benchmarks/engines.py --model-repository $(REPO) --out benchmarks/RESULTS.md
+	$(PY) benchmarks/compare.py --model-repository $(REPO) --out benchmarks/RESULTS-serving.md
+
+## bench-serving: only the serving comparison
+bench-serving: model
+	$(PY) benchmarks/compare.py --model-repository $(REPO) --out benchmarks/RESULTS-serving.md
 
 clean:
 	rm -rf build $(REPO) .pytest_cache .mypy_cache .ruff_cache

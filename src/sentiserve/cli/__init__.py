@@ -21,6 +21,7 @@ def build_app() -> typer.Typer:
         data,
         evaluate,
         export,
+        monitor,
         optimize,
         repository,
         serve,
@@ -52,6 +53,7 @@ def build_app() -> typer.Typer:
     app.command("build")(build.build)
     app.command("serve")(serve.serve)
     app.command("bench")(bench.bench)
+    app.command("monitor")(monitor.monitor)
     return app
 
 

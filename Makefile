@@ -5,15 +5,17 @@ SENTI     := $(VENV)/bin/sentiserve
 STAMP     := $(VENV)/.installed
 REPO      ?= model_repository
 
-.PHONY: setup system model serve test test-fast fuzz lint format bench bench-serving clean
+.PHONY: setup system model serve test test-fast fuzz lint format bench bench-serving monitor clean
 
 setup: $(STAMP)
 
-# Debian packages the tests need: Chromium (the playground page test). Installed only when
-# missing and when apt-get can run (root); otherwise the tests that need them skip, saying why.
-SYSTEM_PACKAGES := chromium
+# Debian packages the tests need, as command:package: Chromium (the playground page test),
+# Prometheus and promtool (the monitoring tests). Installed only when missing and when
+# apt-get can run (root); otherwise the tests that need them skip, saying why.
+SYSTEM_PACKAGES := chromium:chromium prometheus:prometheus promtool:prometheus
 system:
-	@missing=""; for b in $(SYSTEM_PACKAGES); do command -v $$b >/dev/null || missing="$$missing $$b"; done; \
+	@missing=""; for cp in $(SYSTEM_PACKAGES); do c=$${cp%%:*}; p=$${cp#*:}; \
+	  command -v $$c >/dev/null || case " $$missing " in *" $$p "*) ;; *) missing="$$missing $$p";; esac; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends$$missing; \
@@ -64,6 +66,10 @@ bench: model
 ## bench-serving: only the serving comparison
 bench-serving: model
 	$(PY) benchmarks/compare.py --model-repository $(REPO) --out benchmarks/RESULTS-serving.md
+
+## monitor: Prometheus with sentiserve's rules against a server on 127.0.0.1:8002
+monitor: setup system
+	$(SENTI) monitor
 
 clean:
 	rm -rf build $(REPO) .pytest_cache .mypy_cache .ruff_cache

@@ -27,7 +27,7 @@ class Running:
 
 
 def start_server(
-    repo: Path, *extra: str, timeout: float = 60, env: dict[str, str] | None = None
+    repo: Path | str, *extra: str, timeout: float = 60, env: dict[str, str] | None = None
 ) -> Running:
     http, grpc, metrics = free_port(), free_port(), free_port()
     proc = subprocess.Popen(

@@ -140,6 +140,20 @@ def test_v1_invalid_json_and_huge_text(server: Running) -> None:
     assert big.status_code == 200, big.text
 
 
+def test_one_hundred_thousand_texts_are_refused_with_the_limit(server: Running) -> None:
+    texts = [f"t{i}" for i in range(100_000)]
+    r = v1(server, {"texts": texts})
+    assert r.status_code == 413, r.text
+    assert "the limit is 64" in r.json()["error"]
+    doc = {"inputs": [{"name": "TEXT", "datatype": "BYTES", "shape": [100_000], "data": texts}]}
+    r = raw_v2(server, json.dumps(doc).encode())
+    assert r.status_code == 413, r.text
+    body, headers = binary_text_request([t.encode() for t in texts])
+    r = raw_v2(server, body, headers)
+    assert r.status_code == 413, r.text
+    assert v1(server, {"text": "still fine"}).status_code == 200
+
+
 @pytest.mark.parametrize(
     ("doc", "message"),
     [

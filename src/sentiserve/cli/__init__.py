@@ -25,6 +25,7 @@ def build_app() -> typer.Typer:
         optimize,
         repository,
         serve,
+        store,
         train,
     )
 
@@ -54,6 +55,8 @@ def build_app() -> typer.Typer:
     app.command("serve")(serve.serve)
     app.command("bench")(bench.bench)
     app.command("monitor")(monitor.monitor)
+    app.command("publish")(store.publish)
+    app.command("pull")(store.pull)
     return app
 
 

@@ -15,8 +15,26 @@ B = BatchingConfig
 L = Limits
 
 
+def local_repository(location: str) -> Path:
+    """A folder as is; an s3:// URL pulled (verified) into the cache, or reused from it when
+    the cached copy already matches the bucket's manifest."""
+    if not location.startswith("s3://"):
+        return Path(location)
+    from sentiserve.settings import Settings
+    from sentiserve.store import s3
+
+    local = s3.cache_path(location, Settings().cache_dir)
+    console.print(f"[cyan]•[/] pulling {location} into {local}")
+    s3.pull(location, local)
+    return local
+
+
 def serve(
-    model_repository: Path = typer.Option(DEFAULT_ROOT, help="Model repository to serve."),
+    model_repository: str = typer.Option(
+        str(DEFAULT_ROOT),
+        help="Model repository to serve: a folder, or s3://bucket/prefix "
+        "(pulled and verified into the cache first; AWS_ENDPOINT_URL for S3-compatible stores).",
+    ),
     host: str = typer.Option("127.0.0.1", help="Address to bind (0.0.0.0 in containers)."),
     http_port: int = typer.Option(8000, help="REST port (friendly API and KServe v2)."),
     grpc_port: int = typer.Option(8001, help="KServe v2 gRPC port (0 turns gRPC off)."),
@@ -45,8 +63,9 @@ def serve(
     from sentiserve.settings import Settings
 
     with user_errors():
+        repository = local_repository(model_repository)
         config = ServerConfig(
-            repository=model_repository, host=host, http_port=http_port,
+            repository=repository, host=host, http_port=http_port,
             grpc_port=grpc_port or None,
             metrics_port=metrics_port, threads=threads, engine=engine,
             batching=BatchingConfig(

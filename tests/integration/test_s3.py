@@ -1,0 +1,194 @@
+"""The S3 model store against a real S3-compatible server (moto's, over HTTP), faults
+included: missing bucket, missing manifest or object, corrupted object, server down in the
+middle of a pull, wrong credentials. A failed pull leaves nothing half-written."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import httpx
+import pytest
+
+from sentiserve.store import s3
+from sentiserve.store.s3 import MANIFEST, StoreError
+from tests.integration.serving import free_port, start_server, stop
+
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+               "AWS_DEFAULT_REGION": "us-east-1", "AWS_MAX_ATTEMPTS": "2"}  # fmt: skip
+
+
+class Moto:
+    def __init__(self, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        binary = shutil.which("moto_server", path=str(Path(sys.executable).parent))
+        assert binary, "moto_server missing (dev extras: moto[server])"
+        self.proc = subprocess.Popen([binary, "-H", "127.0.0.1", "-p", str(self.port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     env={**os.environ, **env})  # fmt: skip
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(self.url, timeout=1)
+                return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("moto_server did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+@pytest.fixture(autouse=True)
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[Moto]:
+    server = Moto()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def bucket(moto: Moto, request: pytest.FixtureRequest) -> str:
+    name = "models-" + request.node.name.lower().replace("_", "-")[:40].strip("-")
+    boto3.client("s3", endpoint_url=moto.url, **_keys()).create_bucket(Bucket=name)
+    return name
+
+
+def _keys() -> dict[str, str]:
+    return {"aws_access_key_id": "testing", "aws_secret_access_key": "testing",
+            "region_name": "us-east-1"}  # fmt: skip
+
+
+def tree(files: dict[str, bytes], root: Path) -> Path:
+    for relative, data in files.items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_bytes(data)
+    return root
+
+
+def leftovers(parent: Path) -> list[str]:
+    return [p.name for p in parent.iterdir() if p.name.startswith(".")]
+
+
+def test_publish_and_pull_round_trip_with_multipart(
+    moto: Moto, bucket: str, tmp_path: Path
+) -> None:
+    big = os.urandom(9 * 1024 * 1024 + 17)  # over the 8 MB multipart threshold
+    published = {
+        "sentiment/config.pbtxt": b"name: 'sentiment'\n",
+        "sentiment/1/model.onnx": big,
+        "sentiment/1/manifest.json": b"{}",
+    }
+    source = tree({**published, ".partial-x/skip": b"half"}, tmp_path / "src")
+    manifest = s3.publish(source, f"s3://{bucket}/repo", endpoint_url=moto.url)
+    assert set(manifest["files"]) == set(published), "dot-folders stay local"
+    head = boto3.client("s3", endpoint_url=moto.url, **_keys()).head_object(
+        Bucket=bucket, Key="repo/sentiment/1/model.onnx"
+    )
+    assert "-" in head["ETag"], "a multipart upload has a composite ETag"
+    seen: dict[str, int] = {}
+    dest = tmp_path / "copy"
+    s3.pull(f"s3://{bucket}/repo", dest, endpoint_url=moto.url,
+            progress=lambda f, n: seen.__setitem__(f, seen.get(f, 0) + n))  # fmt: skip
+    assert (dest / "sentiment/1/model.onnx").read_bytes() == big
+    assert (dest / MANIFEST).exists()
+    assert seen["sentiment/1/model.onnx"] == len(big)
+    assert leftovers(tmp_path) == []
+
+
+def test_missing_bucket_manifest_and_object(moto: Moto, bucket: str, tmp_path: Path) -> None:
+    dest = tmp_path / "copy"
+    with pytest.raises(StoreError, match="bucket 'no-such-bucket' does not exist"):
+        s3.pull("s3://no-such-bucket/repo", dest, endpoint_url=moto.url)
+    with pytest.raises(StoreError, match="has no SHA256SUMS.json"):
+        s3.pull(f"s3://{bucket}/empty", dest, endpoint_url=moto.url)
+    source = tree({"m/a.txt": b"a", "m/b.txt": b"b"}, tmp_path / "src")
+    s3.publish(source, f"s3://{bucket}/repo", endpoint_url=moto.url)
+    boto3.client("s3", endpoint_url=moto.url, **_keys()).delete_object(
+        Bucket=bucket, Key="repo/m/b.txt"
+    )
+    with pytest.raises(StoreError, match="m/b.txt is listed in the manifest but missing"):
+        s3.pull(f"s3://{bucket}/repo", dest, endpoint_url=moto.url)
+    assert not dest.exists()
+    assert leftovers(tmp_path) == []
+
+
+def test_corrupted_object_is_refused_and_the_old_copy_kept(moto: Moto, bucket: str,
+                                                           tmp_path: Path) -> None:  # fmt: skip
+    source = tree({"m/1/model.onnx": b"weights" * 1000, "m/config.pbtxt": b"cfg"}, tmp_path / "src")
+    s3.publish(source, f"s3://{bucket}/repo", endpoint_url=moto.url)
+    dest = tree({"old.txt": b"still here"}, tmp_path / "copy")
+    boto3.client("s3", endpoint_url=moto.url, **_keys()).put_object(
+        Bucket=bucket, Key="repo/m/1/model.onnx", Body=b"weightz" * 1000
+    )  # same size
+    with pytest.raises(StoreError, match="m/1/model.onnx is corrupted"):
+        s3.pull(f"s3://{bucket}/repo", dest, endpoint_url=moto.url)
+    assert (dest / "old.txt").read_bytes() == b"still here"
+    assert leftovers(tmp_path) == []
+
+
+def test_server_down_mid_pull_leaves_nothing(tmp_path: Path) -> None:
+    server = Moto()
+    try:
+        boto3.client("s3", endpoint_url=server.url, **_keys()).create_bucket(Bucket="crash-test")
+        source = tree({f"m/{i}.bin": os.urandom(200_000) for i in range(5)}, tmp_path / "src")
+        s3.publish(source, "s3://crash-test/repo", endpoint_url=server.url)
+
+        def crash(_file: str, _n: int) -> None:
+            if server.proc.poll() is None:
+                server.stop()  # the real server goes away while the pull is running
+
+        with pytest.raises(StoreError, match="cannot reach the S3 endpoint"):
+            s3.pull("s3://crash-test/repo", tmp_path / "copy", endpoint_url=server.url,
+                    progress=crash)  # fmt: skip
+    finally:
+        if server.proc.poll() is None:
+            server.stop()
+    assert not (tmp_path / "copy").exists()
+    assert leftovers(tmp_path) == []
+
+
+def test_wrong_credentials_are_one_clear_error(tmp_path: Path) -> None:
+    server = Moto(INITIAL_NO_AUTH_ACTION_COUNT="0")  # moto then checks every request's keys
+    try:
+        with pytest.raises(StoreError, match="access denied"):
+            s3.pull("s3://any/repo", tmp_path / "copy", endpoint_url=server.url)
+    finally:
+        server.stop()
+    assert not (tmp_path / "copy").exists()
+
+
+def test_cli_and_serving_from_s3(moto: Moto, bucket: str, tiny_build: Path, tmp_path: Path) -> None:
+    env = {**os.environ, **CREDENTIALS, "AWS_ENDPOINT_URL": moto.url}
+    url = f"s3://{bucket}/model_repository"
+    done = subprocess.run([sys.executable, "-m", "sentiserve", "publish",
+                           str(tiny_build / "model_repository"), url],
+                          capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    missing = subprocess.run([sys.executable, "-m", "sentiserve", "pull", "s3://nope/x",
+                              str(tmp_path / "x")], capture_output=True, text=True, env=env,
+                             timeout=120)  # fmt: skip
+    assert missing.returncode == 1
+    assert "bucket 'nope' does not exist" in missing.stderr
+    cache = tmp_path / "cache"
+    running = start_server(url, env={**CREDENTIALS, "AWS_ENDPOINT_URL": moto.url,
+                                     "SENTISERVE_CACHE_DIR": str(cache)})  # fmt: skip
+    try:
+        r = httpx.post(f"{running.url}/v1/sentiment", json={"text": "great"}, timeout=30)
+        assert r.status_code == 200, r.text
+    finally:
+        stop(running)
+    assert (cache / "s3" / bucket / "model_repository" / MANIFEST).exists()

@@ -16,6 +16,7 @@ adaptive retry mode (``AWS_MAX_ATTEMPTS`` attempts, default 8).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -94,6 +95,20 @@ def _explain(exc: Exception, url: S3Url) -> StoreError:
     return StoreError(f"S3 error on {url}: {type(exc).__name__}: {exc}")
 
 
+def _call(source: S3Url, action: Callable[[], Any], missing: str) -> Any:
+    """Run one S3 call; a missing object becomes ``missing``, anything else one clear line."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return action()
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code", "") in ("NoSuchKey", "404"):
+            raise StoreError(missing) from exc
+        raise _explain(exc, source) from exc
+    except BotoCoreError as exc:
+        raise _explain(exc, source) from exc
+
+
 def files_to_publish(folder: Path) -> list[Path]:
     """Every file to publish: hidden files and folders (half-written versions) excluded."""
     out = []
@@ -108,7 +123,6 @@ def publish(folder: Path, url: str, *, endpoint_url: str | None = None,
             progress: Progress = lambda _f, _n: None) -> dict[str, Any]:  # fmt: skip
     """Upload ``folder`` to ``url`` and write its manifest last; returns the manifest."""
     from boto3.s3.transfer import TransferConfig
-    from botocore.exceptions import BotoCoreError, ClientError
 
     target = S3Url.parse(url)
     if not folder.is_dir():
@@ -120,37 +134,35 @@ def publish(folder: Path, url: str, *, endpoint_url: str | None = None,
     transfer = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD,
                               multipart_chunksize=MULTIPART_THRESHOLD)  # fmt: skip
     entries: dict[str, dict[str, Any]] = {}
-    try:
-        for path in files:
-            relative = path.relative_to(folder).as_posix()
-            entries[relative] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
-            s3.upload_file(str(path), target.bucket, target.key(relative), Config=transfer,
-                           Callback=lambda n, r=relative: progress(r, n))  # fmt: skip
-        manifest = {"format": 1, "created": dt.datetime.now(dt.UTC).isoformat(),
-                    "files": entries}  # fmt: skip
-        s3.put_object(Bucket=target.bucket, Key=target.key(MANIFEST),
-                      Body=json.dumps(manifest, indent=1).encode(),
-                      ContentType="application/json")  # fmt: skip
-    except (ClientError, BotoCoreError) as exc:
-        raise _explain(exc, target) from exc
+    for path in files:
+        relative = path.relative_to(folder).as_posix()
+        entries[relative] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+        upload = functools.partial(
+            s3.upload_file, str(path), target.bucket, target.key(relative), Config=transfer,
+            Callback=functools.partial(progress, relative),
+        )  # fmt: skip
+        _call(target, upload, f"{target}: upload of {relative} failed")
+    manifest = {"format": 1, "created": dt.datetime.now(dt.UTC).isoformat(), "files": entries}
+    _call(
+        target,
+        lambda: s3.put_object(Bucket=target.bucket, Key=target.key(MANIFEST),
+                              Body=json.dumps(manifest, indent=1).encode(),
+                              ContentType="application/json"),
+        f"{target}: writing {MANIFEST} failed",
+    )  # fmt: skip
     return manifest
 
 
 def read_manifest(url: str, *, endpoint_url: str | None = None) -> dict[str, Any]:
-    from botocore.exceptions import BotoCoreError, ClientError
-
     source = S3Url.parse(url)
+    body = _call(
+        source,
+        lambda: client(endpoint_url).get_object(Bucket=source.bucket, Key=source.key(MANIFEST)),
+        f"{source} has no {MANIFEST}: publish it with `sentiserve publish` (a half-published "
+        "tree has none)",
+    )
     try:
-        body = client(endpoint_url).get_object(Bucket=source.bucket, Key=source.key(MANIFEST))
         manifest: dict[str, Any] = json.loads(body["Body"].read())
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code in ("NoSuchKey", "404"):
-            raise StoreError(f"{source} has no {MANIFEST}: publish it with `sentiserve "
-                             "publish` (a half-published tree has none)") from exc  # fmt: skip
-        raise _explain(exc, source) from exc
-    except BotoCoreError as exc:
-        raise _explain(exc, source) from exc
     except ValueError as exc:
         raise StoreError(f"{source}/{MANIFEST} is not valid JSON") from exc
     if not isinstance(manifest.get("files"), dict):
@@ -173,8 +185,6 @@ def pull(url: str, dest: Path, *, endpoint_url: str | None = None,
         StoreError: the manifest or an object is missing, a digest or size differs, or S3
             cannot be reached; ``dest`` is then left as it was.
     """
-    from botocore.exceptions import BotoCoreError, ClientError
-
     source = S3Url.parse(url)
     manifest = read_manifest(url, endpoint_url=endpoint_url)
     if _same_files(dest / MANIFEST, manifest):
@@ -188,17 +198,12 @@ def pull(url: str, dest: Path, *, endpoint_url: str | None = None,
         for relative, entry in sorted(manifest["files"].items()):
             local = staging / _safe_relative(relative)
             local.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                s3.download_file(source.bucket, source.key(relative), str(local),
-                                 Callback=lambda n, r=relative: progress(r, n))  # fmt: skip
-            except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code", "")
-                if code in ("NoSuchKey", "404"):
-                    raise StoreError(f"{source}: {relative} is listed in the manifest but "
-                                     "missing from the bucket") from exc  # fmt: skip
-                raise _explain(exc, source) from exc
-            except BotoCoreError as exc:
-                raise _explain(exc, source) from exc
+            download = functools.partial(
+                s3.download_file, source.bucket, source.key(relative), str(local),
+                Callback=functools.partial(progress, relative),
+            )  # fmt: skip
+            missing = f"{source}: {relative} is listed in the manifest but missing from the bucket"
+            _call(source, download, missing)
             size, digest = local.stat().st_size, sha256_file(local)
             if size != entry["bytes"] or digest != entry["sha256"]:
                 raise StoreError(f"{source}: {relative} is corrupted (sha256 {digest[:12]}…, "

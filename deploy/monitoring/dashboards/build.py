@@ -78,7 +78,13 @@ def render() -> str:
     return json.dumps(dashboard(), indent=2, ensure_ascii=False) + "\n"
 
 
+COPIES = (
+    Path(__file__).with_name("sentiserve.json"),
+    Path(__file__).parents[2] / "helm" / "sentiserve" / "files" / "sentiserve.json",
+)
+"""The dashboard, and the Helm chart's copy of it (charts can only read their own files)."""
+
 if __name__ == "__main__":
-    out = Path(__file__).with_name("sentiserve.json")
-    out.write_text(render())
-    print(f"wrote {out}")
+    for out in COPIES:
+        out.write_text(render())
+        print(f"wrote {out}")

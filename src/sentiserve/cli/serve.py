@@ -31,10 +31,10 @@ def local_repository(location: str) -> Path:
 
 def serve(
     model_repository: str = typer.Option(
-        str(DEFAULT_ROOT),
-        help="Model repository to serve: a folder, or s3://bucket/prefix "
-        "(pulled and verified into the cache first; AWS_ENDPOINT_URL for S3-compatible stores).",
-    ),
+        str(DEFAULT_ROOT), envvar="SENTISERVE_MODEL_REPOSITORY",
+        help="Model repository to serve: a folder, or s3://bucket/prefix (pulled and verified "
+        "into the cache first; AWS_ENDPOINT_URL for S3-compatible stores).",
+    ),  # fmt: skip
     host: str = typer.Option("127.0.0.1", help="Address to bind (0.0.0.0 in containers)."),
     http_port: int = typer.Option(8000, help="REST port (friendly API and KServe v2)."),
     grpc_port: int = typer.Option(8001, help="KServe v2 gRPC port (0 turns gRPC off)."),

@@ -1,0 +1,96 @@
+"""The Dockerfile, checked statically (no Docker engine runs here; no Dockerfile linter is
+obtainable from the registries): pinned bases, a numeric non-root user in the final stage,
+a health check on readiness, no secrets, binds 0.0.0.0, and a .dockerignore that keeps the
+build context to what the build copies."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    out: list[tuple[str, str]] = []
+    pending = ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line = pending + line
+        pending = ""
+        keyword, _, rest = line.partition(" ")
+        out.append((keyword.upper(), rest.strip()))
+    return out
+
+
+def stages(steps: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
+    found: list[list[tuple[str, str]]] = []
+    for step in steps:
+        if step[0] == "FROM":
+            found.append([])
+        if found:
+            found[-1].append(step)
+    return found
+
+
+def test_bases_are_pinned_and_the_build_is_multi_stage() -> None:
+    steps = instructions(DOCKERFILE)
+    args = dict(a.split("=", 1) for k, a in steps if k == "ARG" and "=" in a)
+    froms = [a.split()[0] for k, a in steps if k == "FROM"]
+    assert len(froms) >= 2, "build and runtime stages"
+    for base in froms:
+        image = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], base)
+        if image in {a.split()[-1] for k, a in steps if k == "FROM" and " AS " in a.upper()}:
+            continue  # a previous stage
+        name, _, tag = image.partition(":")
+        assert tag, f"{image} is not pinned"
+        assert tag != "latest"
+        assert re.search(r"\d+\.\d+", tag), f"{image}: pin a version"
+
+
+def test_final_stage_runs_as_numeric_non_root_with_a_health_check() -> None:
+    final = stages(instructions(DOCKERFILE))[-1]
+    users = [a for k, a in final if k == "USER"]
+    assert users, "the final stage sets USER"
+    uid = users[-1].split(":")[0]
+    assert uid.isdigit()
+    assert int(uid) != 0
+    checks = [a for k, a in final if k == "HEALTHCHECK"]
+    assert checks
+    assert "/v2/health/ready" in checks[-1]
+    (entrypoint,) = [a for k, a in final if k == "ENTRYPOINT"]
+    assert "0.0.0.0" in entrypoint
+    assert "serve" in entrypoint
+    exposed = {p for k, a in final if k == "EXPOSE" for p in a.split()}
+    assert {"8000", "8001", "8002"} <= exposed
+    volumes = " ".join(a for k, a in final if k == "VOLUME")
+    assert "/tmp" in volumes, "writable paths for a read-only root"
+    assert "/cache" in volumes
+
+
+def test_no_secrets_and_no_latest() -> None:
+    text = DOCKERFILE.read_text()
+    assert ":latest" not in text
+    for keyword, rest in instructions(DOCKERFILE):
+        if keyword in {"ENV", "ARG"}:
+            for pair in shlex.split(rest):
+                name = pair.split("=", 1)[0].upper()
+                assert not re.search(r"KEY|SECRET|TOKEN|PASSWORD", name), f"{keyword} {pair}"
+
+
+def test_build_context_is_what_the_build_copies() -> None:
+    ignore = (ROOT / ".dockerignore").read_text().split()
+    assert ignore[ignore.index("*") if "*" in ignore else 0] == "*", "ignore everything first"
+    copied = {
+        a.split()[0] for k, a in instructions(DOCKERFILE) if k == "COPY" and "--from" not in a
+    }
+    for source in copied:
+        assert f"!{source.rstrip('/')}/" in ignore or f"!{source}" in ignore, source

@@ -31,7 +31,8 @@ def local_repository(location: str) -> Path:
 
 def serve(
     model_repository: str = typer.Option(
-        str(DEFAULT_ROOT), envvar="SENTISERVE_MODEL_REPOSITORY",
+        str(DEFAULT_ROOT),
+        envvar="SENTISERVE_MODEL_REPOSITORY",
         help="Model repository to serve: a folder, or s3://bucket/prefix (pulled and verified "
         "into the cache first; AWS_ENDPOINT_URL for S3-compatible stores).",
     ),  # fmt: skip
@@ -46,6 +47,9 @@ def serve(
     ),
     max_queue_size: int = typer.Option(B.max_queue_size, help="Most queued texts before 503."),
     group_by_length: bool = typer.Option(True, help="Batch texts of similar length together."),
+    pad_to_multiple: int = typer.Option(
+        B.pad_to_multiple, help="Round each batch's padded length up to a multiple of this."
+    ),
     max_padding: float = typer.Option(
         B.max_padding, help="With grouping: most share of a batch's tokens that may be padding."
     ),
@@ -72,6 +76,7 @@ def serve(
                 max_batch_size=max_batch_size, max_batch_tokens=max_batch_tokens,
                 max_queue_delay_ms=max_queue_delay_ms, max_queue_size=max_queue_size,
                 group_by_length=group_by_length, max_padding=max_padding,
+                pad_to_multiple=pad_to_multiple,
             ),
             limits=Limits(
                 max_texts=max_texts, default_timeout_s=timeout_s, max_in_flight=max_in_flight

@@ -5,14 +5,14 @@ SENTI     := $(VENV)/bin/sentiserve
 STAMP     := $(VENV)/.installed
 REPO      ?= model_repository
 
-.PHONY: setup system tools model serve test test-fast fuzz lint format bench bench-serving monitor clean
+.PHONY: cluster-local setup system tools model serve test test-fast fuzz lint format bench bench-serving monitor clean
 
 setup: $(STAMP)
 
 # Debian packages the tests need, as command:package: Chromium (the playground page test),
-# Prometheus and promtool (the monitoring tests). Installed only when missing and when
+# Prometheus and promtool (the monitoring tests), HAProxy (the local scale-out rehearsal). Installed only when missing and when
 # apt-get can run (root); otherwise the tests that need them skip, saying why.
-SYSTEM_PACKAGES := chromium:chromium prometheus:prometheus promtool:prometheus
+SYSTEM_PACKAGES := chromium:chromium prometheus:prometheus promtool:prometheus haproxy:haproxy
 system:
 	@missing=""; for cp in $(SYSTEM_PACKAGES); do c=$${cp%%:*}; p=$${cp#*:}; \
 	  command -v $$c >/dev/null || case " $$missing " in *" $$p "*) ;; *) missing="$$missing $$p";; esac; done; \
@@ -78,6 +78,10 @@ bench: model
 ## bench-serving: only the serving comparison
 bench-serving: model
 	$(PY) benchmarks/compare.py --model-repository $(REPO) --out benchmarks/RESULTS-serving.md
+
+## cluster-local: 2 replicas of the default model behind HAProxy on 127.0.0.1:8080
+cluster-local: model system
+	$(PY) -m sentiserve.localcluster --model-repository $(REPO) --replicas 2
 
 ## monitor: Prometheus with sentiserve's rules against a server on 127.0.0.1:8002
 monitor: setup system

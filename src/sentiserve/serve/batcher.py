@@ -2,7 +2,8 @@
 
 Requests arrive already tokenized, so each sequence's length is known. A dedicated worker
 thread owns the engine: it cuts a batch when ``max_batch_size`` sequences wait, when the
-oldest has waited ``max_queue_delay_ms``, or when adding more would pass the token budget.
+oldest has waited ``max_queue_delay_ms`` (0 by default: run as soon as the engine is free),
+or when adding more would pass the token budget or the padding budget.
 Sequences of similar length are batched together around the oldest waiting one (so nobody
 starves), and each batch is padded to its own longest sequence. While the engine runs, new
 requests queue up and the next batch forms. The queue is bounded: past ``max_queue_size``

@@ -65,7 +65,7 @@ class BatchingConfig:
     """
 
     max_batch_size: int = 32
-    max_batch_tokens: int = 8192
+    max_batch_tokens: int = 2048
     max_queue_delay_ms: float = 0.0
     max_queue_size: int = 512
     group_by_length: bool = True

@@ -21,14 +21,13 @@ from sentiserve import __version__
 from sentiserve.errors import SentiserveError
 from sentiserve.serve import playground, rest_v1, rest_v2
 from sentiserve.serve.auth import ApiKey
-from sentiserve.serve.batcher import BatchingConfig, QueueFullError
+from sentiserve.serve.batcher import BatchingConfig
 from sentiserve.serve.dataplane import DataPlane, Limits
 from sentiserve.serve.metrics import Metrics
-from sentiserve.serve.middleware import RequestContext
+from sentiserve.serve.middleware import RequestContext, error_response
 from sentiserve.serve.registry import Registry
 
 logger = logging.getLogger(__name__)
-access_log = logging.getLogger("sentiserve.access")
 
 
 @dataclass(frozen=True)
@@ -59,13 +58,6 @@ class Server:
     metrics: Metrics
 
 
-def error_body(exc: SentiserveError) -> JSONResponse:
-    headers = {}
-    if isinstance(exc, QueueFullError):
-        headers["Retry-After"] = str(exc.retry_after_s)
-    return JSONResponse({"error": exc.message}, status_code=int(exc.status), headers=headers)
-
-
 def build_server(config: ServerConfig) -> Server:
     """Load every model (verified, warmed up) and assemble the HTTP app."""
     metrics = Metrics()
@@ -82,7 +74,7 @@ def build_server(config: ServerConfig) -> Server:
 
     @app.exception_handler(SentiserveError)
     async def sentiserve_error(_request: Request, exc: SentiserveError) -> JSONResponse:
-        return error_body(exc)
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -247,13 +247,15 @@ class Batcher:
             self._cond.wait(remaining)
         now = time.monotonic()
         live: list[_Item] = []
+        expired: list[Outcome] = []
         for item in self._pending:
             if item.future.cancelled():
                 continue
             if item.deadline <= now:
-                _resolve(item, DeadlineExceededError("deadline exceeded while queued"))
+                expired.append((item, DeadlineExceededError("deadline exceeded while queued")))
                 continue
             live.append(item)
+        _resolve_all(expired)
         self._pending = live
         if not live:
             return []
@@ -301,10 +303,6 @@ class Batcher:
 
 
 Outcome = tuple[_Item, "npt.NDArray[np.float32] | BaseException"]
-
-
-def _resolve(item: _Item, value: npt.NDArray[np.float32] | BaseException) -> None:
-    _resolve_all([(item, value)])
 
 
 def _resolve_all(outcomes: list[Outcome]) -> None:

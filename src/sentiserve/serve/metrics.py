@@ -149,10 +149,9 @@ class Metrics:
             self.queue_latency.labels(*key).observe(seconds)
         # Triton's meaning: every text in a batch is charged the batch's whole compute time,
         # so compute/requests is the engine latency a request saw.
-        texts = len(stats.queue_seconds)
-        self.compute_input.inc(key, stats.input_seconds * 1e6 * texts)
-        self.compute_infer.inc(key, stats.infer_seconds * 1e6 * texts)
-        self.compute_output.inc(key, stats.output_seconds * 1e6 * texts)
+        self.compute_input.inc(key, stats.input_seconds * 1e6 * stats.size)
+        self.compute_infer.inc(key, stats.infer_seconds * 1e6 * stats.size)
+        self.compute_output.inc(key, stats.output_seconds * 1e6 * stats.size)
 
     def exposition(self) -> bytes:
         """Prometheus text format: Triton's metrics, then histograms and process metrics."""

@@ -13,11 +13,13 @@ import re
 import time
 import uuid
 from collections.abc import Callable
-from http import HTTPStatus
 from typing import Any
+
+from starlette.responses import JSONResponse
 
 from sentiserve.errors import SentiserveError
 from sentiserve.serve.auth import ApiKey
+from sentiserve.serve.batcher import QueueFullError
 
 access_log = logging.getLogger("sentiserve.access")
 
@@ -28,8 +30,17 @@ LOGGED_PATHS = ("/v1/", "/v2/models")
 INFERENCE_PATHS = re.compile(r"^/v1/sentiment$|^/v2/models/[^/]+(/versions/[^/]+)?/infer$")
 
 
-class OverloadedError(SentiserveError):
-    status = HTTPStatus.SERVICE_UNAVAILABLE
+class OverloadedError(QueueFullError):
+    """``max_in_flight`` requests are inside already; like a full queue, retry shortly."""
+
+
+def error_response(exc: SentiserveError, headers: dict[str, str] | None = None) -> JSONResponse:
+    """``{"error": message}`` with the error's status (and ``Retry-After`` when the server is
+    busy): every error answer of the HTTP API, from a route or from this middleware."""
+    extra = dict(headers or {})
+    if isinstance(exc, QueueFullError):
+        extra["Retry-After"] = str(exc.retry_after_s)
+    return JSONResponse({"error": exc.message}, status_code=int(exc.status), headers=extra)
 
 
 class RequestContext:
@@ -65,7 +76,9 @@ class RequestContext:
             try:
                 self.api_key.check(authorization)
             except SentiserveError as exc:
-                await _refuse(send, exc, [id_header, (b"www-authenticate", b"Bearer")])
+                denied = error_response(exc, {"X-Request-ID": request_id,
+                                              "WWW-Authenticate": "Bearer"})  # fmt: skip
+                await denied(scope, receive, send)
                 return
         inference = INFERENCE_PATHS.match(path) is not None
         if inference and self.in_flight >= self.max_in_flight:
@@ -73,7 +86,7 @@ class RequestContext:
             busy = OverloadedError(
                 f"server busy: {self.in_flight} requests in flight; retry shortly"
             )
-            await _refuse(send, busy, [id_header, (b"retry-after", b"1")])
+            await error_response(busy, {"X-Request-ID": request_id})(scope, receive, send)
             return
         status = 500
 
@@ -97,13 +110,3 @@ class RequestContext:
                 "status": status, "model": scope.get("state", {}).get("model"),
                 "latency_ms": round((time.perf_counter() - start) * 1000, 3),
             }))  # fmt: skip
-
-
-async def _refuse(send: Any, exc: SentiserveError, headers: list[tuple[bytes, bytes]]) -> None:
-    body = json.dumps({"error": exc.message}).encode()
-    await send({
-        "type": "http.response.start", "status": int(exc.status),
-        "headers": [(b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()), *headers],
-    })  # fmt: skip
-    await send({"type": "http.response.body", "body": body})

@@ -59,5 +59,5 @@ def pull(
         total = sum(int(e["bytes"]) for e in manifest["files"].values())
         bar, advance = _progress("pull", total)
         with bar:  # type: ignore[attr-defined]
-            s3.pull(url, folder, endpoint_url=endpoint_url, progress=advance)
+            s3.pull(url, folder, endpoint_url=endpoint_url, progress=advance, manifest=manifest)
     console.print(f"[green]pulled[/] {len(manifest['files'])} files into {folder} (verified)")

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sentiserve.checksums import sha256_file
 from sentiserve.errors import RepositoryError, SentiserveError
+from sentiserve.repository.manifest import FileEntry
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +89,6 @@ def _explain(exc: Exception, url: S3Url) -> StoreError:
             return StoreError(f"bucket {url.bucket!r} does not exist")
         if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
             return StoreError(f"access denied to {url} ({code}): check the credentials")
-        if code in ("NoSuchKey", "404"):
-            return StoreError(f"{url}: object not found")
         return StoreError(f"S3 error on {url}: {code or exc}")
     return StoreError(f"S3 error on {url}: {type(exc).__name__}: {exc}")
 
@@ -136,7 +134,7 @@ def publish(folder: Path, url: str, *, endpoint_url: str | None = None,
     entries: dict[str, dict[str, Any]] = {}
     for path in files:
         relative = path.relative_to(folder).as_posix()
-        entries[relative] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+        entries[relative] = FileEntry.of(folder, relative).model_dump(exclude={"file"})
         upload = functools.partial(
             s3.upload_file, str(path), target.bucket, target.key(relative), Config=transfer,
             Callback=functools.partial(progress, relative),
@@ -153,11 +151,13 @@ def publish(folder: Path, url: str, *, endpoint_url: str | None = None,
     return manifest
 
 
-def read_manifest(url: str, *, endpoint_url: str | None = None) -> dict[str, Any]:
+def read_manifest(url: str, *, endpoint_url: str | None = None, s3: Any = None) -> dict[str, Any]:
+    """The published manifest at ``url`` (``s3``: a client to reuse)."""
     source = S3Url.parse(url)
+    s3 = s3 or client(endpoint_url)
     body = _call(
         source,
-        lambda: client(endpoint_url).get_object(Bucket=source.bucket, Key=source.key(MANIFEST)),
+        lambda: s3.get_object(Bucket=source.bucket, Key=source.key(MANIFEST)),
         f"{source} has no {MANIFEST}: publish it with `sentiserve publish` (a half-published "
         "tree has none)",
     )
@@ -178,19 +178,21 @@ def _safe_relative(relative: str) -> Path:
 
 
 def pull(url: str, dest: Path, *, endpoint_url: str | None = None,
-         progress: Progress = lambda _f, _n: None) -> dict[str, Any]:  # fmt: skip
-    """Download ``url`` into ``dest`` (replacing it whole), verified against the manifest.
+         progress: Progress = lambda _f, _n: None,
+         manifest: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Download ``url`` into ``dest`` (replacing it whole), verified against the manifest
+    (``manifest``: one the caller has just read with ``read_manifest``).
 
     Raises:
         StoreError: the manifest or an object is missing, a digest or size differs, or S3
             cannot be reached; ``dest`` is then left as it was.
     """
     source = S3Url.parse(url)
-    manifest = read_manifest(url, endpoint_url=endpoint_url)
+    s3 = client(endpoint_url)
+    manifest = manifest or read_manifest(url, s3=s3)
     if _same_files(dest / MANIFEST, manifest):
         logger.info("%s is already a copy of %s", dest, source)
         return manifest
-    s3 = client(endpoint_url)
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = dest.parent / f".{dest.name}.pulling-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
@@ -204,10 +206,10 @@ def pull(url: str, dest: Path, *, endpoint_url: str | None = None,
             )  # fmt: skip
             missing = f"{source}: {relative} is listed in the manifest but missing from the bucket"
             _call(source, download, missing)
-            size, digest = local.stat().st_size, sha256_file(local)
-            if size != entry["bytes"] or digest != entry["sha256"]:
-                raise StoreError(f"{source}: {relative} is corrupted (sha256 {digest[:12]}…, "
-                                 f"{size} bytes; the manifest says {entry['sha256'][:12]}…, "
+            got = FileEntry.of(staging, relative)
+            if got.bytes != entry["bytes"] or got.sha256 != entry["sha256"]:
+                raise StoreError(f"{source}: {relative} is corrupted (sha256 {got.sha256[:12]}…, "
+                                 f"{got.bytes} bytes; the manifest says {entry['sha256'][:12]}…, "
                                  f"{entry['bytes']} bytes)")  # fmt: skip
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
         old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"

@@ -25,26 +25,19 @@ import json
 import math
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from sentiserve.bench.report import machine
 from sentiserve.bench.runner import BenchConfig, run_levels
 from sentiserve.bench.texts import BenchTexts, load_texts
+from sentiserve.localcluster import free_port, is_ready
 
 HERE = Path(__file__).resolve().parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rss_mb(pid: int) -> dict[str, float]:
@@ -72,12 +65,8 @@ class Peer:
             if self.proc.poll() is not None:
                 error = self.proc.stderr.read() if self.proc.stderr else ""
                 raise RuntimeError(f"{cmd[:3]} exited: {error[-2000:]}")
-            try:
-                with urllib.request.urlopen(self.url + "/v2/health/ready", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
+            if is_ready(self.url):
+                break
             if time.monotonic() - start > 300:
                 self.proc.kill()
                 raise RuntimeError(f"{cmd[:3]} not ready in 300 s")

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sentiserve.bench.report import machine
 from sentiserve.data import load_corpus
 from sentiserve.engine.onnxruntime import OnnxRuntimeEngine
 from sentiserve.engine.tokenizer import Batch, Tokenizer
@@ -32,16 +33,6 @@ ACCURACY_TARGET = 0.85
 def md(text: str) -> str:
     """Escape a table cell."""
     return text.replace("|", "\\|")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def versions() -> dict[str, str]:
@@ -149,7 +140,7 @@ def main() -> None:
         "",
         "## Machine and versions",
         "",
-        f"- CPU: {cpu_model()}, {os.cpu_count()} cores; engines use {args.threads} threads",
+        f"- CPU: {machine()['cpu']}, {os.cpu_count()} cores; engines use {args.threads} threads",
         f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         "- " + ", ".join(f"{k} {v}" for k, v in versions().items()),
         f"- model: {m.model} v{m.version}, base {m.provenance.get('base_model')}, "

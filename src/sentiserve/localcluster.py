@@ -61,7 +61,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _ready(url: str) -> bool:
+def is_ready(url: str) -> bool:
+    """Whether the server at ``url`` answers ``/v2/health/ready`` with 200."""
     try:
         with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=1) as response:
             return bool(response.status == 200)
@@ -97,7 +98,7 @@ class LocalCluster:
                 self.replicas.append((proc, http))
             deadline = time.monotonic() + timeout_s
             for proc, http in self.replicas:
-                while not _ready(f"http://127.0.0.1:{http}"):
+                while not is_ready(f"http://127.0.0.1:{http}"):
                     if proc.poll() is not None or time.monotonic() > deadline:
                         raise ClusterError(f"replica on port {http} did not become ready")
                     time.sleep(0.1)
@@ -113,7 +114,7 @@ class LocalCluster:
                 ["haproxy", "-db", "-f", str(config)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
-            while not _ready(self.url):
+            while not is_ready(self.url):
                 if self.balancer.poll() is not None or time.monotonic() > deadline:
                     raise ClusterError(f"haproxy did not start on {self.url}")
                 time.sleep(0.1)

@@ -27,6 +27,7 @@ def build_app() -> typer.Typer:
         serve,
         store,
         train,
+        triton,
     )
 
     app = typer.Typer(
@@ -53,6 +54,7 @@ def build_app() -> typer.Typer:
     app.command("evaluate")(evaluate.evaluate)
     app.command("build")(build.build)
     app.command("serve")(serve.serve)
+    app.command("triton")(triton.triton)
     app.command("bench")(bench.bench)
     app.command("monitor")(monitor.monitor)
     app.command("publish")(store.publish)

@@ -10,6 +10,9 @@ from rich.table import Table
 from sentiserve.cli.console import console, emit_json, engines_line, user_errors
 from sentiserve.engine.tokenizer import Truncation
 from sentiserve.repository.layout import DEFAULT_MODEL, DEFAULT_ROOT
+from sentiserve.repository.triton import Platform, TritonBatching
+
+TB = TritonBatching
 
 app = typer.Typer(
     help="Write and inspect model repositories (Triton layout).", no_args_is_help=True
@@ -26,15 +29,62 @@ def build(
     ),
     name: str = typer.Option(DEFAULT_MODEL, help="Model name in the repository."),
     truncation: Truncation = typer.Option(Truncation.HEAD_TAIL, help="Long-text policy."),
+    platform: Platform = typer.Option(
+        Platform.PYTHON,
+        help="Triton form: python (CPU, bundled Triton) or the GPU ensemble "
+        "over onnxruntime or tensorrt (official Triton container).",
+    ),  # fmt: skip
 ) -> None:
-    """Write a new, verified version of NAME from a build folder (atomically)."""
+    """Write a new, verified version of NAME from a build folder (atomically), in the form
+    Triton serves on PLATFORM. The embedded server reads every form."""
     from sentiserve.pipeline import write_from_build
+    from sentiserve.repository.triton import write_form
 
     with user_errors():
         version = write_from_build(from_dir, out, name, truncation=truncation)
+        written = write_form(out, name, platform)
     console.print(
-        f"wrote [bold]{version.path}[/] (default engines {version.manifest.default_engine})"
+        f"wrote [bold]{version.path}[/] (default engines {version.manifest.default_engine}); "
+        f"Triton form {platform.value}: {', '.join(c.name for c in written)}"
     )
+
+
+@app.command("form")
+def form(
+    model_repository: Path = typer.Option(DEFAULT_ROOT, help="Model repository root."),
+    model: str = typer.Option(DEFAULT_MODEL, help="Model name."),
+    platform: Platform = typer.Option(..., help="python, onnxruntime or tensorrt."),
+    max_batch_size: int = typer.Option(TB.max_batch_size, help="Most texts per execution."),
+    preferred_batch_sizes: str = typer.Option(
+        ",".join(map(str, TB.preferred_batch_sizes)), help="GPU model: preferred batch sizes."
+    ),
+    delay_us: int = typer.Option(TB.delay_us, help="GPU model: max_queue_delay_microseconds."),
+    instances: int = typer.Option(TB.instances, help="Instances per model."),
+    trt_fp16: bool = typer.Option(
+        TB.trt_fp16, help="onnxruntime: ONNX Runtime's TensorRT accelerator in fp16."
+    ),
+    show_config: bool = typer.Option(False, "--show", help="Print every config.pbtxt written."),
+) -> None:
+    """(Re)write MODEL's Triton form from its newest version, without a new version: its
+    config.pbtxt files are generated from typed config and checked (ensemble wiring, dims
+    against the ONNX graph) before anything is written."""
+    from sentiserve.errors import ConfigError
+    from sentiserve.repository.triton import TritonBatching, write_form
+
+    with user_errors():
+        try:
+            sizes = tuple(int(s) for s in preferred_batch_sizes.split(",") if s.strip())
+        except ValueError as exc:
+            raise ConfigError(f"--preferred-batch-sizes: {preferred_batch_sizes!r}") from exc
+        batching = TritonBatching(
+            max_batch_size=max_batch_size, preferred_batch_sizes=sizes, delay_us=delay_us,
+            instances=instances, trt_fp16=trt_fp16,
+        )  # fmt: skip
+        written = write_form(model_repository, model, platform, batching)
+    for config in written:
+        console.print(f"[cyan]•[/] {model_repository / config.name / 'config.pbtxt'}")
+        if show_config:
+            typer.echo(config.to_pbtxt())
 
 
 @app.command("show")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -13,6 +14,11 @@ from sentiserve.serve.dataplane import Limits
 
 B = BatchingConfig
 L = Limits
+
+
+class Backend(StrEnum):
+    EMBEDDED = "embedded"
+    TRITON = "triton"
 
 
 def local_repository(location: str) -> Path:
@@ -61,13 +67,30 @@ def serve(
     threads: int | None = typer.Option(None, help="Engine threads (default: one per core)."),
     engine: str | None = typer.Option(None, help="Engine variant (default: manifest's)."),
     model_control: bool = typer.Option(False, help="Allow loading/unloading models over the API."),
+    backend: Backend = typer.Option(
+        Backend.EMBEDDED,
+        envvar="SENTISERVE_BACKEND",
+        help="embedded: run the models here. triton: the friendly API (auth, limits, "
+        "metrics, playground) in front of a remote Triton over gRPC (--triton-url).",
+    ),  # fmt: skip
+    triton_url: str = typer.Option(
+        "127.0.0.1:8001", envvar="SENTISERVE_TRITON_URL", help="Triton's gRPC host:port."
+    ),
+    triton_model: str = typer.Option(
+        "sentiment", help="With --backend triton: the model whose readiness is ours."
+    ),
 ) -> None:
-    """Serve every model in the repository: friendly REST, KServe v2 REST and gRPC, metrics."""
+    """Serve every model in the repository: friendly REST, KServe v2 REST and gRPC, metrics.
+
+    With --backend triton: a gateway with the friendly API only (/v1/sentiment, /, health,
+    metrics) in front of Triton, which serves KServe v2 itself; the repository is not read.
+    """
     from sentiserve.serve.app import ServerConfig, run
     from sentiserve.settings import Settings
 
+    gateway = backend is Backend.TRITON
     with user_errors():
-        repository = local_repository(model_repository)
+        repository = Path(".") if gateway else local_repository(model_repository)
         config = ServerConfig(
             repository=repository, host=host, http_port=http_port,
             grpc_port=grpc_port or None,
@@ -82,11 +105,17 @@ def serve(
                 max_texts=max_texts, default_timeout_s=timeout_s, max_in_flight=max_in_flight
             ),
             api_key=Settings().api_key, model_control=model_control,
+            triton_url=triton_url if gateway else None, triton_model=triton_model,
         )  # fmt: skip
 
         def ready() -> None:
             base = f"http://{host}:{http_port}"
             metrics = f"http://{host}:{metrics_port}/metrics"
+            if gateway:
+                console.print(f"[green]ready[/]: {base}/v1/sentiment  {base}/docs  metrics "
+                              f"{metrics}  (gateway to Triton at {triton_url})",
+                              soft_wrap=True)  # fmt: skip
+                return
             grpc = f"  gRPC {host}:{grpc_port}" if grpc_port else ""
             console.print(
                 f"[green]ready[/]: {base}/v1/sentiment  {base}/v2  {base}/docs{grpc}  "

@@ -20,9 +20,9 @@ from typing import Any
 from sentiserve import __version__
 from sentiserve.engine.tokenizer import Truncation
 from sentiserve.errors import RepositoryError
-from sentiserve.repository.config import sentiment_config
 from sentiserve.repository.layout import CONFIG, ModelRepository, ModelVersion
 from sentiserve.repository.manifest import MANIFEST, EngineEntry, FileEntry, Manifest
+from sentiserve.repository.triton import classify_config, is_gpu_form, write_model_py
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,8 @@ def write_version(
     truncation: Truncation = Truncation.HEAD_TAIL,
     version: int | None = None,
 ) -> ModelVersion:
-    """Write one version of ``name`` under ``root`` and (re)generate its ``config.pbtxt``.
+    """Write one version of ``name`` under ``root`` and (re)generate its python-form
+    ``config.pbtxt`` (see :mod:`sentiserve.repository.triton`).
 
     Raises:
         RepositoryError: The version exists already, or a source file is missing.
@@ -91,7 +92,7 @@ def write_version(
     missing = [e for e in default_engine.values() if e not in engine_files]
     if missing:
         raise RepositoryError(f"default engine(s) {missing} have no engine file")
-    config = sentiment_config(name, len(labels))
+    config = classify_config(name, list(labels))
     partial = model_dir / f"{PARTIAL_PREFIX}{number}-{uuid.uuid4().hex[:8]}"
     partial.mkdir()
     try:
@@ -123,6 +124,7 @@ def write_version(
                 **(provenance or {}),
             },
         )
+        write_model_py(partial)  # the python backend's entry point (Triton's python form)
         (partial / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
         with open(partial / MANIFEST, "rb") as fh:
             os.fsync(fh.fileno())
@@ -130,7 +132,9 @@ def write_version(
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    _write_atomic(model_dir / CONFIG, config.to_pbtxt())
+    current = model_dir / CONFIG
+    if not current.is_file() or not is_gpu_form(current.read_text()):
+        _write_atomic(current, config.to_pbtxt())  # a GPU form is rewritten by its own command
     logger.info("wrote %s", final)
     return repo.load(name, number)
 

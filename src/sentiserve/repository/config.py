@@ -74,8 +74,37 @@ class InstanceGroup:
 
 
 @dataclass(frozen=True)
+class EnsembleStep:
+    """One step of an ensemble. The maps go from the step model's tensor names to the
+    ensemble's tensor names."""
+
+    model_name: str
+    input_map: Mapping[str, str]
+    output_map: Mapping[str, str]
+    model_version: int = -1
+
+
+@dataclass(frozen=True)
+class TensorRTAccelerator:
+    """ONNX Runtime's TensorRT execution accelerator on GPU (``optimization`` block)."""
+
+    precision_mode: str = "FP16"
+    max_workspace_size_bytes: int = 1 << 30
+
+    def __post_init__(self) -> None:
+        if self.precision_mode not in ("FP32", "FP16"):
+            raise ConfigError(
+                f"TensorRT precision_mode must be FP32 or FP16, not {self.precision_mode}"
+            )
+
+
+@dataclass(frozen=True)
 class ModelConfig:
-    """A Triton model configuration: exactly one of ``backend`` or ``platform``."""
+    """A Triton model configuration: exactly one of ``backend`` or ``platform``.
+
+    ``platform: "ensemble"`` needs ``ensemble_steps``; see :func:`check_ensemble` for the
+    checks that need the member models' configs too.
+    """
 
     name: str
     inputs: tuple[Tensor, ...]
@@ -86,10 +115,16 @@ class ModelConfig:
     dynamic_batching: DynamicBatching | None = None
     instance_groups: tuple[InstanceGroup, ...] = ()
     parameters: Mapping[str, str] = field(default_factory=dict)
+    ensemble_steps: tuple[EnsembleStep, ...] = ()
+    accelerator: TensorRTAccelerator | None = None
 
     def __post_init__(self) -> None:
         if bool(self.backend) == bool(self.platform):
             raise ConfigError(f"model {self.name}: set exactly one of backend and platform")
+        if (self.platform == "ensemble") != bool(self.ensemble_steps):
+            raise ConfigError(f"model {self.name}: ensemble steps go with platform ensemble only")
+        if self.platform == "ensemble" and (self.dynamic_batching or self.instance_groups):
+            raise ConfigError(f"model {self.name}: an ensemble has no batcher or instances")
         if self.max_batch_size < 0:
             raise ConfigError(f"model {self.name}: max_batch_size must be >= 0")
         names = [t.name for t in (*self.inputs, *self.outputs)]
@@ -128,6 +163,27 @@ class ModelConfig:
             lines.append("}")
         for group in self.instance_groups:
             lines.append(f"instance_group {{ kind: {group.kind.value} count: {group.count} }}")
+        if self.ensemble_steps:
+            lines += ["ensemble_scheduling {", "  step ["]
+            for i, step in enumerate(self.ensemble_steps):
+                lines.append(f'    {{ model_name: "{step.model_name}" '
+                             f"model_version: {step.model_version}")  # fmt: skip
+                for key, value in step.input_map.items():
+                    lines.append(f'      input_map {{ key: "{key}" value: "{value}" }}')
+                for key, value in step.output_map.items():
+                    lines.append(f'      output_map {{ key: "{key}" value: "{value}" }}')
+                lines.append("    }" + ("," if i < len(self.ensemble_steps) - 1 else ""))
+            lines += ["  ]", "}"]
+        if self.accelerator is not None:
+            a = self.accelerator
+            lines += [
+                "optimization { execution_accelerators { gpu_execution_accelerator: [ {",
+                '  name: "tensorrt"',
+                f'  parameters {{ key: "precision_mode" value: "{a.precision_mode}" }}',
+                f'  parameters {{ key: "max_workspace_size_bytes" '
+                f'value: "{a.max_workspace_size_bytes}" }}',
+                "} ] } }",
+            ]
         for key, value in sorted(self.parameters.items()):
             escaped = value.replace("\\", "\\\\").replace('"', '\\"')
             lines.append(f'parameters {{ key: "{key}" value: {{ string_value: "{escaped}" }} }}')
@@ -144,23 +200,3 @@ def _tensors(kind: str, tensors: Sequence[Tensor]) -> list[str]:
         )
     out.append("]")
     return out
-
-
-def sentiment_config(name: str, num_labels: int) -> ModelConfig:
-    """The text-in, label-out model served by ``sentiserve serve`` (and Triton's python backend).
-
-    TEXT is a batch of texts (shape ``[-1]``); the server batches internally.
-    """
-    if num_labels < 2:
-        raise ConfigError("a classifier needs at least two labels")
-    return ModelConfig(
-        name=name,
-        backend="python",
-        max_batch_size=0,
-        inputs=(Tensor("TEXT", DataType.STRING, (-1,)),),
-        outputs=(
-            Tensor("LABEL", DataType.STRING, (-1,)),
-            Tensor("PROBABILITIES", DataType.FP32, (-1, num_labels)),
-        ),
-        parameters={"sentiserve_manifest": "manifest.json"},
-    )

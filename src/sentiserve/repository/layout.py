@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sentiserve.errors import ModelNotFoundError, RepositoryError
-from sentiserve.repository.manifest import Manifest
+from sentiserve.repository.manifest import MANIFEST, Manifest
 
 CONFIG = "config.pbtxt"
 DEFAULT_ROOT = Path("model_repository")
@@ -55,6 +55,16 @@ class ModelRepository:
             p.name for p in self.root.iterdir()
             if p.is_dir() and not p.name.startswith(".") and (p / CONFIG).is_file()
         )  # fmt: skip
+
+    def servable(self) -> list[str]:
+        """Models sentiserve itself serves: those with a manifest in a version folder. The
+        members of Triton's GPU ensemble (tokenizer, ONNX model, postprocess) have none."""
+
+        def has_manifest(model: str) -> bool:
+            return any((self.root / model / str(v) / MANIFEST).is_file()
+                       for v in self.versions(model))  # fmt: skip
+
+        return [m for m in self.models() if has_manifest(m)]
 
     def versions(self, model: str) -> list[int]:
         """Version numbers of ``model``, ascending."""

@@ -23,6 +23,7 @@ from sentiserve.serve import playground, rest_v1, rest_v2
 from sentiserve.serve.auth import ApiKey
 from sentiserve.serve.batcher import BatchingConfig
 from sentiserve.serve.dataplane import DataPlane, Limits
+from sentiserve.serve.gateway import GatewayPlane, health_router
 from sentiserve.serve.metrics import Metrics
 from sentiserve.serve.middleware import RequestContext, error_response
 from sentiserve.serve.registry import Registry
@@ -46,29 +47,33 @@ class ServerConfig:
     drain_seconds: float = 30.0
     api_key: str | None = None
     model_control: bool = False
+    triton_url: str | None = None
+    """Gateway mode: Triton's gRPC ``host:port``; no models are loaded here."""
+    triton_model: str = "sentiment"
+    """Gateway mode: the Triton model whose readiness is this server's readiness."""
 
 
 @dataclass
 class Server:
-    """A built server: the FastAPI app plus what it is made of."""
+    """A built server: the FastAPI app plus what it is made of (``registry`` is None in
+    gateway mode, where ``plane`` is a :class:`GatewayPlane`)."""
 
     app: FastAPI
-    plane: DataPlane
-    registry: Registry
+    plane: DataPlane | GatewayPlane
+    registry: Registry | None
     metrics: Metrics
 
+    def stop_accepting(self) -> None:
+        self.plane.accepting = False
 
-def build_server(config: ServerConfig) -> Server:
-    """Load every model (verified, warmed up) and assemble the HTTP app."""
-    metrics = Metrics()
-    registry = Registry(
-        config.repository, config.batching, threads=config.threads, engine=config.engine,
-        on_batch=metrics.record_batch,
-    )  # fmt: skip
-    plane = DataPlane(registry, metrics, config.limits, ApiKey(config.api_key),
-                      model_control=config.model_control)  # fmt: skip
-    registry.load_all()
+    def close(self) -> None:
+        if self.registry is not None:
+            self.registry.stop()
 
+
+def _app(plane: DataPlane | GatewayPlane, metrics: Metrics, limits: Limits) -> FastAPI:
+    """The FastAPI app with error handling, the friendly API, the playground and the
+    request middleware; the caller adds the protocol routes."""
     app = FastAPI(title="sentiserve", version=__version__,
                   description="Sentiment classification: friendly REST and KServe v2.")  # fmt: skip
 
@@ -84,12 +89,32 @@ def build_server(config: ServerConfig) -> Server:
         return JSONResponse({"error": message}, status_code=HTTPStatus.BAD_REQUEST)
 
     app.include_router(rest_v1.router(plane))
-    app.include_router(rest_v2.router(plane))
     app.include_router(playground.router())
     app.add_middleware(
-        RequestContext, api_key=plane.api_key, max_in_flight=config.limits.max_in_flight,
+        RequestContext, api_key=plane.api_key, max_in_flight=limits.max_in_flight,
         on_overload=metrics.overload_rejected.inc,
     )  # fmt: skip
+    return app
+
+
+def build_server(config: ServerConfig) -> Server:
+    """Load every model (verified, warmed up) and assemble the HTTP app; in gateway mode
+    (``triton_url`` set), the friendly API in front of Triton instead."""
+    metrics = Metrics()
+    if config.triton_url:
+        gateway = GatewayPlane(config.triton_url, metrics, config.limits, ApiKey(config.api_key))
+        app = _app(gateway, metrics, config.limits)
+        app.include_router(health_router(gateway, config.triton_model))
+        return Server(app, gateway, None, metrics)
+    registry = Registry(
+        config.repository, config.batching, threads=config.threads, engine=config.engine,
+        on_batch=metrics.record_batch,
+    )  # fmt: skip
+    plane = DataPlane(registry, metrics, config.limits, ApiKey(config.api_key),
+                      model_control=config.model_control)  # fmt: skip
+    registry.load_all()
+    app = _app(plane, metrics, config.limits)
+    app.include_router(rest_v2.router(plane))
     return Server(app, plane, registry, metrics)
 
 
@@ -150,14 +175,14 @@ def run(config: ServerConfig, on_ready: Callable[[], None] = lambda: None) -> No
     try:
         metrics_http = start_metrics_server(server.metrics, config.host, config.metrics_port)
     except OSError as exc:
-        server.registry.stop()
+        server.close()
         raise bind_error("metrics", config.host, config.metrics_port, exc) from exc
 
     class Graceful(uvicorn.Server):
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             # Readiness goes false first; uvicorn then stops accepting connections and
             # waits (up to drain_seconds) for in-flight requests before it exits.
-            server.plane.accepting = False
+            server.stop_accepting()
             super().handle_exit(sig, frame)
 
     uv = Graceful(uvicorn.Config(
@@ -167,7 +192,7 @@ def run(config: ServerConfig, on_ready: Callable[[], None] = lambda: None) -> No
 
     async def main() -> None:
         grpc_server = None
-        if config.grpc_port is not None:
+        if config.grpc_port is not None and isinstance(server.plane, DataPlane):
             from sentiserve.serve.grpc_v2 import start_grpc
 
             try:
@@ -184,9 +209,11 @@ def run(config: ServerConfig, on_ready: Callable[[], None] = lambda: None) -> No
         finally:
             if grpc_server is not None:
                 await grpc_server.stop(config.drain_seconds)
+            if isinstance(server.plane, GatewayPlane):
+                await server.plane.close()
 
     try:
         asyncio.run(main())
     finally:
-        server.registry.stop()
+        server.close()
         metrics_http.shutdown()

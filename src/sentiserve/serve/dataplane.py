@@ -11,6 +11,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -85,6 +86,19 @@ class Classification:
 
     def predicted(self) -> list[str]:
         return [self.labels[i] for i in self.probabilities.argmax(axis=1)]
+
+
+class TextClassifier(Protocol):
+    """What the friendly API needs: the embedded :class:`DataPlane` or the Triton gateway."""
+
+    async def classify(
+        self,
+        model_name: str,
+        texts: Sequence[str],
+        *,
+        version: int | None = None,
+        timeout_s: float | None = None,
+    ) -> Classification: ...
 
 
 def check_ids(

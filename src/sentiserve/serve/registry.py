@@ -122,7 +122,7 @@ class Registry:
 
     def load_all(self) -> None:
         """Load every model in the repository; at least one must load."""
-        names = self.repository.models()
+        names = self.repository.servable()
         if not names:
             raise ModelNotFoundError(f"no models in {self.repository.root}")
         for name in names:
@@ -138,7 +138,7 @@ class Registry:
     def index(self) -> list[ModelStatus]:
         """Every model in the repository with its state (READY, UNAVAILABLE)."""
         out = []
-        for name in sorted(set(self.repository.models()) | set(self._models)):
+        for name in sorted(set(self.repository.servable()) | set(self._models)):
             model = self._models.get(name)
             if model is not None:
                 out.append(ModelStatus(name, model.version, "READY"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from sentiserve.serve.dataplane import DataPlane, InvalidInputError
+from sentiserve.serve.dataplane import InvalidInputError, TextClassifier
 
 
 class SentimentRequest(BaseModel):
@@ -37,7 +37,7 @@ class SentimentResponse(BaseModel):
     results: list[Result]
 
 
-def router(plane: DataPlane) -> APIRouter:
+def router(plane: TextClassifier) -> APIRouter:
     api = APIRouter(tags=["sentiment"])
 
     @api.post("/v1/sentiment", response_model=SentimentResponse)

@@ -1,0 +1,323 @@
+"""The real Triton Inference Server (2.51, bundled in nvidia-pytriton) over generated
+repositories: both protocols through tritonclient, parity with the embedded server, Triton's
+own batching metrics, the GPU ensemble's wiring, the gateway mode, and clean shutdown.
+
+Triton runs in its own environment (``.triton/``, made by ``make triton``; made here if
+missing, which needs PyPI).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from sentiserve.localcluster import free_port, is_ready
+from sentiserve.repository.layout import CONFIG
+from sentiserve.repository.triton import Platform, write_gpu_form, write_python_form
+from sentiserve.triton.environment import TritonEnvironment
+from sentiserve.triton.server import SHM, SHM_PREFIX, TritonServer
+from tests.conftest import toy_texts
+from tests.integration.serving import Running, start_server, stop
+
+pytestmark = pytest.mark.timeout(900)
+
+ROOT = Path(__file__).resolve().parents[2]
+REVIEWS = [
+    "A wonderful, moving film with a brilliant cast.",
+    "Dull and tedious; the plot is a mess and the acting is bad.",
+    "ok",
+    "It was fun. " * 120,  # longer than max_length: the long-text policy applies
+    "Ünïcödé review — great fun 🎬",
+]
+
+
+def texts() -> list[str]:
+    return REVIEWS + [t for t, _ in toy_texts(59, seed=11)]
+
+
+@pytest.fixture(scope="module")
+def environment() -> TritonEnvironment:
+    env = TritonEnvironment(ROOT / ".triton")
+    if not env.ready():
+        env.create()
+    return env
+
+
+def copy_repository(tiny_build: Path, target: Path) -> Path:
+    shutil.copytree(tiny_build / "model_repository", target)
+    return target
+
+
+def start_triton(env: TritonEnvironment, repo: Path, log: Path) -> TritonServer:
+    server = TritonServer(env, str(repo), http_port=free_port(), grpc_port=free_port(),
+                          metrics_port=free_port(), log_file=log, exit_timeout=5)  # fmt: skip
+    server.start()
+    return server
+
+
+@pytest.fixture(scope="module")
+def python_repo(tiny_build: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repo = copy_repository(tiny_build, tmp_path_factory.mktemp("triton-py") / "repo")
+    write_python_form(repo, "sentiment")
+    return repo
+
+
+@pytest.fixture(scope="module")
+def triton(environment: TritonEnvironment, python_repo: Path) -> Iterator[TritonServer]:
+    server = start_triton(environment, python_repo, python_repo.parent / "triton.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def embedded(python_repo: Path) -> Iterator[Running]:
+    running = start_server(python_repo)
+    yield running
+    stop(running)
+
+
+def embedded_answer(running: Running, batch: list[str]) -> tuple[list[str], np.ndarray]:
+    body = httpx.post(f"{running.url}/v1/sentiment", json={"texts": batch}, timeout=30).json()
+    labels = [r["label"] for r in body["results"]]
+    probs = np.array([[r["scores"][k] for k in sorted(r["scores"])] for r in body["results"]])
+    return labels, probs
+
+
+def column(batch: list[str]) -> np.ndarray:
+    return np.array([t.encode() for t in batch], dtype=np.object_).reshape(-1, 1)
+
+
+def triton_answer(result: object) -> tuple[list[str], np.ndarray]:
+    labels = [x.decode() for x in result.as_numpy("LABEL").reshape(-1)]  # type: ignore[attr-defined]
+    return labels, result.as_numpy("PROBABILITIES")  # type: ignore[attr-defined]
+
+
+def assert_same(ours: tuple[list[str], np.ndarray], theirs: tuple[list[str], np.ndarray]) -> None:
+    assert ours[0] == theirs[0]
+    assert ours[1].shape == theirs[1].shape
+    assert float(np.abs(ours[1] - theirs[1]).max()) <= 1e-4
+
+
+def test_http_and_grpc_answer_like_the_embedded_server(
+    triton: TritonServer, embedded: Running
+) -> None:
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+
+    batch = texts()
+    expected = embedded_answer(embedded, batch)
+    assert len(set(expected[0])) == 2  # both labels occur, so agreement means something
+
+    http = httpclient.InferenceServerClient(triton.url.removeprefix("http://"))
+    tensor = httpclient.InferInput("TEXT", [len(batch), 1], "BYTES")
+    tensor.set_data_from_numpy(column(batch), binary_data=True)
+    assert_same(triton_answer(http.infer("sentiment", [tensor])), expected)
+    http.close()
+
+    grpc = grpcclient.InferenceServerClient(triton.grpc_url)
+    tensor = grpcclient.InferInput("TEXT", [len(batch), 1], "BYTES")
+    tensor.set_data_from_numpy(column(batch))
+    assert_same(triton_answer(grpc.infer("sentiment", [tensor])), expected)
+    grpc.close()
+
+
+def metric(text: str, name: str) -> float:
+    found = re.search(rf'^{name}{{[^}}]*model="sentiment"[^}}]*}} (\S+)$', text, re.M)
+    assert found, f"{name} for model sentiment not in Triton's metrics"
+    return float(found.group(1))
+
+
+def test_triton_batches_concurrent_requests(triton: TritonServer) -> None:
+    import tritonclient.http as httpclient
+
+    before = httpx.get(triton.metrics_url).text
+    batch = texts()
+
+    def one_client(worker: int) -> None:
+        client = httpclient.InferenceServerClient(triton.url.removeprefix("http://"))
+        for i in range(8):
+            tensor = httpclient.InferInput("TEXT", [1, 1], "BYTES")
+            tensor.set_data_from_numpy(column([batch[(worker * 8 + i) % len(batch)]]))
+            client.infer("sentiment", [tensor])
+        client.close()
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(one_client, range(16)))
+    after = httpx.get(triton.metrics_url).text
+
+    def delta(name: str) -> float:
+        return metric(after, name) - metric(before, name)
+
+    assert delta("nv_inference_request_success") == 128
+    assert delta("nv_inference_count") == 128
+    executions = delta("nv_inference_exec_count")
+    # Dynamic batching ran: fewer model executions than requests.
+    assert 0 < executions < 128, executions
+    assert delta("nv_inference_queue_duration_us") > 0
+
+
+def test_triton_refuses_bad_requests_and_keeps_serving(triton: TritonServer) -> None:
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    client = httpclient.InferenceServerClient(triton.url.removeprefix("http://"))
+    too_many = httpclient.InferInput("TEXT", [65, 1], "BYTES")
+    too_many.set_data_from_numpy(column(["fine"] * 65))
+    with pytest.raises(InferenceServerException, match="batch-size must be <= 64"):
+        client.infer("sentiment", [too_many])
+    wrong = httpclient.InferInput("WORDS", [1, 1], "BYTES")
+    wrong.set_data_from_numpy(column(["fine"]))
+    with pytest.raises(InferenceServerException, match="WORDS"):
+        client.infer("sentiment", [wrong])
+    with pytest.raises(InferenceServerException, match="unknown model|not found"):
+        client.infer("nope", [wrong])
+    client.close()
+    assert is_ready(triton.url)
+
+
+def test_gateway_serves_the_embedded_answers_through_triton(
+    triton: TritonServer, embedded: Running
+) -> None:
+    gateway = start_server(".", "--backend", "triton", "--triton-url", triton.grpc_url)
+    try:
+        batch = texts() * 2  # 128 texts: more than Triton's max_batch_size, sent in chunks
+        assert_same(embedded_answer(gateway, batch), embedded_answer(embedded, batch))
+        body = httpx.post(f"{gateway.url}/v1/sentiment", json={"text": REVIEWS[0]}).json()
+        assert body["model"] == "sentiment" and body["version"] >= 1
+        empty = httpx.post(f"{gateway.url}/v1/sentiment", json={"texts": ["fine", " "]})
+        assert empty.status_code == 400 and "text 1 is empty" in empty.json()["error"]
+        unknown = httpx.post(f"{gateway.url}/v1/sentiment", json={"text": "x", "model": "nope"})
+        assert unknown.status_code == 404, unknown.text
+        metrics = httpx.get(f"http://127.0.0.1:{gateway.metrics_port}/metrics").text
+        assert re.search(r'sentiserve_request_duration_seconds_count\{model="sentiment"', metrics)
+        assert not re.search(r"^nv_inference_request_success\{", metrics, re.M)  # Triton's job
+        assert httpx.get(f"{gateway.url}/v2/health/ready").status_code == 200
+    finally:
+        stop(gateway)
+
+
+def test_gateway_without_triton_is_not_ready_and_says_why() -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    http = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sentiserve", "serve", "--backend", "triton", "--triton-url", dead,
+         "--http-port", str(http), "--metrics-port", str(free_port())],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{http}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                live = httpx.get(f"{url}/v2/health/live", timeout=1)
+                if live.status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert httpx.get(f"{url}/v2/health/ready").status_code == 503
+        answer = httpx.post(f"{url}/v1/sentiment", json={"text": "fine"}, timeout=30)
+        assert answer.status_code == 503
+        assert "Triton is unavailable" in answer.json()["error"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
+def test_gpu_form_ensemble_runs_on_triton(
+    environment: TritonEnvironment, tiny_build: Path, tmp_path: Path
+) -> None:
+    """The GPU form's ensemble, tokenizer and postprocess run unchanged; only the ONNX
+    member is swapped for a python stand-in (the bundled Triton has no onnxruntime backend)."""
+    from sentiserve.repository.layout import ModelRepository
+    from sentiserve.runtime import open_model
+
+    repo = copy_repository(tiny_build, tmp_path / "repo")
+    configs = write_gpu_form(repo, "sentiment", Platform.ONNXRUNTIME)
+    onnx_member = repo / configs[2].name
+    text = (onnx_member / CONFIG).read_text()
+    assert 'platform: "onnxruntime_onnx"' in text and "KIND_GPU" in text
+    stand_in = text.replace('platform: "onnxruntime_onnx"', 'backend: "python"')
+    stand_in = stand_in.replace("KIND_GPU", "KIND_CPU").split("optimization {")[0]
+    stand_in += 'parameters { key: "sentiserve_role" value: { string_value: "engine" } }\n'
+    (onnx_member / CONFIG).write_text(stand_in)
+    version_dir = next(p for p in onnx_member.iterdir() if p.is_dir())
+    (version_dir / "model.py").write_text((repo / "sentiment" / version_dir.name /
+                                           "model.py").read_text())  # fmt: skip
+
+    version = ModelRepository(repo).load("sentiment")
+    variant = version.manifest.engine_for("cuda")
+    batch = texts()
+    expected = open_model(version, engine=variant).probabilities(batch)
+    server = start_triton(environment, repo, tmp_path / "triton.log")
+    try:
+        import tritonclient.grpc as grpcclient
+
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        tensor = grpcclient.InferInput("TEXT", [len(batch), 1], "BYTES")
+        tensor.set_data_from_numpy(column(batch))
+        labels, probs = triton_answer(client.infer("sentiment", [tensor]))
+        client.close()
+    finally:
+        server.stop()
+    names = version.manifest.labels
+    assert labels == [names[i] for i in expected.argmax(axis=1)]
+    assert float(np.abs(probs - expected).max()) <= 1e-4
+
+
+def processes_mentioning(text: str) -> list[int]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text in cmdline.read_bytes().decode(errors="replace"):
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            continue  # the process ended while we looked
+    return found
+
+
+def test_triton_cli_prepares_serves_and_stops_cleanly(
+    environment: TritonEnvironment, tiny_build: Path, tmp_path: Path
+) -> None:
+    repo = copy_repository(tiny_build, tmp_path / "repo")
+    for model_py in repo.glob("sentiment/*/model.py"):
+        model_py.unlink()  # an older repository: the CLI writes the python form
+    shm_before = {p.name for p in SHM.iterdir() if p.name.startswith(SHM_PREFIX)}
+    http = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sentiserve", "triton", "--model-repository", str(repo),
+         "--http-port", str(http), "--grpc-port", str(free_port()),
+         "--metrics-port", str(free_port()), "--home", str(environment.home),
+         "--exit-timeout", "5"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{http}"
+    try:
+        deadline = time.monotonic() + 120
+        while not is_ready(url):
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert time.monotonic() < deadline, "Triton did not become ready"
+            time.sleep(0.2)
+        assert all((v / "model.py").is_file() for v in repo.glob("sentiment/[0-9]*"))
+        answer = httpx.post(f"{url}/v2/models/sentiment/infer", json={"inputs": [
+            {"name": "TEXT", "datatype": "BYTES", "shape": [1, 1], "data": ["great fun"]}]})  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        outputs = {o["name"]: o for o in answer.json()["outputs"]}
+        assert outputs["PROBABILITIES"]["shape"] == [1, 2]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+    assert code == 0
+    assert not processes_mentioning(str(repo)), "tritonserver or a stub outlived the CLI"
+    after = {p.name for p in SHM.iterdir() if p.name.startswith(SHM_PREFIX)}
+    assert after <= shm_before, f"left in /dev/shm: {after - shm_before}"

@@ -5,7 +5,7 @@ SENTI     := $(VENV)/bin/sentiserve
 STAMP     := $(VENV)/.installed
 REPO      ?= model_repository
 
-.PHONY: cluster-local setup system tools model serve test test-fast fuzz lint format bench bench-serving monitor clean
+.PHONY: cluster-local setup system tools triton serve-triton model serve test test-fast fuzz lint format bench bench-serving monitor clean
 
 setup: $(STAMP)
 
@@ -42,6 +42,14 @@ $(HELM):
 	rm -rf .tools/tmp
 	$(HELM) version --short
 
+## triton: Triton's own environment in .triton/ (the bundled tritonserver, numpy<2 for its stub)
+triton: setup
+	$(SENTI) triton --setup-only
+
+## serve-triton: the real Triton (bundled, CPU, python backend) over the default model
+serve-triton: model triton
+	$(SENTI) triton --model-repository $(REPO)
+
 ## model: build the default model repository (skips what is already built)
 model: setup
 	$(SENTI) build --model-repository $(REPO)
@@ -51,10 +59,10 @@ serve: model
 	$(SENTI) serve --model-repository $(REPO)
 
 ## test: lint, type-check and the whole test suite (what CI runs)
-test: setup system tools lint
+test: setup system tools triton lint
 	$(PY) -m pytest -q
 
-test-fast: setup system tools
+test-fast: setup system tools triton
 	$(PY) -m pytest -q -m "not slow"
 
 ## fuzz: a long property-based run of the HTTP API from its OpenAPI document
@@ -88,4 +96,4 @@ monitor: setup system
 	$(SENTI) monitor
 
 clean:
-	rm -rf build $(REPO) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf build $(REPO) .triton .pytest_cache .mypy_cache .ruff_cache

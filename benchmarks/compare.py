@@ -3,18 +3,22 @@
 Peers (each started, measured and stopped here):
 1. naive: FastAPI + uvicorn + ``transformers.pipeline`` on the fine-tuned PyTorch model,
    one forward pass per request (benchmarks/naive_server.py).
-2. triton: the real bundled Triton with the python-backend model (added by the Triton issue;
-   recorded as not run until then).
+2. triton: the real Triton 2.51 (bundled in nvidia-pytriton, ``sentiserve triton``) with
+   the python-backend form of the same model version (same int8 engine, Triton's dynamic
+   batching on), over KServe v2 HTTP; next to it sentiserve over the same protocol.
 3. sentiserve: ``sentiserve serve`` with its defaults; on ``long`` also with length grouping
    off (arrival-order batches padded to their longest), to show what grouping is worth.
 4. ceiling: no server, the same engine over the same texts in length-sorted batches of 32.
 
 The client is ``sentiserve bench``'s (aiohttp, closed loop, one text per request, warm-up
-excluded). It shares the machine's cores with the server, as any client on one box would.
+excluded): the friendly v1 API for naive and sentiserve, KServe v2 HTTP for the pair
+"triton (v2)" / "sentiserve (v2)". The client shares the machine's cores with the server,
+as any client on one box would. Memory is summed over a peer's processes (Triton's python
+stub included).
 Writes benchmarks/RESULTS-serving.md (and the raw JSON beside it).
 
 Usage: python benchmarks/compare.py [--model-repository DIR] [--build-dir DIR] [--repeat 2]
-       [--duration 10] [--warmup 2] [--data rt,long] [--out FILE]
+       [--duration 10] [--warmup 2] [--data rt,long] [--no-triton] [--out FILE]
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +43,38 @@ from sentiserve.bench.texts import BenchTexts, load_texts
 from sentiserve.localcluster import free_port, is_ready
 
 HERE = Path(__file__).resolve().parent
+PEERS = ("naive", "sentiserve", "sentiserve, grouping off", "triton (v2)", "sentiserve (v2)")
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process under it."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo += children.get(current, [])
+    return found
 
 
 def rss_mb(pid: int) -> dict[str, float]:
-    values = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            values[key] = int(rest.split()[0]) / 1024
+    """Resident and peak resident memory, summed over ``pid`` and its descendants."""
+    values = {"VmRSS": 0.0, "VmHWM": 0.0}
+    for member in descendants(pid):
+        try:
+            status = Path(f"/proc/{member}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            key, _, rest = line.partition(":")
+            if key in values:
+                values[key] += int(rest.split()[0]) / 1024
     return values
 
 
@@ -90,11 +119,29 @@ def sentiserve_cmd(repo: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def measure(peer: Peer, texts: BenchTexts, levels: tuple[int, ...], args: argparse.Namespace,
-            metrics: bool) -> list[dict[str, Any]]:  # fmt: skip
+def triton_cmd(repo: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "sentiserve", "triton", "--model-repository", str(repo),
+        "--http-port", "{http}", "--grpc-port", str(free_port()), "--metrics-port", "{metrics}",
+        "--exit-timeout", "3",
+    ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PeerSpec:
+    name: str
+    command: list[str]
+    levels: tuple[int, ...]
+    metrics: bool
+    protocol: str = "v1"
+
+
+def measure(peer: Peer, texts: BenchTexts, spec: PeerSpec,
+            args: argparse.Namespace) -> list[dict[str, Any]]:  # fmt: skip
     config = BenchConfig(
-        url=peer.url, concurrency=levels, duration_s=args.duration, warmup_s=args.warmup,
-        metrics_url=f"http://127.0.0.1:{peer.metrics}/metrics" if metrics else None,
+        url=peer.url, concurrency=spec.levels, duration_s=args.duration, warmup_s=args.warmup,
+        metrics_url=f"http://127.0.0.1:{peer.metrics}/metrics" if spec.metrics else None,
+        protocol=spec.protocol,
     )  # fmt: skip
     return asyncio.run(run_levels(config, texts)).results
 
@@ -135,21 +182,27 @@ def one_run(args: argparse.Namespace) -> dict[str, Any]:
         section: dict[str, Any] = {"description": texts.description, "synthetic": texts.synthetic}
         print(f"[{data}] ceiling", file=sys.stderr)
         section["ceiling"] = ceiling(repo, texts)
-        peers: list[tuple[str, list[str], tuple[int, ...], bool]] = [
-            ("naive", [sys.executable, str(HERE / "naive_server.py"), "--model", str(model_dir),
-                       "--port", "{http}"], (1, 8, 32), False),
-            ("sentiserve", sentiserve_cmd(repo), (1, 8, 32, 64), True),
-        ]  # fmt: skip
+        naive = [sys.executable, str(HERE / "naive_server.py"), "--model", str(model_dir),
+                 "--port", "{http}"]  # fmt: skip
+        peers = [
+            PeerSpec("naive", naive, (1, 8, 32), False),
+            PeerSpec("sentiserve", sentiserve_cmd(repo), (1, 8, 32, 64), True),
+        ]
         if data == "long":
             off = sentiserve_cmd(repo, "--no-group-by-length")
-            peers.append(("sentiserve, grouping off", off, (1, 8, 32, 64), True))
-        for name, command, levels, metrics in peers:
-            print(f"[{data}] {name}", file=sys.stderr)
-            peer = Peer(command)
-            rows = measure(peer, texts, levels, args, metrics)
+            peers.append(PeerSpec("sentiserve, grouping off", off, (1, 8, 32, 64), True))
+        if not args.no_triton:
+            peers += [
+                PeerSpec("triton (v2)", triton_cmd(repo), (1, 8, 32), True, "v2-http"),
+                PeerSpec("sentiserve (v2)", sentiserve_cmd(repo), (1, 8, 32), True, "v2-http"),
+            ]
+        for spec in peers:
+            print(f"[{data}] {spec.name}", file=sys.stderr)
+            peer = Peer(spec.command)
+            rows = measure(peer, texts, spec, args)
             memory = peer.stop()
-            section[name] = {"ready_s": peer.ready_s, "memory_mb": memory, "results": rows}
-        section["triton"] = {"not_run": "the real-Triton peer comes with issue 4 (not built yet)"}
+            section[spec.name] = {"ready_s": peer.ready_s, "memory_mb": memory, "results": rows,
+                                  "protocol": spec.protocol}  # fmt: skip
         out[data] = section
     return out
 
@@ -260,13 +313,21 @@ def goals(runs: list[dict[str, Any]]) -> list[tuple[str, str, str, bool | None]]
     ratio("sentiserve resident memory, peak (MB)", 400,
           lambda r: r.get("rt", {}).get("sentiserve", {}).get("memory_mb", {}).get("VmHWM"),
           higher=False, fmt="{:.0f}")  # fmt: skip
-    out.append(
-        (
-            "32 clients: ≥ 1.6× Triton throughput, p99 ≤ 0.6× Triton's",
-            "not measured",
-            "needs the Triton peer (issue 4)",
-            None,
-        )
+    ratio(
+        "rt, 32 clients, v2 HTTP: sentiserve / Triton throughput",
+        1.6,
+        lambda r: div(
+            at(r, "rt", "sentiserve (v2)", 32, "throughput"),
+            at(r, "rt", "triton (v2)", 32, "throughput"),
+        ),  # fmt: skip
+    )
+    ratio(
+        "rt, 32 clients, v2 HTTP: sentiserve p99 / Triton p99",
+        0.6,
+        lambda r: div(
+            at(r, "rt", "sentiserve (v2)", 32, "p99_ms"), at(r, "rt", "triton (v2)", 32, "p99_ms")
+        ),  # fmt: skip
+        higher=False,
     )
     return out
 
@@ -311,7 +372,7 @@ def markdown(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
             "| compute µs/req |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
-        for peer in ("naive", "sentiserve", "sentiserve, grouping off"):
+        for peer in PEERS:
             if peer not in first:
                 continue
             for row in first[peer]["results"]:
@@ -327,14 +388,13 @@ def markdown(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
                     f"{cell('p99_ms')} | {cell('errors', 0)} | {cell('server_batch_size', 1)} | "
                     f"{cell('server_queue_us', 0)} | {cell('server_compute_us', 0)} |"
                 )
-        for peer in ("naive", "sentiserve", "sentiserve, grouping off"):
+        for peer in PEERS:
             if peer in first:
                 ready = span([r[data][peer]["ready_s"] for r in runs], 2)
                 peak = span([r[data][peer]["memory_mb"].get("VmHWM", 0) for r in runs], 0)
                 lines.append(
                     f"\n{peer}: ready {ready} s after start; peak resident memory {peak} MB."
                 )
-        lines.append(f"\ntriton: {first['triton']['not_run']}.")
     return "\n".join(lines) + "\n"
 
 
@@ -349,6 +409,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--data", default="rt,long")
     parser.add_argument("--out", default=str(HERE / "RESULTS-serving.md"))
+    parser.add_argument("--no-triton", action="store_true",
+                        help="leave out Triton (and its sentiserve v2 pair)")  # fmt: skip
     parser.add_argument("--render", metavar="JSON", help="only re-write the report from a "
                         "previous run's JSON (measures nothing)")  # fmt: skip
     args = parser.parse_args()

@@ -194,9 +194,11 @@ def test_gateway_serves_the_embedded_answers_through_triton(
         batch = texts() * 2  # 128 texts: more than Triton's max_batch_size, sent in chunks
         assert_same(embedded_answer(gateway, batch), embedded_answer(embedded, batch))
         body = httpx.post(f"{gateway.url}/v1/sentiment", json={"text": REVIEWS[0]}).json()
-        assert body["model"] == "sentiment" and body["version"] >= 1
+        assert body["model"] == "sentiment"
+        assert body["version"] >= 1
         empty = httpx.post(f"{gateway.url}/v1/sentiment", json={"texts": ["fine", " "]})
-        assert empty.status_code == 400 and "text 1 is empty" in empty.json()["error"]
+        assert empty.status_code == 400
+        assert "text 1 is empty" in empty.json()["error"]
         unknown = httpx.post(f"{gateway.url}/v1/sentiment", json={"text": "x", "model": "nope"})
         assert unknown.status_code == 404, unknown.text
         metrics = httpx.get(f"http://127.0.0.1:{gateway.metrics_port}/metrics").text
@@ -246,7 +248,8 @@ def test_gpu_form_ensemble_runs_on_triton(
     configs = write_gpu_form(repo, "sentiment", Platform.ONNXRUNTIME)
     onnx_member = repo / configs[2].name
     text = (onnx_member / CONFIG).read_text()
-    assert 'platform: "onnxruntime_onnx"' in text and "KIND_GPU" in text
+    assert 'platform: "onnxruntime_onnx"' in text
+    assert "KIND_GPU" in text
     stand_in = text.replace('platform: "onnxruntime_onnx"', 'backend: "python"')
     stand_in = stand_in.replace("KIND_GPU", "KIND_CPU").split("optimization {")[0]
     stand_in += 'parameters { key: "sentiserve_role" value: { string_value: "engine" } }\n'
@@ -309,8 +312,8 @@ def test_triton_cli_prepares_serves_and_stops_cleanly(
             assert time.monotonic() < deadline, "Triton did not become ready"
             time.sleep(0.2)
         assert all((v / "model.py").is_file() for v in repo.glob("sentiment/[0-9]*"))
-        answer = httpx.post(f"{url}/v2/models/sentiment/infer", json={"inputs": [
-            {"name": "TEXT", "datatype": "BYTES", "shape": [1, 1], "data": ["great fun"]}]})  # fmt: skip
+        tensor = {"name": "TEXT", "datatype": "BYTES", "shape": [1, 1], "data": ["great fun"]}
+        answer = httpx.post(f"{url}/v2/models/sentiment/infer", json={"inputs": [tensor]})
         assert answer.status_code == 200, answer.text
         outputs = {o["name"]: o for o in answer.json()["outputs"]}
         assert outputs["PROBABILITIES"]["shape"] == [1, 2]

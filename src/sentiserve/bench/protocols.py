@@ -91,11 +91,11 @@ def v1_client(url: str, model: str, texts: Sequence[str], timeout_s: float,
 
 def v2_http_client(url: str, model: str, texts: Sequence[str], timeout_s: float,
                    api_key: str | None = None) -> _HttpClient:  # fmt: skip
-    bodies = [
-        json.dumps({"inputs": [{"name": "TEXT", "datatype": "BYTES", "shape": [1], "data": [t]}]})
-        .encode()
-        for t in texts
-    ]  # fmt: skip
+    def body(text: str) -> bytes:
+        tensor = {"name": "TEXT", "datatype": "BYTES", "shape": [1, 1], "data": [text]}
+        return json.dumps({"inputs": [tensor]}).encode()
+
+    bodies = [body(t) for t in texts]
     return _HttpClient(f"{http_base(url)}/v2/models/{model}/infer", bodies, timeout_s,
                        _auth(api_key))  # fmt: skip
 
@@ -121,7 +121,7 @@ class _GrpcClient:
             request = pb.ModelInferRequest(model_name=model)
             tensor = request.inputs.add()
             tensor.name, tensor.datatype = "TEXT", "BYTES"
-            tensor.shape.append(1)
+            tensor.shape.extend((1, 1))  # [batch, 1]: Triton's batched TEXT input
             request.raw_input_contents.append(struct.pack("<I", len(raw)) + raw)
             self._requests.append(request)
 

@@ -12,19 +12,23 @@ from sentiserve.repository.config import (
     InstanceKind,
     ModelConfig,
     Tensor,
-    sentiment_config,
 )
+from sentiserve.repository.triton import classify_config
 
 IDS = Tensor("input_ids", DataType.INT64, (-1,))
 LOGITS = Tensor("logits", DataType.FP32, (2,))
 
 
-def test_sentiment_config_renders() -> None:
-    text = sentiment_config("sentiment", 3).to_pbtxt()
+def test_classify_config_renders() -> None:
+    text = classify_config("sentiment", ["neg", "neu", "pos"]).to_pbtxt()
     assert 'name: "sentiment"' in text
     assert 'backend: "python"' in text
-    assert '{ name: "TEXT" data_type: TYPE_STRING dims: [ -1 ] }' in text
-    assert '{ name: "PROBABILITIES" data_type: TYPE_FP32 dims: [ -1, 3 ] }' in text
+    assert "max_batch_size: 64" in text
+    assert '{ name: "TEXT" data_type: TYPE_STRING dims: [ 1 ] }' in text
+    assert '{ name: "PROBABILITIES" data_type: TYPE_FP32 dims: [ 3 ] }' in text
+    assert "dynamic_batching {" in text
+    assert "instance_group { kind: KIND_CPU count: 1 }" in text
+    assert '"sentiserve_labels" value: { string_value: "[\\"neg\\", ' in text
 
 
 def test_batching_config_renders() -> None:

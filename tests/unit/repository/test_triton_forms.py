@@ -1,0 +1,140 @@
+"""Triton forms of a repository: generated configs, their checks, and what lands on disk."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import pytest
+
+from sentiserve.errors import ConfigError, RepositoryError
+from sentiserve.repository.config import DataType, Tensor
+from sentiserve.repository.layout import CONFIG, ModelRepository
+from sentiserve.repository.triton import (
+    MODEL_PY,
+    MODEL_PY_TEXT,
+    Platform,
+    TritonBatching,
+    check_ensemble,
+    check_onnx,
+    ensemble_configs,
+    write_form,
+    write_gpu_form,
+    write_python_form,
+)
+
+
+@pytest.fixture
+def repo(tiny_build: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(tiny_build / "model_repository", tmp_path / "repo"))
+
+
+def test_new_versions_carry_the_python_form(repo: Path) -> None:
+    version = ModelRepository(repo).load("sentiment")
+    assert (version.path / MODEL_PY).read_text() == MODEL_PY_TEXT
+    text = (repo / "sentiment" / CONFIG).read_text()
+    assert 'backend: "python"' in text
+    assert "max_batch_size: 64" in text
+
+
+def test_gpu_form_is_an_ensemble_the_embedded_server_still_reads(repo: Path) -> None:
+    configs = write_gpu_form(repo, "sentiment", Platform.ONNXRUNTIME)
+    assert [c.name for c in configs] == ["sentiment", "sentiment_tokenizer", "sentiment_onnx",
+                                         "sentiment_postprocess"]  # fmt: skip
+    ensemble = (repo / "sentiment" / CONFIG).read_text()
+    assert 'platform: "ensemble"' in ensemble
+    assert ensemble.count("model_name:") == 3
+    onnx = (repo / "sentiment_onnx" / CONFIG).read_text()
+    assert 'platform: "onnxruntime_onnx"' in onnx
+    assert "KIND_GPU" in onnx
+    assert 'name: "tensorrt"' in onnx
+    assert 'value: "FP16"' in onnx
+    number = str(ModelRepository(repo).versions("sentiment")[-1])
+    assert (repo / "sentiment_onnx" / number / "model.onnx").is_file()
+    assert (repo / "sentiment_tokenizer" / number / "tokenizer.json").is_file()
+    assert (repo / "sentiment_tokenizer" / number / MODEL_PY).is_file()
+    assert not list(repo.glob(".partial-*"))
+    # The embedded server serves only models with a manifest.
+    assert ModelRepository(repo).servable() == ["sentiment"]
+    # Rewriting the python form removes the members again.
+    write_python_form(repo, "sentiment")
+    assert ModelRepository(repo).models() == ["sentiment"]
+
+
+def test_gpu_engine_follows_the_manifest_and_batching_options(repo: Path) -> None:
+    batching = TritonBatching(max_batch_size=16, preferred_batch_sizes=(4, 8, 32), delay_us=100,
+                              instances=2, trt_fp16=False)  # fmt: skip
+    configs = write_form(repo, "sentiment", Platform.ONNXRUNTIME, batching)
+    onnx = configs[2]
+    assert onnx.max_batch_size == 16
+    assert onnx.dynamic_batching is not None
+    assert onnx.dynamic_batching.preferred_batch_sizes == (4, 8)  # 32 > max_batch_size: dropped
+    assert onnx.dynamic_batching.max_queue_delay_microseconds == 100
+    assert onnx.accelerator is None
+    assert onnx.instance_groups[0].count == 2
+
+
+def test_tensorrt_form_needs_a_built_engine(repo: Path) -> None:
+    with pytest.raises(RepositoryError, match="no plan engine"):
+        write_gpu_form(repo, "sentiment", Platform.TENSORRT)
+    assert ModelRepository(repo).models() == ["sentiment"]  # nothing half-written
+
+
+def test_tensorrt_config_uses_the_plan_platform(repo: Path) -> None:
+    manifest = ModelRepository(repo).load("sentiment").manifest
+    configs = ensemble_configs("sentiment", manifest, Platform.TENSORRT)
+    assert configs[2].platform == "tensorrt_plan"
+    assert configs[2].accelerator is None
+
+
+def test_onnx_check_catches_disagreements(repo: Path) -> None:
+    version = ModelRepository(repo).load("sentiment")
+    manifest = version.manifest
+    onnx_config = ensemble_configs("sentiment", manifest, Platform.ONNXRUNTIME)[2]
+    graph = version.file(manifest.engines[manifest.engine_for("cuda")].file)
+    check_onnx(onnx_config, graph)  # agrees
+    three = dataclasses.replace(onnx_config,
+                                outputs=(Tensor("logits", DataType.FP32, (3,)),))  # fmt: skip
+    with pytest.raises(ConfigError, match=r"logits: config dims \[-1, 3\]"):
+        check_onnx(three, graph)
+    fp16 = dataclasses.replace(onnx_config, outputs=(Tensor("logits", DataType.FP16, (2,)),))
+    with pytest.raises(ConfigError, match="TYPE_FP16"):
+        check_onnx(fp16, graph)
+    renamed = dataclasses.replace(onnx_config, outputs=(Tensor("scores", DataType.FP32, (2,)),))
+    with pytest.raises(ConfigError, match="config outputs"):
+        check_onnx(renamed, graph)
+    unbatched = dataclasses.replace(onnx_config, max_batch_size=0, dynamic_batching=None)
+    with pytest.raises(ConfigError, match="disagree"):
+        check_onnx(unbatched, graph)
+
+
+def test_ensemble_check_catches_wiring_mistakes(repo: Path) -> None:
+    manifest = ModelRepository(repo).load("sentiment").manifest
+    ensemble, tokenizer, onnx, post = ensemble_configs("sentiment", manifest,
+                                                       Platform.ONNXRUNTIME)  # fmt: skip
+    with pytest.raises(ConfigError, match="no member model sentiment_onnx"):
+        check_ensemble(ensemble, [tokenizer, post])
+    small = dataclasses.replace(onnx, max_batch_size=8, dynamic_batching=None)
+    with pytest.raises(ConfigError, match="max_batch_size 8 < 64"):
+        check_ensemble(ensemble, [tokenizer, small, post])
+    int32 = dataclasses.replace(
+        onnx, inputs=tuple(Tensor(t.name, DataType.INT32, t.dims) for t in onnx.inputs)
+    )
+    with pytest.raises(ConfigError, match="TYPE_INT64, sentiment_onnx.input_ids takes TYPE_INT32"):
+        check_ensemble(ensemble, [tokenizer, int32, post])
+    no_probs = dataclasses.replace(post, outputs=post.outputs[:1])
+    with pytest.raises(ConfigError, match="has no output PROBABILITIES"):
+        check_ensemble(ensemble, [tokenizer, onnx, no_probs])
+    skipped = dataclasses.replace(ensemble, ensemble_steps=ensemble.ensemble_steps[1:])
+    with pytest.raises(ConfigError, match="reads 'input_ids', which no earlier step produces"):
+        check_ensemble(skipped, [tokenizer, onnx, post])
+
+
+def test_python_form_is_refused_for_a_missing_model(repo: Path) -> None:
+    from sentiserve.errors import ModelNotFoundError
+
+    with pytest.raises(ModelNotFoundError, match="no model 'other'"):
+        write_python_form(repo, "other")
+    with pytest.raises(ConfigError, match="python form is one model"):
+        ensemble_configs("x", ModelRepository(repo).load("sentiment").manifest, Platform.PYTHON)

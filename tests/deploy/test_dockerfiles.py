@@ -1,7 +1,7 @@
-"""The Dockerfile, checked statically (no Docker engine runs here; no Dockerfile linter is
-obtainable from the registries): pinned bases, a numeric non-root user in the final stage,
-a health check on readiness, no secrets, binds 0.0.0.0, and a .dockerignore that keeps the
-build context to what the build copies."""
+"""The Dockerfiles (CPU: the embedded server; GPU: Triton), checked statically (no Docker
+engine runs here; no Dockerfile linter is obtainable from the registries): pinned bases, a
+numeric non-root user in the final stage, a health check on readiness, no secrets, binds
+0.0.0.0, and a .dockerignore that keeps the build context to what the build copies."""
 
 from __future__ import annotations
 
@@ -9,8 +9,12 @@ import re
 import shlex
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
+TRITON = ROOT / "deploy" / "docker" / "Dockerfile.triton"
+BOTH = pytest.mark.parametrize("dockerfile", [DOCKERFILE, TRITON], ids=["cpu", "triton"])
 
 
 def instructions(path: Path) -> list[tuple[str, str]]:
@@ -41,8 +45,9 @@ def stages(steps: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
     return found
 
 
-def test_bases_are_pinned_and_the_build_is_multi_stage() -> None:
-    steps = instructions(DOCKERFILE)
+@BOTH
+def test_bases_are_pinned_and_the_build_is_multi_stage(dockerfile: Path) -> None:
+    steps = instructions(dockerfile)
     args = dict(a.split("=", 1) for k, a in steps if k == "ARG" and "=" in a)
     froms = [a.split()[0] for k, a in steps if k == "FROM"]
     assert len(froms) >= 2, "build and runtime stages"
@@ -56,8 +61,9 @@ def test_bases_are_pinned_and_the_build_is_multi_stage() -> None:
         assert re.search(r"\d+\.\d+", tag), f"{image}: pin a version"
 
 
-def test_final_stage_runs_as_numeric_non_root_with_a_health_check() -> None:
-    final = stages(instructions(DOCKERFILE))[-1]
+@BOTH
+def test_final_stage_runs_as_numeric_non_root_with_a_health_check(dockerfile: Path) -> None:
+    final = stages(instructions(dockerfile))[-1]
     users = [a for k, a in final if k == "USER"]
     assert users, "the final stage sets USER"
     uid = users[-1].split(":")[0]
@@ -68,29 +74,50 @@ def test_final_stage_runs_as_numeric_non_root_with_a_health_check() -> None:
     assert "/v2/health/ready" in checks[-1]
     (entrypoint,) = [a for k, a in final if k == "ENTRYPOINT"]
     assert "0.0.0.0" in entrypoint
-    assert "serve" in entrypoint
+    assert ("serve" if dockerfile == DOCKERFILE else "tritonserver") in entrypoint
     exposed = {p for k, a in final if k == "EXPOSE" for p in a.split()}
     assert {"8000", "8001", "8002"} <= exposed
     volumes = " ".join(a for k, a in final if k == "VOLUME")
     assert "/tmp" in volumes, "writable paths for a read-only root"
-    assert "/cache" in volumes
+    if dockerfile == DOCKERFILE:
+        assert "/cache" in volumes
 
 
-def test_no_secrets_and_no_latest() -> None:
-    text = DOCKERFILE.read_text()
+def test_triton_image_runs_triton_as_the_issue_asks() -> None:
+    steps = instructions(TRITON)
+    args = dict(a.split("=", 1) for k, a in steps if k == "ARG" and "=" in a)
+    assert re.fullmatch(r"nvcr\.io/nvidia/tritonserver:\d\d\.\d\d-py3", args["TRITON_IMAGE"])
+    final = stages(steps)[-1]
+    (cmd,) = [a for k, a in final if k == "CMD"]
+    for flag in ("--model-repository=", "--strict-readiness=true", "--model-control-mode="):
+        assert flag in cmd
+    installs = " ".join(a for k, a in final if k == "RUN")
+    assert "numpy>=1.26,<2" in installs, "the python stub needs numpy < 2"
+    assert "tokenizers" in installs
+    assert "--no-deps" in installs, "sentiserve without PyTorch"
+    # The chart pins the same Triton release as the image's base.
+    values = (ROOT / "deploy/helm/sentiserve/values.yaml").read_text()
+    release = args["TRITON_IMAGE"].split(":")[1].removesuffix("-py3")
+    assert f'tag: "{release}-' in values
+
+
+@BOTH
+def test_no_secrets_and_no_latest(dockerfile: Path) -> None:
+    text = dockerfile.read_text()
     assert ":latest" not in text
-    for keyword, rest in instructions(DOCKERFILE):
+    for keyword, rest in instructions(dockerfile):
         if keyword in {"ENV", "ARG"}:
             for pair in shlex.split(rest):
                 name = pair.split("=", 1)[0].upper()
                 assert not re.search(r"KEY|SECRET|TOKEN|PASSWORD", name), f"{keyword} {pair}"
 
 
-def test_build_context_is_what_the_build_copies() -> None:
+@BOTH
+def test_build_context_is_what_the_build_copies(dockerfile: Path) -> None:
     ignore = (ROOT / ".dockerignore").read_text().split()
     assert ignore[ignore.index("*") if "*" in ignore else 0] == "*", "ignore everything first"
     copied = {
-        a.split()[0] for k, a in instructions(DOCKERFILE) if k == "COPY" and "--from" not in a
+        a.split()[0] for k, a in instructions(dockerfile) if k == "COPY" and "--from" not in a
     }
     for source in copied:
         assert f"!{source.rstrip('/')}/" in ignore or f"!{source}" in ignore, source

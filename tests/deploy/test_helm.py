@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "sentiserve"
 HELM = ROOT / ".tools" / "bin" / "helm"
 VALIDATE = Path(sys.executable).parent / "kubernetes-validate"
-CRDS = {"ServiceMonitor", "PrometheusRule"}
+CRDS = {"ServiceMonitor", "PrometheusRule", "ScaledObject"}
+GPU_VALUES = CHART / "values-eks-gpu.yaml"
 
 pytestmark = pytest.mark.skipif(not HELM.exists(), reason="helm missing: run `make tools`")
 
@@ -32,6 +33,13 @@ VARIANTS = {
     "api key value, monitoring on": [
         "--set", "apiKey.value=0123456789abcdef", "--set", "serviceMonitor.enabled=true",
         "--set", "prometheusRule.enabled=true",
+    ],
+    "values-eks-gpu": ["-f", str(GPU_VALUES)],
+    "triton, keda, pvc": [
+        "--set", "mode=triton", "--set", "triton.autoscaling.kind=keda",
+        "--set", "triton.autoscaling.keda.serverAddress=http://prometheus.monitoring:9090",
+        "--set", "model.source=pvc", "--set", "model.pvc.claimName=models-efs",
+        "--set", "serviceMonitor.enabled=true",
     ],
 }  # fmt: skip
 
@@ -66,7 +74,8 @@ def containers(docs: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dic
 
 
 def test_lint_passes_for_every_values_file() -> None:
-    for args in (["--strict"], ["--strict", "-f", str(CHART / "values-cpu.yaml")]):
+    for values in ("values.yaml", "values-cpu.yaml", "values-eks-gpu.yaml"):
+        args = ["--strict", "-f", str(CHART / values)]
         done = helm("lint", str(CHART), *args)
         assert done.returncode == 0, done.stdout + done.stderr
 
@@ -105,29 +114,43 @@ def test_every_container_is_locked_down(rendered: tuple[str, Any, Path]) -> None
         assert {"/tmp", "/cache"} <= mounts, "a read-only root needs writable volumes"
 
 
-def test_selectors_and_targets_point_at_the_deployment(rendered: tuple[str, Any, Path]) -> None:
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return selector.items() <= labels.items()
+
+
+def only_match(selector: dict[str, str], deployments: list[dict[str, Any]]) -> dict[str, Any]:
+    """The one Deployment whose pods ``selector`` selects (it must select exactly one)."""
+    matched = [d for d in deployments
+               if selects(selector, d["spec"]["template"]["metadata"]["labels"])]  # fmt: skip
+    assert len(matched) == 1, f"{selector} selects {len(matched)} deployments"
+    return matched[0]
+
+
+def test_selectors_and_targets_point_at_the_deployments(rendered: tuple[str, Any, Path]) -> None:
     _, docs, _ = rendered
-    (deployment,) = kinds(docs, "Deployment")
-    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
-    assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    deployments = kinds(docs, "Deployment")
+    for deployment in deployments:
+        pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert selects(deployment["spec"]["selector"]["matchLabels"], pod_labels)
     for service in kinds(docs, "Service"):
-        assert service["spec"]["selector"].items() <= pod_labels.items()
-    for hpa in kinds(docs, "HorizontalPodAutoscaler"):
-        target = hpa["spec"]["scaleTargetRef"]
-        assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
-        assert "replicas" not in deployment["spec"], "the HPA owns the replica count"
+        only_match(service["spec"]["selector"], deployments)
+    by_name = {d["metadata"]["name"]: d for d in deployments}
+    scalers = kinds(docs, "HorizontalPodAutoscaler") + kinds(docs, "ScaledObject")
+    for scaler in scalers:
+        target = scaler["spec"]["scaleTargetRef"]
+        assert target.get("kind", "Deployment") == "Deployment"
+        assert target["name"] in by_name, f"{target['name']} is not a Deployment here"
+        assert "replicas" not in by_name[target["name"]]["spec"], "the scaler owns replicas"
     for pdb in kinds(docs, "PodDisruptionBudget"):
-        assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+        only_match(pdb["spec"]["selector"]["matchLabels"], deployments)
     for policy in kinds(docs, "NetworkPolicy"):
-        assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+        only_match(policy["spec"]["podSelector"]["matchLabels"], deployments)
         ports = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
         assert ports == {8000, 8001, 8002}
+    services = kinds(docs, "Service")
     for monitor in kinds(docs, "ServiceMonitor"):
-        (service,) = kinds(docs, "Service")
-        assert (
-            monitor["spec"]["selector"]["matchLabels"].items()
-            <= service["metadata"]["labels"].items()
-        )
+        (service,) = [s for s in services if selects(monitor["spec"]["selector"]["matchLabels"],
+                                                     s["metadata"]["labels"])]  # fmt: skip
         assert monitor["spec"]["endpoints"][0]["port"] in {
             p["name"] for p in service["spec"]["ports"]
         }
@@ -165,9 +188,113 @@ def test_monitoring_objects_carry_the_shipped_rules_and_dashboard() -> None:
         assert copy == source, f"deploy/helm/sentiserve/files/{name} is out of date"
 
 
+def component(docs: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    (found,) = [d for d in kinds(docs, "Deployment")
+                if d["metadata"]["labels"]["app.kubernetes.io/component"] == name]  # fmt: skip
+    return found
+
+
+def test_triton_runs_on_gpu_nodes_behind_the_gateway() -> None:
+    docs = render(VARIANTS["values-eks-gpu"])
+    triton, gateway = component(docs, "triton"), component(docs, "server")
+    pod = triton["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    # The GPU node group of deploy/eks/cluster.yaml: its label selects, its taint is tolerated.
+    cluster = yaml.safe_load((ROOT / "deploy/eks/cluster.yaml").read_text())
+    gpu_group = next(g for g in cluster["managedNodeGroups"] if "g4dn" in g["instanceType"])
+    assert selects(pod["nodeSelector"], gpu_group["labels"])
+    for taint in gpu_group["taints"]:
+        assert any(t["key"] == taint["key"] and t["effect"] == taint["effect"]
+                   for t in pod["tolerations"]), f"taint {taint} not tolerated"  # fmt: skip
+    args = container["args"]
+    assert "--model-repository=s3://my-models/sentiment-repo-gpu" in args
+    assert "--strict-readiness=true" in args
+    assert any(a.startswith("--model-control-mode=") for a in args)
+    shm = next(v for v in pod["volumes"] if v["name"] == "shm")
+    assert shm["emptyDir"]["medium"] == "Memory"
+    assert {"name": "shm", "mountPath": "/dev/shm"} in container["volumeMounts"]
+    assert container["startupProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    # The gateway calls Triton's gRPC Service, which exists and selects Triton's pods.
+    (front,) = gateway["spec"]["template"]["spec"]["containers"]
+    assert "--backend=triton" in front["args"]
+    url = next(a for a in front["args"] if a.startswith("--triton-url="))
+    host, port = url.removeprefix("--triton-url=").split(":")
+    service = next(s for s in kinds(docs, "Service") if s["metadata"]["name"] == host)
+    assert int(port) in {p["port"] for p in service["spec"]["ports"]}
+    assert only_match(service["spec"]["selector"], kinds(docs, "Deployment")) is triton
+    assert not any(a.startswith("--model-repository") for a in front["args"])
+
+
+def test_only_the_gateway_reaches_triton() -> None:
+    docs = render(VARIANTS["values-eks-gpu"])
+    triton, gateway = component(docs, "triton"), component(docs, "server")
+    policy = next(p for p in kinds(docs, "NetworkPolicy")
+                  if selects(p["spec"]["podSelector"]["matchLabels"],
+                             triton["spec"]["template"]["metadata"]["labels"]))  # fmt: skip
+    for rule in policy["spec"]["ingress"]:
+        ports = {p["port"] for p in rule["ports"]}
+        if ports & {8000, 8001}:
+            (source,) = rule["from"]
+            allowed = source["podSelector"]["matchLabels"]
+            assert selects(allowed, gateway["spec"]["template"]["metadata"]["labels"])
+            assert not selects(allowed, triton["spec"]["template"]["metadata"]["labels"])
+            assert "namespaceSelector" not in source, "only this namespace's gateway"
+        else:
+            assert ports == {8002}
+            assert "namespaceSelector" in rule["from"][0], "metrics: Prometheus only"
+
+
+def test_triton_scales_on_the_queue_time_recording_rule() -> None:
+    rules = yaml.safe_load((ROOT / "deploy/monitoring/rules/sentiserve.rules.yml").read_text())
+    records = {r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r}
+    (adapter,) = yaml.safe_load((CHART / "files" / "prometheus-adapter-rules.yaml").read_text())
+    series = adapter["seriesQuery"].split("{")[0]
+    assert series in records
+    assert series in adapter["metricsQuery"]
+    docs_text = (ROOT / "docs" / "monitoring.md").read_text()
+    assert adapter["name"]["as"] in docs_text
+    assert adapter["seriesQuery"] in docs_text, "docs/monitoring.md shows the shipped rule"
+
+    docs = render(VARIANTS["values-eks-gpu"])
+    triton = component(docs, "triton")
+    (hpa,) = [h for h in kinds(docs, "HorizontalPodAutoscaler")
+              if h["spec"]["scaleTargetRef"]["name"] == triton["metadata"]["name"]]  # fmt: skip
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["type"] == "Pods"
+    assert metric["pods"]["metric"]["name"] == adapter["name"]["as"]
+    assert float(metric["pods"]["target"]["averageValue"]) > 0
+
+    docs = render(VARIANTS["triton, keda, pvc"])
+    (scaled,) = kinds(docs, "ScaledObject")
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["type"] == "prometheus"
+    assert series in trigger["metadata"]["query"]
+    assert scaled["spec"]["scaleTargetRef"]["name"] == component(docs, "triton")["metadata"]["name"]
+    assert not [h for h in kinds(docs, "HorizontalPodAutoscaler")
+                if h["spec"]["scaleTargetRef"]["name"].endswith("-triton")]  # fmt: skip
+    (container,) = component(docs, "triton")["spec"]["template"]["spec"]["containers"]
+    assert "--model-repository=/models" in container["args"]
+
+
+def test_embedded_mode_has_no_triton() -> None:
+    docs = render([])
+    assert [d["metadata"]["labels"]["app.kubernetes.io/component"]
+            for d in kinds(docs, "Deployment")] == ["server"]  # fmt: skip
+    assert not any(d["metadata"]["name"].endswith("-triton") for d in docs)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
+        (["--set", "mode=both"], "mode must be embedded or triton"),
+        (["--set", "mode=triton", "--set", "triton.image.tag=latest"], "triton.image.tag"),
+        (["--set", "mode=triton", "--set", "triton.autoscaling.kind=vpa"], "hpa or keda"),
+        (["--set", "mode=triton", "--set", "triton.autoscaling.kind=keda"], "serverAddress"),
+        (
+            ["--set", "mode=triton", "--set", "triton.resources.limits.nvidia\\.com/gpu=0"],
+            "must request nvidia.com/gpu",
+        ),
         (["--set", "image.tag=latest"], "pinned version"),
         (["--set", "model.source=nfs"], "model.source must be s3 or pvc"),
         (["--set", "model.source=pvc"], "needs model.pvc.claimName"),

@@ -77,15 +77,18 @@ def triton(
             model_control_mode=model_control_mode, log_verbose=log_verbose,
             exit_timeout=exit_timeout,
         )  # fmt: skip
-        server.start()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
+    # Installed before Triton starts: a SIGTERM while it loads stops it cleanly too.
     signal.signal(signal.SIGTERM, on_signal)
-    console.print(f"[green]ready[/]: Triton {server.url}/v2  gRPC {server.grpc_url}  "
-                  f"metrics {server.metrics_url}", soft_wrap=True)  # fmt: skip
+    code = 0
     try:
+        with user_errors():
+            server.start()
+        console.print(f"[green]ready[/]: Triton {server.url}/v2  gRPC {server.grpc_url}  "
+                      f"metrics {server.metrics_url}", soft_wrap=True)  # fmt: skip
         code = server.wait()
     except KeyboardInterrupt:
         code = 0

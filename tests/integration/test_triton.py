@@ -278,15 +278,47 @@ def test_gpu_form_ensemble_runs_on_triton(
     assert float(np.abs(probs - expected).max()) <= 1e-4
 
 
-def processes_mentioning(text: str) -> list[int]:
+def processes_mentioning(*texts: str) -> list[int]:
     found = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            if text in cmdline.read_bytes().decode(errors="replace"):
-                found.append(int(cmdline.parent.name))
+            line = cmdline.read_bytes().decode(errors="replace")
         except OSError:
             continue  # the process ended while we looked
+        if all(t in line for t in texts):
+            found.append(int(cmdline.parent.name))
     return found
+
+
+def shm_regions() -> set[str]:
+    return {p.name for p in SHM.iterdir() if p.name.startswith(SHM_PREFIX)}
+
+
+def triton_cli(environment: TritonEnvironment, repo: Path, http: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "sentiserve", "triton", "--model-repository", str(repo),
+         "--http-port", str(http), "--grpc-port", str(free_port()),
+         "--metrics-port", str(free_port()), "--home", str(environment.home),
+         "--exit-timeout", "5"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def test_sigterm_while_triton_loads_leaves_nothing_behind(
+    environment: TritonEnvironment, tiny_build: Path, tmp_path: Path
+) -> None:
+    repo = copy_repository(tiny_build, tmp_path / "repo")
+    shm_before = shm_regions()
+    proc = triton_cli(environment, repo, free_port())
+    deadline = time.monotonic() + 60
+    while not processes_mentioning("tritonserver", str(repo)):
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        assert time.monotonic() < deadline, "tritonserver never started"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # while Triton is still loading the model
+    assert proc.wait(60) == 0
+    assert not processes_mentioning(str(repo)), "tritonserver or a stub outlived the CLI"
+    assert shm_regions() <= shm_before
 
 
 def test_triton_cli_prepares_serves_and_stops_cleanly(
@@ -295,15 +327,9 @@ def test_triton_cli_prepares_serves_and_stops_cleanly(
     repo = copy_repository(tiny_build, tmp_path / "repo")
     for model_py in repo.glob("sentiment/*/model.py"):
         model_py.unlink()  # an older repository: the CLI writes the python form
-    shm_before = {p.name for p in SHM.iterdir() if p.name.startswith(SHM_PREFIX)}
+    shm_before = shm_regions()
     http = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sentiserve", "triton", "--model-repository", str(repo),
-         "--http-port", str(http), "--grpc-port", str(free_port()),
-         "--metrics-port", str(free_port()), "--home", str(environment.home),
-         "--exit-timeout", "5"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    proc = triton_cli(environment, repo, http)
     url = f"http://127.0.0.1:{http}"
     try:
         deadline = time.monotonic() + 120
@@ -322,5 +348,5 @@ def test_triton_cli_prepares_serves_and_stops_cleanly(
         code = proc.wait(60)
     assert code == 0
     assert not processes_mentioning(str(repo)), "tritonserver or a stub outlived the CLI"
-    after = {p.name for p in SHM.iterdir() if p.name.startswith(SHM_PREFIX)}
+    after = shm_regions()
     assert after <= shm_before, f"left in /dev/shm: {after - shm_before}"

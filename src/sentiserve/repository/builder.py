@@ -20,7 +20,7 @@ from typing import Any
 from sentiserve import __version__
 from sentiserve.engine.tokenizer import Truncation
 from sentiserve.errors import RepositoryError
-from sentiserve.repository.layout import CONFIG, ModelRepository, ModelVersion
+from sentiserve.repository.layout import CONFIG, ModelRepository, ModelVersion, write_text_atomic
 from sentiserve.repository.manifest import MANIFEST, EngineEntry, FileEntry, Manifest
 from sentiserve.repository.triton import classify_config, is_gpu_form, write_model_py
 
@@ -40,12 +40,6 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         commit = ""
     return f"{__version__}+{commit}" if commit else __version__
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def clean_partials(folder: Path) -> None:
@@ -134,7 +128,7 @@ def write_version(
         raise
     current = model_dir / CONFIG
     if not current.is_file() or not is_gpu_form(current.read_text()):
-        _write_atomic(current, config.to_pbtxt())  # a GPU form is rewritten by its own command
+        write_text_atomic(current, config.to_pbtxt())  # a GPU form is rewritten by its own command
     logger.info("wrote %s", final)
     return repo.load(name, number)
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import uuid
 from collections.abc import Mapping
@@ -39,7 +38,12 @@ from sentiserve.repository.config import (
     Tensor,
     TensorRTAccelerator,
 )
-from sentiserve.repository.layout import CONFIG, ModelRepository, ModelVersion
+from sentiserve.repository.layout import (
+    CONFIG,
+    ModelRepository,
+    ModelVersion,
+    write_text_atomic,
+)
 from sentiserve.repository.manifest import Manifest
 
 logger = logging.getLogger(__name__)
@@ -242,17 +246,11 @@ def check_onnx(config: ModelConfig, onnx_path: Path) -> None:
                                   f"(batch first) disagree with graph dims {dims}")  # fmt: skip
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_model_py(version_dir: Path) -> None:
     """Put the python backend's one-line ``model.py`` in a version folder."""
     target = version_dir / MODEL_PY
     if not target.is_file() or target.read_text() != MODEL_PY_TEXT:
-        _write_text_atomic(target, MODEL_PY_TEXT)
+        write_text_atomic(target, MODEL_PY_TEXT)
 
 
 def is_gpu_form(config_text: str) -> bool:
@@ -269,7 +267,7 @@ def write_python_form(root: Path, name: str, batching: TritonBatching | None = N
     config = classify_config(name, newest.manifest.labels, batching)
     for number in ModelRepository(root).versions(name):
         write_model_py(root / name / str(number))
-    _write_text_atomic(root / name / CONFIG, config.to_pbtxt())
+    write_text_atomic(root / name / CONFIG, config.to_pbtxt())
     _remove_members(root, name)
     return config
 
@@ -318,7 +316,7 @@ def write_gpu_form(
     }
     for config in (tokenizer, model, post):
         _write_member(root, config, number, files[config.name])
-    _write_text_atomic(root / name / CONFIG, ensemble.to_pbtxt())
+    write_text_atomic(root / name / CONFIG, ensemble.to_pbtxt())
     logger.info("wrote the %s form of %s v%s", platform.value, name, number)
     return configs
 

@@ -74,6 +74,19 @@ class Limits:
         if not 0 < self.default_timeout_s <= self.max_timeout_s:
             raise ConfigError("default_timeout_s must be within (0, max_timeout_s]")
 
+    def deadline(self, timeout_s: float | None) -> float:
+        """The monotonic time a request asking for ``timeout_s`` (None: the default) must
+        end by.
+
+        Raises:
+            InvalidInputError: The timeout is not within (0, max_timeout_s].
+        """
+        if timeout_s is None:
+            timeout_s = self.default_timeout_s
+        if not 0 < timeout_s <= self.max_timeout_s:
+            raise InvalidInputError(f"timeout must be within (0, {self.max_timeout_s:g}] seconds")
+        return time.monotonic() + timeout_s
+
 
 @dataclass(frozen=True)
 class Classification:
@@ -185,15 +198,6 @@ class DataPlane:
     def model(self, name: str, version: int | None = None) -> LoadedModel:
         return self.registry.get(name, version)
 
-    def deadline(self, timeout_s: float | None) -> float:
-        if timeout_s is None:
-            timeout_s = self.limits.default_timeout_s
-        if not 0 < timeout_s <= self.limits.max_timeout_s:
-            raise InvalidInputError(
-                f"timeout must be within (0, {self.limits.max_timeout_s:g}] seconds"
-            )
-        return time.monotonic() + timeout_s
-
     async def classify(
         self,
         model_name: str,
@@ -258,7 +262,7 @@ class DataPlane:
         """Prepare sequences, batch them, and record Triton's request metrics."""
         start = time.monotonic()
         key = (model.name, str(model.version))
-        deadline = self.deadline(timeout_s)
+        deadline = self.limits.deadline(timeout_s)
         m = self.metrics
         try:
             sequences = await prepare()

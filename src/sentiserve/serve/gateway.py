@@ -145,17 +145,13 @@ class GatewayPlane:
             SentiserveError: with the HTTP status the client gets.
         """
         start = time.monotonic()
-        budget = self.limits.default_timeout_s if timeout_s is None else timeout_s
-        if not 0 < budget <= self.limits.max_timeout_s:
-            raise InvalidInputError(
-                f"timeout must be within (0, {self.limits.max_timeout_s:g}] seconds"
-            )
+        deadline = self.limits.deadline(timeout_s)
         checked = check_texts(list(texts), self.limits)
         model = await self.remote(model_name)
         size = model.max_batch_size or len(checked)
         chunks = [checked[i : i + size] for i in range(0, len(checked), size)]
         answers = await asyncio.gather(
-            *(self._infer(model, chunk, version, start + budget) for chunk in chunks)
+            *(self._infer(model, chunk, version, deadline) for chunk in chunks)
         )
         probabilities = np.concatenate([a[1] for a in answers]).astype(np.float32)
         served_version = answers[0][0]

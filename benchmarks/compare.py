@@ -84,11 +84,14 @@ class Peer:
     def __init__(self, command: list[str]) -> None:
         self.http = free_port()
         self.metrics = free_port()
-        cmd = [c.replace("{http}", str(self.http)).replace("{metrics}", str(self.metrics))
-               for c in command]  # fmt: skip
+        cmd = [
+            c.replace("{http}", str(self.http)).replace("{metrics}", str(self.metrics))
+            for c in command
+        ]
         start = time.monotonic()
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     text=True)  # fmt: skip
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
         self.url = f"http://127.0.0.1:{self.http}"
         while True:
             if self.proc.poll() is not None:
@@ -114,17 +117,39 @@ class Peer:
 
 def sentiserve_cmd(repo: Path, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "sentiserve", "serve", "--model-repository", str(repo),
-        "--http-port", "{http}", "--grpc-port", "0", "--metrics-port", "{metrics}", *extra,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "sentiserve",
+        "serve",
+        "--model-repository",
+        str(repo),
+        "--http-port",
+        "{http}",
+        "--grpc-port",
+        "0",
+        "--metrics-port",
+        "{metrics}",
+        *extra,
+    ]
 
 
 def triton_cmd(repo: Path) -> list[str]:
     return [
-        sys.executable, "-m", "sentiserve", "triton", "--model-repository", str(repo),
-        "--http-port", "{http}", "--grpc-port", str(free_port()), "--metrics-port", "{metrics}",
-        "--exit-timeout", "3",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "sentiserve",
+        "triton",
+        "--model-repository",
+        str(repo),
+        "--http-port",
+        "{http}",
+        "--grpc-port",
+        str(free_port()),
+        "--metrics-port",
+        "{metrics}",
+        "--exit-timeout",
+        "3",
+    ]
 
 
 @dataclass(frozen=True)
@@ -136,13 +161,17 @@ class PeerSpec:
     protocol: str = "v1"
 
 
-def measure(peer: Peer, texts: BenchTexts, spec: PeerSpec,
-            args: argparse.Namespace) -> list[dict[str, Any]]:  # fmt: skip
+def measure(
+    peer: Peer, texts: BenchTexts, spec: PeerSpec, args: argparse.Namespace
+) -> list[dict[str, Any]]:
     config = BenchConfig(
-        url=peer.url, concurrency=spec.levels, duration_s=args.duration, warmup_s=args.warmup,
+        url=peer.url,
+        concurrency=spec.levels,
+        duration_s=args.duration,
+        warmup_s=args.warmup,
         metrics_url=f"http://127.0.0.1:{peer.metrics}/metrics" if spec.metrics else None,
         protocol=spec.protocol,
-    )  # fmt: skip
+    )
     return asyncio.run(run_levels(config, texts)).results
 
 
@@ -182,8 +211,14 @@ def one_run(args: argparse.Namespace) -> dict[str, Any]:
         section: dict[str, Any] = {"description": texts.description, "synthetic": texts.synthetic}
         print(f"[{data}] ceiling", file=sys.stderr)
         section["ceiling"] = ceiling(repo, texts)
-        naive = [sys.executable, str(HERE / "naive_server.py"), "--model", str(model_dir),
-                 "--port", "{http}"]  # fmt: skip
+        naive = [
+            sys.executable,
+            str(HERE / "naive_server.py"),
+            "--model",
+            str(model_dir),
+            "--port",
+            "{http}",
+        ]
         peers = [
             PeerSpec("naive", naive, (1, 8, 32), False),
             PeerSpec("sentiserve", sentiserve_cmd(repo), (1, 8, 32, 64), True),
@@ -201,8 +236,12 @@ def one_run(args: argparse.Namespace) -> dict[str, Any]:
             peer = Peer(spec.command)
             rows = measure(peer, texts, spec, args)
             memory = peer.stop()
-            section[spec.name] = {"ready_s": peer.ready_s, "memory_mb": memory, "results": rows,
-                                  "protocol": spec.protocol}  # fmt: skip
+            section[spec.name] = {
+                "ready_s": peer.ready_s,
+                "memory_mb": memory,
+                "results": rows,
+                "protocol": spec.protocol,
+            }
         out[data] = section
     return out
 
@@ -217,10 +256,16 @@ def versions() -> dict[str, str]:
 
     import sentiserve
 
-    return {"python": platform.python_version(), "sentiserve": sentiserve.__version__,
-            "onnxruntime": onnxruntime.__version__, "torch": torch.__version__,
-            "transformers": transformers.__version__, "fastapi": fastapi.__version__,
-            "uvicorn": uvicorn.__version__, "aiohttp": aiohttp.__version__}  # fmt: skip
+    return {
+        "python": platform.python_version(),
+        "sentiserve": sentiserve.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "fastapi": fastapi.__version__,
+        "uvicorn": uvicorn.__version__,
+        "aiohttp": aiohttp.__version__,
+    }
 
 
 def row_at(section: dict[str, Any], peer: str, clients: int) -> dict[str, Any] | None:
@@ -253,8 +298,14 @@ def goals(runs: list[dict[str, Any]]) -> list[tuple[str, str, str, bool | None]]
             out.append((name, "not measured", f"{'≥' if higher else '≤'} {target:g}", None))
             return
         met = all(v >= target if higher else v <= target for v in values)
-        out.append((name, " / ".join(fmt.format(v) for v in values),
-                    f"{'≥' if higher else '≤'} {target:g}", met))  # fmt: skip
+        out.append(
+            (
+                name,
+                " / ".join(fmt.format(v) for v in values),
+                f"{'≥' if higher else '≤'} {target:g}",
+                met,
+            )
+        )
 
     def at(run: dict[str, Any], data: str, peer: str, c: int, key: str) -> float | None:
         if data not in run:
@@ -310,23 +361,27 @@ def goals(runs: list[dict[str, Any]]) -> list[tuple[str, str, str, bool | None]]
         lambda r: r.get("rt", {}).get("sentiserve", {}).get("ready_s"),
         higher=False,
     )
-    ratio("sentiserve resident memory, peak (MB)", 400,
-          lambda r: r.get("rt", {}).get("sentiserve", {}).get("memory_mb", {}).get("VmHWM"),
-          higher=False, fmt="{:.0f}")  # fmt: skip
+    ratio(
+        "sentiserve resident memory, peak (MB)",
+        400,
+        lambda r: r.get("rt", {}).get("sentiserve", {}).get("memory_mb", {}).get("VmHWM"),
+        higher=False,
+        fmt="{:.0f}",
+    )
     ratio(
         "rt, 32 clients, v2 HTTP: sentiserve / Triton throughput",
         1.6,
         lambda r: div(
             at(r, "rt", "sentiserve (v2)", 32, "throughput"),
             at(r, "rt", "triton (v2)", 32, "throughput"),
-        ),  # fmt: skip
+        ),
     )
     ratio(
         "rt, 32 clients, v2 HTTP: sentiserve p99 / Triton p99",
         0.6,
         lambda r: div(
             at(r, "rt", "sentiserve (v2)", 32, "p99_ms"), at(r, "rt", "triton (v2)", 32, "p99_ms")
-        ),  # fmt: skip
+        ),
         higher=False,
     )
     return out
@@ -409,10 +464,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--data", default="rt,long")
     parser.add_argument("--out", default=str(HERE / "RESULTS-serving.md"))
-    parser.add_argument("--no-triton", action="store_true",
-                        help="leave out Triton (and its sentiserve v2 pair)")  # fmt: skip
-    parser.add_argument("--render", metavar="JSON", help="only re-write the report from a "
-                        "previous run's JSON (measures nothing)")  # fmt: skip
+    parser.add_argument(
+        "--no-triton", action="store_true", help="leave out Triton (and its sentiserve v2 pair)"
+    )
+    parser.add_argument(
+        "--render",
+        metavar="JSON",
+        help="only re-write the report from a previous run's JSON (measures nothing)",
+    )
     args = parser.parse_args()
     if args.render:
         runs = json.loads(Path(args.render).read_text())

@@ -99,9 +99,11 @@ def main() -> None:
     version = ModelRepository(args.model_repository).load(args.model)
     m = version.manifest
     tokenizer = Tokenizer(
-        version.file(m.tokenizer.file), max_length=m.max_length, truncation=m.truncation,
+        version.file(m.tokenizer.file),
+        max_length=m.max_length,
+        truncation=m.truncation,
         pad_id=m.pad_id,
-    )  # fmt: skip
+    )
     texts = load_corpus("rt").test.texts[: args.texts]
     encoded = tokenizer.encode(texts)
     singles = [tokenizer.pad([e]) for e in encoded]
@@ -193,8 +195,11 @@ def main() -> None:
         if served >= ACCURACY_TARGET
         else f"missed by {100 * (ACCURACY_TARGET - served):.2f} points"
     )
-    lines += ["", f"Held-out accuracy of the default engine ({default}): **{100 * served:.2f}%** "
-              f"(target ≥ {100 * ACCURACY_TARGET:.0f}%: {verdict})."]  # fmt: skip
+    lines += [
+        "",
+        f"Held-out accuracy of the default engine ({default}): **{100 * served:.2f}%** "
+        f"(target ≥ {100 * ACCURACY_TARGET:.0f}%: {verdict}).",
+    ]
     report = args.build_dir / "build_report.json"
     if report.exists():
         build = json.loads(report.read_text())

@@ -67,9 +67,13 @@ def time_it(run: Callable[[], Any], sync: Callable[[], None], runs: int) -> floa
     return statistics.median(samples)
 
 
-def measure(folder: Path, runs: int, workdir: Path, device: str = "cuda",
-            shapes: list[tuple[int, int]] | None = None,
-            ) -> tuple[list[dict[str, Any]], dict[str, str]]:  # fmt: skip
+def measure(
+    folder: Path,
+    runs: int,
+    workdir: Path,
+    device: str = "cuda",
+    shapes: list[tuple[int, int]] | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
     import numpy as np
     import onnxruntime as ort
     import torch
@@ -120,8 +124,11 @@ def measure(folder: Path, runs: int, workdir: Path, device: str = "cuda",
         )
         names = [i.name for i in session.get_inputs()]
         for shape in shapes:
-            feed = {"input_ids": inputs[shape], "attention_mask": np.ones(shape, dtype=np.int64),
-                    "token_type_ids": np.zeros(shape, dtype=np.int64)}  # fmt: skip
+            feed = {
+                "input_ids": inputs[shape],
+                "attention_mask": np.ones(shape, dtype=np.int64),
+                "token_type_ids": np.zeros(shape, dtype=np.int64),
+            }
             feed = {k: v for k, v in feed.items() if k in names}
             seconds = time_it(partial(session.run, ["logits"], feed), lambda: None, runs)
             rows.append(
@@ -135,9 +142,13 @@ def versions() -> dict[str, str]:
     import torch
     import transformers
 
-    out = {"python": platform.python_version(), "torch": torch.__version__,
-           "cuda": str(torch.version.cuda), "onnxruntime": onnxruntime.__version__,
-           "transformers": transformers.__version__}  # fmt: skip
+    out = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": str(torch.version.cuda),
+        "onnxruntime": onnxruntime.__version__,
+        "transformers": transformers.__version__,
+    }
     try:
         import tensorrt
 
@@ -154,13 +165,16 @@ def main() -> None:
     parser.add_argument("--out", default=str(HERE / "RESULTS-gpu.md"))
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument(
-        "--device", default="cuda", choices=["cuda", "cpu"],
+        "--device",
+        default="cuda",
+        choices=["cuda", "cpu"],
         help="cpu: a quick smoke run of the script itself, not a benchmark",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--shapes", default=None,
+        "--shapes",
+        default=None,
         help="batch x length list, e.g. 1x16,2x32 (default: 1,8,32 x 128,512)",
-    )  # fmt: skip
+    )
     args = parser.parse_args()
     import torch
 
@@ -168,20 +182,31 @@ def main() -> None:
     if args.shapes:
         shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     if args.device == "cuda" and not torch.cuda.is_available():
-        print("no CUDA GPU visible to PyTorch here: nothing measured, nothing written",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "no CUDA GPU visible to PyTorch here: nothing measured, nothing written",
+            file=sys.stderr,
+        )
         return
     gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else "none (CPU smoke run)"
-    lines = ["# GPU engines side by side", "",
-             f"Written by `python benchmarks/gpu.py`. GPU: {gpu}. Median of {args.runs} runs "
-             "after 3 warm-up runs, random token ids, no padding.", "",
-             "- Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()), ""]  # fmt: skip
+    lines = [
+        "# GPU engines side by side",
+        "",
+        f"Written by `python benchmarks/gpu.py`. GPU: {gpu}. Median of {args.runs} runs "
+        "after 3 warm-up runs, random token ids, no padding.",
+        "",
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()),
+        "",
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         for name, folder in models(Path(tmp)).items():
             print(f"measuring {name}", file=sys.stderr)
             rows, unavailable = measure(folder, args.runs, Path(tmp), args.device, shapes)  # type: ignore[arg-type]
-            lines += [f"## {name}", "", "| engine | batch | length | ms | sequences/s |",
-                      "| --- | --- | --- | --- | --- |"]  # fmt: skip
+            lines += [
+                f"## {name}",
+                "",
+                "| engine | batch | length | ms | sequences/s |",
+                "| --- | --- | --- | --- | --- |",
+            ]
             for r in rows:
                 ms, rate = r["seconds"] * 1000, r["batch"] / r["seconds"]
                 lines.append(

@@ -15,8 +15,28 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 POSITIVE_WORDS = ["good", "great", "wonderful", "moving", "brilliant", "fun", "charming", "love"]
 NEGATIVE_WORDS = ["bad", "awful", "boring", "dull", "terrible", "mess", "tedious", "hate"]
-FILLER = ["the", "film", "movie", "was", "a", "and", "plot", "acting", "story", "really", "it",
-          "this", "of", "with", "script", "cast", "ending", "quite", "so", "very"]  # fmt: skip
+FILLER = [
+    "the",
+    "film",
+    "movie",
+    "was",
+    "a",
+    "and",
+    "plot",
+    "acting",
+    "story",
+    "really",
+    "it",
+    "this",
+    "of",
+    "with",
+    "script",
+    "cast",
+    "ending",
+    "quite",
+    "so",
+    "very",
+]
 
 
 def toy_texts(n: int, seed: int = 0) -> list[tuple[str, str]]:
@@ -66,14 +86,25 @@ def build_tiny_bert(folder: Path) -> Path:
     )
     rust.decoder = decoders.WordPiece()
     tokenizer = BertTokenizerFast(
-        tokenizer_object=rust, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-        sep_token="[SEP]", mask_token="[MASK]", model_max_length=128,
-    )  # fmt: skip
+        tokenizer_object=rust,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=128,
+    )
     config = BertConfig(
-        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=128, pad_token_id=0,
-        id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1},
-    )  # fmt: skip
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        pad_token_id=0,
+        id2label={0: "negative", 1: "positive"},
+        label2id={"negative": 0, "positive": 1},
+    )
     import torch
 
     torch.manual_seed(0)
@@ -107,11 +138,16 @@ def tiny_build(tiny_bert: Path, toy_csv: Path, tmp_path_factory: pytest.TempPath
         data=str(toy_csv),
         work_dir=root / "build",
         repository=root / "model_repository",
-        train=TrainConfig(base_model=str(tiny_bert), epochs=3, batch_size=16,
-                          learning_rate=3e-3, max_length=64),
-        optimize=OptimizeSettings(invariance_texts=40, throughput_texts=64,
-                                  calibration_texts=60, threads=1,
-                                  variants=("fp32", "int8", "int8_dynamic")),
-    )  # fmt: skip
+        train=TrainConfig(
+            base_model=str(tiny_bert), epochs=3, batch_size=16, learning_rate=3e-3, max_length=64
+        ),
+        optimize=OptimizeSettings(
+            invariance_texts=40,
+            throughput_texts=64,
+            calibration_texts=60,
+            threads=1,
+            variants=("fp32", "int8", "int8_dynamic"),
+        ),
+    )
     build(config)
     return root

@@ -6,6 +6,7 @@ line and the server maps it to a response in one place.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from http import HTTPStatus
 
 
@@ -68,3 +69,121 @@ class ConfigError(SentiserveError):
     """Invalid settings or typed configuration."""
 
     status = HTTPStatus.BAD_REQUEST
+
+
+# --- Serving errors: what a client of the server (or of the Triton gateway) can be told. ---
+
+
+class InvalidInputError(SentiserveError):
+    """The request is malformed: wrong types, missing or empty texts."""
+
+    status = HTTPStatus.BAD_REQUEST
+
+
+class UnauthorizedError(SentiserveError):
+    """No API key, or the wrong one."""
+
+    status = HTTPStatus.UNAUTHORIZED
+
+
+class ModelControlDisabledError(SentiserveError):
+    """Loading and unloading models over the API is off (``--model-control`` turns it on)."""
+
+    status = HTTPStatus.FORBIDDEN
+
+
+class PayloadTooLargeError(SentiserveError):
+    """Too many texts, or a body over the size limit."""
+
+    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+class BadGatewayError(SentiserveError):
+    """A backend (Triton) answered, but not with what a sentiserve model answers."""
+
+    status = HTTPStatus.BAD_GATEWAY
+
+
+class UnavailableError(SentiserveError):
+    """The server cannot serve this now (shutting down, a backend unreachable); retry later
+    or elsewhere."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+class QueueFullError(UnavailableError):
+    """The queue is full, or too many requests are in flight; retry shortly."""
+
+    retry_after_s = 1
+
+
+class DeadlineExceededError(SentiserveError):
+    """A request's deadline passed before it was answered."""
+
+    status = HTTPStatus.GATEWAY_TIMEOUT
+
+
+@dataclass(frozen=True)
+class ErrorKind:
+    """One row of :data:`ERROR_TABLE`: an error, its HTTP status and its gRPC code.
+
+    Attributes:
+        grpc_code: A ``grpc.StatusCode`` member name (text, so this module imports no gRPC).
+        forward: A server answers this error with this code.
+        reverse: A client that receives this code raises this error.
+    """
+
+    status: HTTPStatus
+    grpc_code: str
+    error: type[SentiserveError]
+    forward: bool = True
+    reverse: bool = True
+
+
+ERROR_TABLE = (
+    ErrorKind(HTTPStatus.BAD_REQUEST, "INVALID_ARGUMENT", InvalidInputError),
+    ErrorKind(HTTPStatus.UNAUTHORIZED, "UNAUTHENTICATED", UnauthorizedError),
+    ErrorKind(HTTPStatus.FORBIDDEN, "PERMISSION_DENIED", ModelControlDisabledError),
+    ErrorKind(HTTPStatus.NOT_FOUND, "NOT_FOUND", ModelNotFoundError),
+    ErrorKind(
+        HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+        "RESOURCE_EXHAUSTED",
+        PayloadTooLargeError,
+        reverse=False,
+    ),
+    # gRPC servers (Triton's, and ours through maximum_concurrent_rpcs) answer
+    # RESOURCE_EXHAUSTED when overloaded: a client is told to retry, not that it sent too much.
+    ErrorKind(HTTPStatus.SERVICE_UNAVAILABLE, "RESOURCE_EXHAUSTED", QueueFullError, forward=False),
+    ErrorKind(HTTPStatus.SERVICE_UNAVAILABLE, "UNAVAILABLE", UnavailableError),
+    ErrorKind(HTTPStatus.GATEWAY_TIMEOUT, "DEADLINE_EXCEEDED", DeadlineExceededError),
+    ErrorKind(HTTPStatus.BAD_GATEWAY, "UNKNOWN", BadGatewayError),
+    ErrorKind(HTTPStatus.INTERNAL_SERVER_ERROR, "INTERNAL", SentiserveError),
+)
+"""The one mapping between sentiserve errors, HTTP statuses and gRPC status codes, read in
+both directions: :func:`grpc_code` (a server answering) and :func:`from_grpc_code` (the
+gateway, a client of Triton, reading an answer)."""
+
+
+def grpc_code(error: SentiserveError) -> str:
+    """The gRPC status code name a server answers ``error`` with: the row of its nearest
+    class in the table, else the first row with its HTTP status, else INTERNAL."""
+    rows = [k for k in ERROR_TABLE if k.forward]
+    for cls in type(error).__mro__:
+        if cls is SentiserveError:
+            break
+        for kind in rows:
+            if kind.error is cls:
+                return kind.grpc_code
+    for kind in rows:
+        if kind.status == error.status:
+            return kind.grpc_code
+    return "INTERNAL"
+
+
+def from_grpc_code(code: str, message: str) -> SentiserveError:
+    """The error a client of a gRPC server raises for a status ``code`` (a
+    ``grpc.StatusCode`` name); a code not in the table means the backend failed (503)."""
+    for kind in ERROR_TABLE:
+        if kind.reverse and kind.grpc_code == code:
+            return kind.error(message)
+    return UnavailableError(message)

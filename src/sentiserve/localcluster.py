@@ -73,8 +73,14 @@ def is_ready(url: str) -> bool:
 class LocalCluster:
     """Replicas on free ports plus HAProxy on ``port``; ``stop()`` ends every process."""
 
-    def __init__(self, repository: str, replicas: int = 3, port: int = 8080,
-                 workdir: Path | None = None, extra: tuple[str, ...] = ()) -> None:  # fmt: skip
+    def __init__(
+        self,
+        repository: str,
+        replicas: int = 3,
+        port: int = 8080,
+        workdir: Path | None = None,
+        extra: tuple[str, ...] = (),
+    ) -> None:
         if replicas < 1:
             raise ConfigError("at least one replica")
         if shutil.which("haproxy") is None:
@@ -90,11 +96,24 @@ class LocalCluster:
             for _ in range(self.count):
                 http = free_port()
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "sentiserve", "serve", "--model-repository",
-                     self.repository, "--http-port", str(http), "--grpc-port", "0",
-                     "--metrics-port", str(free_port()), *self.extra],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                )  # fmt: skip
+                    [
+                        sys.executable,
+                        "-m",
+                        "sentiserve",
+                        "serve",
+                        "--model-repository",
+                        self.repository,
+                        "--http-port",
+                        str(http),
+                        "--grpc-port",
+                        "0",
+                        "--metrics-port",
+                        str(free_port()),
+                        *self.extra,
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
                 self.replicas.append((proc, http))
             deadline = time.monotonic() + timeout_s
             for proc, http in self.replicas:
@@ -102,18 +121,22 @@ class LocalCluster:
                     if proc.poll() is not None or time.monotonic() > deadline:
                         raise ClusterError(f"replica on port {http} did not become ready")
                     time.sleep(0.1)
-            servers = "\n".join(f"    server r{i} 127.0.0.1:{http} check"
-                                for i, (_, http) in enumerate(self.replicas))  # fmt: skip
+            servers = "\n".join(
+                f"    server r{i} 127.0.0.1:{http} check"
+                for i, (_, http) in enumerate(self.replicas)
+            )
             config = self.workdir / "haproxy.cfg"
             config.write_text(HAPROXY_CONFIG.format(port=self.port, servers=servers))
-            check = subprocess.run(["haproxy", "-c", "-q", "-f", str(config)],
-                                   capture_output=True, text=True)  # fmt: skip
+            check = subprocess.run(
+                ["haproxy", "-c", "-q", "-f", str(config)], capture_output=True, text=True
+            )
             if check.returncode != 0:
                 raise ClusterError(f"haproxy rejected its configuration: {check.stderr}")
             self.balancer = subprocess.Popen(
                 ["haproxy", "-db", "-f", str(config)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             while not is_ready(self.url):
                 if self.balancer.poll() is not None or time.monotonic() > deadline:
                     raise ClusterError(f"haproxy did not start on {self.url}")
@@ -148,15 +171,17 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--threads", type=int, default=1, help="engine threads per replica")
     args = parser.parse_args()
-    cluster = LocalCluster(args.model_repository, args.replicas, args.port,
-                           extra=("--threads", str(args.threads)))  # fmt: skip
+    cluster = LocalCluster(
+        args.model_repository, args.replicas, args.port, extra=("--threads", str(args.threads))
+    )
     try:
         cluster.start()
     except SentiserveError as exc:
         sys.exit(f"error: {exc}")
     ports = ", ".join(str(http) for _, http in cluster.replicas)
-    sys.stderr.write(f"ready: {cluster.url}/v1/sentiment -> replicas on ports {ports}; "
-                     "Ctrl-C to stop\n")  # fmt: skip
+    sys.stderr.write(
+        f"ready: {cluster.url}/v1/sentiment -> replicas on ports {ports}; Ctrl-C to stop\n"
+    )
     signal.signal(signal.SIGTERM, lambda *_: cluster.stop())
     try:
         while cluster.balancer is not None and cluster.balancer.poll() is None:

@@ -24,8 +24,14 @@ class PrometheusError(SentiserveError):
     """Prometheus is missing, or did not start."""
 
 
-def config(targets: list[str], rules: Path, *, scrape_s: float = 5, evaluate_s: float = 15,
-           job: str = "sentiserve") -> dict[str, object]:  # fmt: skip
+def config(
+    targets: list[str],
+    rules: Path,
+    *,
+    scrape_s: float = 5,
+    evaluate_s: float = 15,
+    job: str = "sentiserve",
+) -> dict[str, object]:
     """The same shape as deploy/monitoring/prometheus.yml, for any targets."""
     return {
         "global": {"scrape_interval": f"{scrape_s:g}s", "evaluation_interval": f"{evaluate_s:g}s"},
@@ -49,9 +55,17 @@ class Prometheus:
                 self.process.wait()
 
 
-def start(targets: list[str], workdir: Path, *, port: int = 9090, rules: Path = DEFAULT_RULES,
-          scrape_s: float = 5, evaluate_s: float = 15, binary: str = "prometheus",
-          timeout_s: float = 60) -> Prometheus:  # fmt: skip
+def start(
+    targets: list[str],
+    workdir: Path,
+    *,
+    port: int = 9090,
+    rules: Path = DEFAULT_RULES,
+    scrape_s: float = 5,
+    evaluate_s: float = 15,
+    binary: str = "prometheus",
+    timeout_s: float = 60,
+) -> Prometheus:
     """Write a configuration into ``workdir`` and start Prometheus on 127.0.0.1:``port``.
 
     Returns once Prometheus answers ``/-/ready``.
@@ -67,15 +81,22 @@ def start(targets: list[str], workdir: Path, *, port: int = 9090, rules: Path = 
         raise ConfigError("no scrape targets")
     workdir.mkdir(parents=True, exist_ok=True)
     config_file = workdir / "prometheus.yml"
-    config_file.write_text(yaml.safe_dump(config(targets, rules, scrape_s=scrape_s,
-                                                 evaluate_s=evaluate_s)))  # fmt: skip
+    config_file.write_text(
+        yaml.safe_dump(config(targets, rules, scrape_s=scrape_s, evaluate_s=evaluate_s))
+    )
     url = f"http://127.0.0.1:{port}"
     log = (workdir / "prometheus.log").open("wb")
     process = subprocess.Popen(
-        [executable, f"--config.file={config_file}", f"--web.listen-address=127.0.0.1:{port}",
-         f"--storage.tsdb.path={workdir / 'data'}", "--web.enable-lifecycle"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            executable,
+            f"--config.file={config_file}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            "--web.enable-lifecycle",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     running = Prometheus(process, url)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

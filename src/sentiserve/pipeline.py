@@ -123,8 +123,12 @@ def build(config: BuildConfig, progress: Progress = lambda _m: None) -> BuildRep
     else:
         progress("exporting to ONNX and checking parity")
         onnx_dir.mkdir(parents=True, exist_ok=True)
-        res = export(model_dir, onnx_dir / "model.onnx", texts=corpus.validation.texts[:64],
-                     max_length=config.train.max_length)  # fmt: skip
+        res = export(
+            model_dir,
+            onnx_dir / "model.onnx",
+            texts=corpus.validation.texts[:64],
+            max_length=config.train.max_length,
+        )
         _mark_done(onnx_dir, export_print, max_abs_diff=res.max_abs_diff)
         stages["export"] = f"max |Δlogit| {res.max_abs_diff:.1e}"
     seconds["export"] = time.perf_counter() - start
@@ -138,9 +142,15 @@ def build(config: BuildConfig, progress: Progress = lambda _m: None) -> BuildRep
     else:
         if opt_dir.exists():
             shutil.rmtree(opt_dir)
-        opt = optimize(onnx_dir / "model.onnx", model_dir, opt_dir, corpus,
-                       max_length=config.train.max_length, settings=config.optimize,
-                       progress=progress)  # fmt: skip
+        opt = optimize(
+            onnx_dir / "model.onnx",
+            model_dir,
+            opt_dir,
+            corpus,
+            max_length=config.train.max_length,
+            settings=config.optimize,
+            progress=progress,
+        )
         _mark_done(opt_dir, opt_print)
         stages["optimize"] = "defaults " + ", ".join(f"{k}={v}" for k, v in opt.defaults.items())
     seconds["optimize"] = time.perf_counter() - start
@@ -155,9 +165,13 @@ def build(config: BuildConfig, progress: Progress = lambda _m: None) -> BuildRep
     else:
         progress("writing the model repository")
         version = write_from_build(
-            work, config.repository, config.model_name, corpus,
-            truncation=config.truncation, build_fingerprint=opt_print,
-        )  # fmt: skip
+            work,
+            config.repository,
+            config.model_name,
+            corpus,
+            truncation=config.truncation,
+            build_fingerprint=opt_print,
+        )
         stages["repository"] = f"wrote {config.model_name} v{version.version}"
     seconds["repository"] = time.perf_counter() - start
     if skipped != set(stages):
@@ -189,10 +203,19 @@ def write_report(
         else seconds[stage]
         for stage in stages
     }
-    path.write_text(json.dumps({
-        "command": "sentiserve build", "stages": stages, "seconds": merged,
-        "total_seconds": sum(merged.values()), "version": version,
-    }, indent=2) + "\n")  # fmt: skip
+    path.write_text(
+        json.dumps(
+            {
+                "command": "sentiserve build",
+                "stages": stages,
+                "seconds": merged,
+                "total_seconds": sum(merged.values()),
+                "version": version,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
 
 
 def _can_resume(model_dir: Path, print_: str) -> bool:
@@ -237,9 +260,11 @@ def write_from_build(
     engine_files = {v: opt_dir / f for v, f in opt["files"].items() if v in SHIPPED}
     evaluation: dict[str, dict[str, Any]] = dict(opt["reports"])
     evaluation["pytorch"] = {
-        "accuracy": metrics["test"]["accuracy"], "f1": metrics["test"]["f1"],
-        "confusion": metrics["test"]["confusion"], "n": metrics["test"]["n"],
-    }  # fmt: skip
+        "accuracy": metrics["test"]["accuracy"],
+        "f1": metrics["test"]["f1"],
+        "confusion": metrics["test"]["confusion"],
+        "n": metrics["test"]["n"],
+    }
     for variant, why in opt.get("skipped", {}).items():
         evaluation.setdefault(variant, {"note": why})
     provenance = {
@@ -255,13 +280,19 @@ def write_from_build(
     if corpus is not None and corpus.name != metrics["corpus"]:
         raise RepositoryError(f"build was trained on {metrics['corpus']}, not {corpus.name}")
     return write_version(
-        repository, name,
-        labels=labels, max_length=int(train_config["max_length"]),
-        pad_id=int(model_config.get("pad_token_id") or 0), inputs=onnx_inputs,
-        tokenizer_file=model_dir / "tokenizer.json", engine_files=engine_files,
-        default_engine=opt["defaults"], evaluation=evaluation, provenance=provenance,
+        repository,
+        name,
+        labels=labels,
+        max_length=int(train_config["max_length"]),
+        pad_id=int(model_config.get("pad_token_id") or 0),
+        inputs=onnx_inputs,
+        tokenizer_file=model_dir / "tokenizer.json",
+        engine_files=engine_files,
+        default_engine=opt["defaults"],
+        evaluation=evaluation,
+        provenance=provenance,
         truncation=truncation,
-    )  # fmt: skip
+    )
 
 
 def _onnx_inputs(path: Path) -> list[str]:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
 from sentiserve.engine.base import Engine
-from sentiserve.engine.onnxruntime import OnnxRuntimeEngine, device, providers_for
+from sentiserve.engine.onnxruntime import CPU, OnnxRuntimeEngine, device, providers_for
 from sentiserve.engine.predict import predict_probabilities
 from sentiserve.engine.tokenizer import Tokenizer, Truncation
 from sentiserve.errors import ModelNotFoundError
@@ -25,10 +26,20 @@ class ServedModel:
     variant: str
     tokenizer: Tokenizer
     engine: Engine
+    engine_file: Path
+    providers: tuple[str, ...]
 
     @property
     def labels(self) -> list[str]:
         return self.version.manifest.labels
+
+    @property
+    def device(self) -> str:
+        return "cpu" if self.providers == (CPU,) else "cuda"
+
+    def open_engine(self, threads: int | None) -> Engine:
+        """Another session of this model's engine (an engine instance of its own)."""
+        return OnnxRuntimeEngine(self.engine_file, threads=threads, providers=self.providers)
 
     def probabilities(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         """Class probabilities per text, computed in length-sorted padded batches."""
@@ -69,5 +80,6 @@ def open_model(
         truncation=truncation or manifest.truncation,
         pad_id=manifest.pad_id,
     )
-    onnx_engine = OnnxRuntimeEngine(version.file(entry.file), threads=threads, providers=providers)
-    return ServedModel(version, variant, tokenizer, onnx_engine)
+    path = version.file(entry.file)
+    onnx_engine = OnnxRuntimeEngine(path, threads=threads, providers=providers)
+    return ServedModel(version, variant, tokenizer, onnx_engine, path, tuple(providers))

@@ -26,22 +26,43 @@ VARIANTS = {
     "defaults": [],
     "values-cpu": ["-f", str(CHART / "values-cpu.yaml")],
     "pvc, api key secret, no autoscaling": [
-        "--set", "model.source=pvc", "--set", "model.pvc.claimName=models-efs",
-        "--set", "apiKey.existingSecret=my-key", "--set", "autoscaling.enabled=false",
-        "--set", "networkPolicy.enabled=false", "--set", "grafanaDashboard.enabled=false",
+        "--set",
+        "model.source=pvc",
+        "--set",
+        "model.pvc.claimName=models-efs",
+        "--set",
+        "apiKey.existingSecret=my-key",
+        "--set",
+        "autoscaling.enabled=false",
+        "--set",
+        "networkPolicy.enabled=false",
+        "--set",
+        "grafanaDashboard.enabled=false",
     ],
     "api key value, monitoring on": [
-        "--set", "apiKey.value=0123456789abcdef", "--set", "serviceMonitor.enabled=true",
-        "--set", "prometheusRule.enabled=true",
+        "--set",
+        "apiKey.value=0123456789abcdef",
+        "--set",
+        "serviceMonitor.enabled=true",
+        "--set",
+        "prometheusRule.enabled=true",
     ],
     "values-eks-gpu": ["-f", str(GPU_VALUES)],
     "triton, keda, pvc": [
-        "--set", "mode=triton", "--set", "triton.autoscaling.kind=keda",
-        "--set", "triton.autoscaling.keda.serverAddress=http://prometheus.monitoring:9090",
-        "--set", "model.source=pvc", "--set", "model.pvc.claimName=models-efs",
-        "--set", "serviceMonitor.enabled=true",
+        "--set",
+        "mode=triton",
+        "--set",
+        "triton.autoscaling.kind=keda",
+        "--set",
+        "triton.autoscaling.keda.serverAddress=http://prometheus.monitoring:9090",
+        "--set",
+        "model.source=pvc",
+        "--set",
+        "model.pvc.claimName=models-efs",
+        "--set",
+        "serviceMonitor.enabled=true",
     ],
-}  # fmt: skip
+}
 
 
 def helm(*args: str) -> subprocess.CompletedProcess[str]:
@@ -55,8 +76,9 @@ def render(args: list[str]) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS), ids=list(VARIANTS))
-def rendered(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-             ) -> tuple[str, list[dict[str, Any]], Path]:  # fmt: skip
+def rendered(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, list[dict[str, Any]], Path]:
     docs = render(VARIANTS[request.param])
     path = tmp_path_factory.mktemp("helm") / "rendered.yaml"
     path.write_text(yaml.safe_dump_all(docs))
@@ -82,8 +104,12 @@ def test_lint_passes_for_every_values_file() -> None:
 
 def test_manifests_validate_against_kubernetes_1_30(rendered: tuple[str, Any, Path]) -> None:
     _, docs, path = rendered
-    done = subprocess.run([str(VALIDATE), "-k", "1.30.0", "--strict", str(path)],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [str(VALIDATE), "-k", "1.30.0", "--strict", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     core = [d for d in docs if d["kind"] not in CRDS]
     assert done.stdout.count("passed for resource") == len(core)
@@ -120,8 +146,9 @@ def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
 
 def only_match(selector: dict[str, str], deployments: list[dict[str, Any]]) -> dict[str, Any]:
     """The one Deployment whose pods ``selector`` selects (it must select exactly one)."""
-    matched = [d for d in deployments
-               if selects(selector, d["spec"]["template"]["metadata"]["labels"])]  # fmt: skip
+    matched = [
+        d for d in deployments if selects(selector, d["spec"]["template"]["metadata"]["labels"])
+    ]
     assert len(matched) == 1, f"{selector} selects {len(matched)} deployments"
     return matched[0]
 
@@ -149,8 +176,11 @@ def test_selectors_and_targets_point_at_the_deployments(rendered: tuple[str, Any
         assert ports == {8000, 8001, 8002}
     services = kinds(docs, "Service")
     for monitor in kinds(docs, "ServiceMonitor"):
-        (service,) = [s for s in services if selects(monitor["spec"]["selector"]["matchLabels"],
-                                                     s["metadata"]["labels"])]  # fmt: skip
+        (service,) = [
+            s
+            for s in services
+            if selects(monitor["spec"]["selector"]["matchLabels"], s["metadata"]["labels"])
+        ]
         assert monitor["spec"]["endpoints"][0]["port"] in {
             p["name"] for p in service["spec"]["ports"]
         }
@@ -180,8 +210,10 @@ def test_monitoring_objects_carry_the_shipped_rules_and_dashboard() -> None:
         d for d in kinds(docs, "ConfigMap") if d["metadata"]["name"].endswith("dashboard")
     ]
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
-    assert dashboard["data"]["sentiserve.json"].strip() == (
-        ROOT / "deploy/monitoring/dashboards/sentiserve.json").read_text().strip()  # fmt: skip
+    assert (
+        dashboard["data"]["sentiserve.json"].strip()
+        == (ROOT / "deploy/monitoring/dashboards/sentiserve.json").read_text().strip()
+    )
     for name in ("sentiserve.rules.yml", "sentiserve.json"):
         copy = (CHART / "files" / name).read_text()
         source = next((ROOT / "deploy" / "monitoring").rglob(name)).read_text()
@@ -189,8 +221,11 @@ def test_monitoring_objects_carry_the_shipped_rules_and_dashboard() -> None:
 
 
 def component(docs: list[dict[str, Any]], name: str) -> dict[str, Any]:
-    (found,) = [d for d in kinds(docs, "Deployment")
-                if d["metadata"]["labels"]["app.kubernetes.io/component"] == name]  # fmt: skip
+    (found,) = [
+        d
+        for d in kinds(docs, "Deployment")
+        if d["metadata"]["labels"]["app.kubernetes.io/component"] == name
+    ]
     return found
 
 
@@ -205,8 +240,9 @@ def test_triton_runs_on_gpu_nodes_behind_the_gateway() -> None:
     gpu_group = next(g for g in cluster["managedNodeGroups"] if "g4dn" in g["instanceType"])
     assert selects(pod["nodeSelector"], gpu_group["labels"])
     for taint in gpu_group["taints"]:
-        assert any(t["key"] == taint["key"] and t["effect"] == taint["effect"]
-                   for t in pod["tolerations"]), f"taint {taint} not tolerated"  # fmt: skip
+        assert any(
+            t["key"] == taint["key"] and t["effect"] == taint["effect"] for t in pod["tolerations"]
+        ), f"taint {taint} not tolerated"
     args = container["args"]
     assert "--model-repository=s3://my-models/sentiment-repo-gpu" in args
     assert "--strict-readiness=true" in args
@@ -229,9 +265,14 @@ def test_triton_runs_on_gpu_nodes_behind_the_gateway() -> None:
 def test_only_the_gateway_reaches_triton() -> None:
     docs = render(VARIANTS["values-eks-gpu"])
     triton, gateway = component(docs, "triton"), component(docs, "server")
-    policy = next(p for p in kinds(docs, "NetworkPolicy")
-                  if selects(p["spec"]["podSelector"]["matchLabels"],
-                             triton["spec"]["template"]["metadata"]["labels"]))  # fmt: skip
+    policy = next(
+        p
+        for p in kinds(docs, "NetworkPolicy")
+        if selects(
+            p["spec"]["podSelector"]["matchLabels"],
+            triton["spec"]["template"]["metadata"]["labels"],
+        )
+    )
     for rule in policy["spec"]["ingress"]:
         ports = {p["port"] for p in rule["ports"]}
         if ports & {8000, 8001}:
@@ -258,8 +299,11 @@ def test_triton_scales_on_the_queue_time_recording_rule() -> None:
 
     docs = render(VARIANTS["values-eks-gpu"])
     triton = component(docs, "triton")
-    (hpa,) = [h for h in kinds(docs, "HorizontalPodAutoscaler")
-              if h["spec"]["scaleTargetRef"]["name"] == triton["metadata"]["name"]]  # fmt: skip
+    (hpa,) = [
+        h
+        for h in kinds(docs, "HorizontalPodAutoscaler")
+        if h["spec"]["scaleTargetRef"]["name"] == triton["metadata"]["name"]
+    ]
     (metric,) = hpa["spec"]["metrics"]
     assert metric["type"] == "Pods"
     assert metric["pods"]["metric"]["name"] == adapter["name"]["as"]
@@ -271,16 +315,20 @@ def test_triton_scales_on_the_queue_time_recording_rule() -> None:
     assert trigger["type"] == "prometheus"
     assert series in trigger["metadata"]["query"]
     assert scaled["spec"]["scaleTargetRef"]["name"] == component(docs, "triton")["metadata"]["name"]
-    assert not [h for h in kinds(docs, "HorizontalPodAutoscaler")
-                if h["spec"]["scaleTargetRef"]["name"].endswith("-triton")]  # fmt: skip
+    assert not [
+        h
+        for h in kinds(docs, "HorizontalPodAutoscaler")
+        if h["spec"]["scaleTargetRef"]["name"].endswith("-triton")
+    ]
     (container,) = component(docs, "triton")["spec"]["template"]["spec"]["containers"]
     assert "--model-repository=/models" in container["args"]
 
 
 def test_embedded_mode_has_no_triton() -> None:
     docs = render([])
-    assert [d["metadata"]["labels"]["app.kubernetes.io/component"]
-            for d in kinds(docs, "Deployment")] == ["server"]  # fmt: skip
+    assert [
+        d["metadata"]["labels"]["app.kubernetes.io/component"] for d in kinds(docs, "Deployment")
+    ] == ["server"]
     assert not any(d["metadata"]["name"].endswith("-triton") for d in docs)
 
 

@@ -20,17 +20,29 @@ MAJORITY_BASELINE = 1150 / 2000
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "sentiserve", *args], capture_output=True, text=True,
-        env=env, timeout=1800, check=False,
-    )  # fmt: skip
+        [sys.executable, "-m", "sentiserve", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1800,
+        check=False,
+    )
 
 
 def test_real_build_beats_the_majority_class(tmp_path: Path) -> None:
     repo = tmp_path / "model_repository"
     proc = run(
-        "build", "--work-dir", str(tmp_path / "build"), "--model-repository", str(repo),
-        "--max-steps", "150", "--batch-size", "16", "--json",
-    )  # fmt: skip
+        "build",
+        "--work-dir",
+        str(tmp_path / "build"),
+        "--model-repository",
+        str(repo),
+        "--max-steps",
+        "150",
+        "--batch-size",
+        "16",
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["version"] == 1

@@ -26,12 +26,28 @@ def start_server(
 ) -> Running:
     http, grpc, metrics = free_port(), free_port(), free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sentiserve", "serve", "--model-repository", str(repo),
-         "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
-         "--threads", "1", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "sentiserve",
+            "serve",
+            "--model-repository",
+            str(repo),
+            "--http-port",
+            str(http),
+            "--grpc-port",
+            str(grpc),
+            "--metrics-port",
+            str(metrics),
+            "--threads",
+            "1",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "SENTISERVE_LOG_LEVEL": "WARNING", **(env or {})},
-    )  # fmt: skip
+    )
     running = Running(proc, http, grpc, metrics)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

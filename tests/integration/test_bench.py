@@ -26,8 +26,10 @@ def server(tiny_build: Path) -> Iterator[Running]:
 def texts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("bench") / "texts.txt"
     words = ["good", "bad", "film", "dull", "great", "plot", "acting", "superb"]
-    path.write_text("\n".join(" ".join(words[(i + k) % 8] for k in range(3 + i % 20))
-                              for i in range(200)) + "\n")  # fmt: skip
+    path.write_text(
+        "\n".join(" ".join(words[(i + k) % 8] for k in range(3 + i % 20)) for i in range(200))
+        + "\n"
+    )
     return path
 
 
@@ -35,20 +37,37 @@ def bench(*args: str, key: str | None = KEY) -> dict[str, object]:
     env = {"PATH": "/usr/bin:/bin", "SENTISERVE_LOG_LEVEL": "WARNING"}
     if key:
         env["SENTISERVE_API_KEY"] = key
-    done = subprocess.run([sys.executable, "-m", "sentiserve", "bench", "--json", *args],
-                          capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "sentiserve", "bench", "--json", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     result: dict[str, object] = json.loads(done.stdout)
     return result
 
 
-def test_closed_loop_sweep_with_server_metrics_and_files(server: Running, texts: Path,
-                                                         tmp_path: Path) -> None:  # fmt: skip
+def test_closed_loop_sweep_with_server_metrics_and_files(
+    server: Running, texts: Path, tmp_path: Path
+) -> None:
     out = bench(
-        "--url", server.url, "--concurrency", "1,4", "--duration", "1.5", "--warmup", "0.3",
-        "--data", str(texts), "--metrics-url", f"http://127.0.0.1:{server.metrics_port}/metrics",
-        "--out", str(tmp_path / "report"),
-    )  # fmt: skip
+        "--url",
+        server.url,
+        "--concurrency",
+        "1,4",
+        "--duration",
+        "1.5",
+        "--warmup",
+        "0.3",
+        "--data",
+        str(texts),
+        "--metrics-url",
+        f"http://127.0.0.1:{server.metrics_port}/metrics",
+        "--out",
+        str(tmp_path / "report"),
+    )
     results = out["results"]
     assert isinstance(results, list)
     assert [r["concurrency"] for r in results] == [1, 4]
@@ -69,16 +88,42 @@ def test_closed_loop_sweep_with_server_metrics_and_files(server: Running, texts:
 @pytest.mark.parametrize("protocol", ["v2-http", "v2-grpc"])
 def test_v2_protocols(server: Running, texts: Path, protocol: str) -> None:
     url = server.url if protocol == "v2-http" else f"127.0.0.1:{server.grpc_port}"
-    out = bench("--url", url, "--protocol", protocol, "--concurrency", "2", "--duration", "1",
-                "--warmup", "0.2", "--data", str(texts), "--metrics-url", "none")  # fmt: skip
+    out = bench(
+        "--url",
+        url,
+        "--protocol",
+        protocol,
+        "--concurrency",
+        "2",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.2",
+        "--data",
+        str(texts),
+        "--metrics-url",
+        "none",
+    )
     (row,) = out["results"]  # type: ignore[misc]
     assert row["errors"] == 0
     assert row["requests"] > 5
 
 
 def test_open_loop_offers_the_rate(server: Running, texts: Path) -> None:
-    out = bench("--url", server.url, "--rate", "40", "--duration", "2", "--warmup", "0.2",
-                "--data", str(texts), "--metrics-url", "none")  # fmt: skip
+    out = bench(
+        "--url",
+        server.url,
+        "--rate",
+        "40",
+        "--duration",
+        "2",
+        "--warmup",
+        "0.2",
+        "--data",
+        str(texts),
+        "--metrics-url",
+        "none",
+    )
     (row,) = out["results"]  # type: ignore[misc]
     assert row["rate"] == 40
     assert row["errors"] == 0
@@ -88,15 +133,37 @@ def test_open_loop_offers_the_rate(server: Running, texts: Path) -> None:
 
 def test_failures_are_counted_by_kind_not_raised(server: Running, texts: Path) -> None:
     wrong = bench(
-        "--url", server.url, "--concurrency", "1", "--duration", "0.5", "--warmup", "0",
-        "--data", str(texts), "--metrics-url", "none", key="not-the-key",
-    )  # fmt: skip
+        "--url",
+        server.url,
+        "--concurrency",
+        "1",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0",
+        "--data",
+        str(texts),
+        "--metrics-url",
+        "none",
+        key="not-the-key",
+    )
     (row,) = wrong["results"]  # type: ignore[misc]
     assert row["requests"] == 0
     assert set(row["errors_by_kind"]) == {"http 401"}
-    closed = bench("--url", f"http://127.0.0.1:{free_port()}", "--concurrency", "1",
-                   "--duration", "0.5", "--warmup", "0", "--data", str(texts),
-                   "--metrics-url", "none")  # fmt: skip
+    closed = bench(
+        "--url",
+        f"http://127.0.0.1:{free_port()}",
+        "--concurrency",
+        "1",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0",
+        "--data",
+        str(texts),
+        "--metrics-url",
+        "none",
+    )
     (row,) = closed["results"]  # type: ignore[misc]
     assert row["requests"] == 0
     assert set(row["errors_by_kind"]) == {"connection"}

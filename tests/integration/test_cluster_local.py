@@ -14,16 +14,18 @@ import pytest
 
 from sentiserve.localcluster import LocalCluster, free_port
 
-pytestmark = pytest.mark.skipif(shutil.which("haproxy") is None,
-                                reason="haproxy missing (Debian package haproxy)")  # fmt: skip
+pytestmark = pytest.mark.skipif(
+    shutil.which("haproxy") is None, reason="haproxy missing (Debian package haproxy)"
+)
 
 CLIENTS = 6
 
 
 @pytest.mark.timeout(180)
 def test_killing_a_replica_under_load_loses_nothing(tiny_build: Path) -> None:
-    cluster = LocalCluster(str(tiny_build / "model_repository"), replicas=3, port=free_port(),
-                           extra=("--threads", "1")).start()  # fmt: skip
+    cluster = LocalCluster(
+        str(tiny_build / "model_repository"), replicas=3, port=free_port(), extra=("--threads", "1")
+    ).start()
     outcomes: list[tuple[float, int]] = []  # (time, status; 0 = no answer)
     stop = threading.Event()
 

@@ -18,11 +18,28 @@ def test_no_generated_request_gets_a_server_error(tiny_build: Path, tmp_path: Pa
     try:
         cli = Path(sys.executable).with_name("schemathesis")
         proc = subprocess.run(
-            [str(cli), "run", f"{running.url}/openapi.json", "--checks", "not_a_server_error",
-             "--max-examples", str(EXAMPLES), "--seed", "7", "--workers", "1",
-             "--report", "junit", "--report-dir", str(tmp_path)],
-            capture_output=True, text=True, timeout=900, check=False,
-        )  # fmt: skip
+            [
+                str(cli),
+                "run",
+                f"{running.url}/openapi.json",
+                "--checks",
+                "not_a_server_error",
+                "--max-examples",
+                str(EXAMPLES),
+                "--seed",
+                "7",
+                "--workers",
+                "1",
+                "--report",
+                "junit",
+                "--report-dir",
+                str(tmp_path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
         summary = proc.stdout[-3000:]
         assert proc.returncode == 0, summary
         assert " passed" in summary

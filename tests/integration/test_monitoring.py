@@ -39,8 +39,14 @@ def server(tiny_build: Path) -> Iterator[Running]:
 @pytest.fixture(scope="module")
 def prometheus(server: Running, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     workdir = tmp_path_factory.mktemp("prometheus")
-    running = monitoring.start([f"127.0.0.1:{server.metrics_port}"], workdir, port=free_port(),
-                               rules=RULES_DIR, scrape_s=1, evaluate_s=1)  # fmt: skip
+    running = monitoring.start(
+        [f"127.0.0.1:{server.metrics_port}"],
+        workdir,
+        port=free_port(),
+        rules=RULES_DIR,
+        scrape_s=1,
+        evaluate_s=1,
+    )
     stopping = threading.Event()
 
     def traffic() -> None:

@@ -37,9 +37,14 @@ class Outcome:
 @pytest.fixture(scope="module")
 def server(tiny_build: Path) -> Iterator[Running]:
     running = start_server(
-        tiny_build / "model_repository", "--max-queue-size", str(4 * TEXTS_PER_REQUEST),
-        "--max-batch-size", str(TEXTS_PER_REQUEST), "--max-in-flight", "16",
-    )  # fmt: skip
+        tiny_build / "model_repository",
+        "--max-queue-size",
+        str(4 * TEXTS_PER_REQUEST),
+        "--max-batch-size",
+        str(TEXTS_PER_REQUEST),
+        "--max-in-flight",
+        "16",
+    )
     yield running
     stop(running)
 
@@ -115,8 +120,12 @@ async def scenario(server: Running) -> dict[str, object]:
             if await closed(s, url, 1.0) >= 0.7 * capacity:
                 recovered_at = time.perf_counter() - started
                 break
-    return {"capacity": capacity, "outcomes": outcomes, "rss": (rss_before, rss_after),
-            "recovered_at": recovered_at}  # fmt: skip
+    return {
+        "capacity": capacity,
+        "outcomes": outcomes,
+        "rss": (rss_before, rss_after),
+        "recovered_at": recovered_at,
+    }
 
 
 @pytest.mark.timeout(180)

@@ -20,9 +20,14 @@ from sentiserve.repository.layout import ModelRepository
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "SENTISERVE_LOG_LEVEL": "WARNING"}
     return subprocess.run(
-        [sys.executable, "-m", "sentiserve", *args], capture_output=True, text=True,
-        env=env, cwd=cwd, timeout=600, check=False,
-    )  # fmt: skip
+        [sys.executable, "-m", "sentiserve", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=600,
+        check=False,
+    )
 
 
 def test_build_writes_a_verified_repository(tiny_build: Path) -> None:
@@ -55,13 +60,21 @@ def test_second_build_skips_every_stage(tiny_build: Path) -> None:
     model = json.loads((tiny_build / "build/model/train_config.json").read_text())
     source = json.loads((tiny_build / "build/model/metrics.json").read_text())["provenance"]
     start = time.perf_counter()
-    report = build(BuildConfig(
-        data=source["source"], work_dir=tiny_build / "build",
-        repository=tiny_build / "model_repository",
-        train=TrainConfig(base_model=model["base_model"], epochs=3, batch_size=16,
-                          learning_rate=3e-3, max_length=64),
-        optimize=_tiny_optimize(),
-    ))  # fmt: skip
+    report = build(
+        BuildConfig(
+            data=source["source"],
+            work_dir=tiny_build / "build",
+            repository=tiny_build / "model_repository",
+            train=TrainConfig(
+                base_model=model["base_model"],
+                epochs=3,
+                batch_size=16,
+                learning_rate=3e-3,
+                max_length=64,
+            ),
+            optimize=_tiny_optimize(),
+        )
+    )
     assert all("up to date" in s for s in report.stages.values()), report.stages
     assert report.version.version == 1
     assert time.perf_counter() - start < 30
@@ -70,8 +83,13 @@ def test_second_build_skips_every_stage(tiny_build: Path) -> None:
 def _tiny_optimize() -> object:
     from sentiserve.optimize.variants import OptimizeSettings
 
-    return OptimizeSettings(invariance_texts=40, throughput_texts=64, calibration_texts=60,
-                            threads=1, variants=("fp32", "int8", "int8_dynamic"))  # fmt: skip
+    return OptimizeSettings(
+        invariance_texts=40,
+        throughput_texts=64,
+        calibration_texts=60,
+        threads=1,
+        variants=("fp32", "int8", "int8_dynamic"),
+    )
 
 
 def test_evaluate_json_reproduces_the_manifest(tiny_build: Path) -> None:
@@ -79,8 +97,16 @@ def test_evaluate_json_reproduces_the_manifest(tiny_build: Path) -> None:
     data = json.loads((tiny_build / "build/model/metrics.json").read_text())["provenance"]["source"]
     manifest = ModelRepository(repo).load("sentiment").manifest
     for engine in ("fp32", "int8"):
-        proc = cli("evaluate", "--model-repository", str(repo), "--data", data,
-                   "--engine", engine, "--json")  # fmt: skip
+        proc = cli(
+            "evaluate",
+            "--model-repository",
+            str(repo),
+            "--data",
+            data,
+            "--engine",
+            engine,
+            "--json",
+        )
         assert proc.returncode == 0, proc.stderr
         lines = proc.stdout.strip().splitlines()
         assert len(lines) == 1
@@ -115,8 +141,15 @@ def test_bad_data_is_one_clear_line(tmp_path: Path, tiny_bert: Path) -> None:
 
 
 def test_missing_base_model_is_a_clear_error(tmp_path: Path, toy_csv: Path) -> None:
-    proc = cli("train", "--model", str(tmp_path / "nope"), "--data", str(toy_csv),
-               "--out", str(tmp_path / "m"))  # fmt: skip
+    proc = cli(
+        "train",
+        "--model",
+        str(tmp_path / "nope"),
+        "--data",
+        str(toy_csv),
+        "--out",
+        str(tmp_path / "m"),
+    )
     assert proc.returncode == 1
     assert "cannot load base model" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -152,10 +185,15 @@ def test_interrupted_fine_tune_resumes_from_its_checkpoint(
 
     messages: list[str] = []
     build(
-        BuildConfig(data=str(toy_csv), work_dir=tmp_path / "build",
-                    repository=tmp_path / "repo", train=config, optimize=_tiny_optimize()),
+        BuildConfig(
+            data=str(toy_csv),
+            work_dir=tmp_path / "build",
+            repository=tmp_path / "repo",
+            train=config,
+            optimize=_tiny_optimize(),
+        ),
         progress=messages.append,
-    )  # fmt: skip
+    )
     assert "fine-tuning (resuming from checkpoint)" in messages
     state = json.loads(
         (model_dir / "checkpoints" / "checkpoint-12" / "trainer_state.json").read_text()

@@ -15,9 +15,14 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Chromium as root on a machine with no network: no sandbox, and none of its background
 # connections (each one would be refused).
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason="Debian chromium is not installed (make setup-browser)"
@@ -43,8 +48,9 @@ def browser() -> Iterator[object]:
         chromium.close()
 
 
-def test_playground_classifies_a_review_like_the_api(keyed_server: Running, browser: object,
-                                                     tmp_path: Path) -> None:  # fmt: skip
+def test_playground_classifies_a_review_like_the_api(
+    keyed_server: Running, browser: object, tmp_path: Path
+) -> None:
     page = browser.new_page()  # type: ignore[attr-defined]
     page.goto(keyed_server.url + "/")
     assert page.title() == "sentiserve playground"
@@ -59,9 +65,11 @@ def test_playground_classifies_a_review_like_the_api(keyed_server: Running, brow
     page.click("#go")
     page.wait_for_selector("#result:not([hidden])")
     expected = httpx.post(
-        keyed_server.url + "/v1/sentiment", json={"text": text},
-        headers={"Authorization": "Bearer playground-key-1"}, timeout=30,
-    ).json()  # fmt: skip
+        keyed_server.url + "/v1/sentiment",
+        json={"text": text},
+        headers={"Authorization": "Bearer playground-key-1"},
+        timeout=30,
+    ).json()
     result = expected["results"][0]
     assert page.inner_text("#label") == result["label"]
     shown = {

@@ -20,8 +20,12 @@ from sentiserve.store import s3
 from sentiserve.store.s3 import MANIFEST, StoreError
 from tests.integration.serving import free_port, start_server, stop
 
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-               "AWS_DEFAULT_REGION": "us-east-1", "AWS_MAX_ATTEMPTS": "2"}  # fmt: skip
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_MAX_ATTEMPTS": "2",
+}
 
 
 class Moto:
@@ -30,9 +34,12 @@ class Moto:
         self.url = f"http://127.0.0.1:{self.port}"
         binary = shutil.which("moto_server", path=str(Path(sys.executable).parent))
         assert binary, "moto_server missing (dev extras: moto[server])"
-        self.proc = subprocess.Popen([binary, "-H", "127.0.0.1", "-p", str(self.port)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     env={**os.environ, **env})  # fmt: skip
+        self.proc = subprocess.Popen(
+            [binary, "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, **env},
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -68,8 +75,11 @@ def bucket(moto: Moto, request: pytest.FixtureRequest) -> str:
 
 
 def _keys() -> dict[str, str]:
-    return {"aws_access_key_id": "testing", "aws_secret_access_key": "testing",
-            "region_name": "us-east-1"}  # fmt: skip
+    return {
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+        "region_name": "us-east-1",
+    }
 
 
 def tree(files: dict[str, bytes], root: Path) -> Path:
@@ -101,8 +111,12 @@ def test_publish_and_pull_round_trip_with_multipart(
     assert "-" in head["ETag"], "a multipart upload has a composite ETag"
     seen: dict[str, int] = {}
     dest = tmp_path / "copy"
-    s3.pull(f"s3://{bucket}/repo", dest, endpoint_url=moto.url,
-            progress=lambda f, n: seen.__setitem__(f, seen.get(f, 0) + n))  # fmt: skip
+    s3.pull(
+        f"s3://{bucket}/repo",
+        dest,
+        endpoint_url=moto.url,
+        progress=lambda f, n: seen.__setitem__(f, seen.get(f, 0) + n),
+    )
     assert (dest / "sentiment/1/model.onnx").read_bytes() == big
     assert (dest / MANIFEST).exists()
     assert seen["sentiment/1/model.onnx"] == len(big)
@@ -126,8 +140,9 @@ def test_missing_bucket_manifest_and_object(moto: Moto, bucket: str, tmp_path: P
     assert leftovers(tmp_path) == []
 
 
-def test_corrupted_object_is_refused_and_the_old_copy_kept(moto: Moto, bucket: str,
-                                                           tmp_path: Path) -> None:  # fmt: skip
+def test_corrupted_object_is_refused_and_the_old_copy_kept(
+    moto: Moto, bucket: str, tmp_path: Path
+) -> None:
     source = tree({"m/1/model.onnx": b"weights" * 1000, "m/config.pbtxt": b"cfg"}, tmp_path / "src")
     s3.publish(source, f"s3://{bucket}/repo", endpoint_url=moto.url)
     dest = tree({"old.txt": b"still here"}, tmp_path / "copy")
@@ -152,8 +167,9 @@ def test_server_down_mid_pull_leaves_nothing(tmp_path: Path) -> None:
                 server.stop()  # the real server goes away while the pull is running
 
         with pytest.raises(StoreError, match="cannot reach the S3 endpoint"):
-            s3.pull("s3://crash-test/repo", tmp_path / "copy", endpoint_url=server.url,
-                    progress=crash)  # fmt: skip
+            s3.pull(
+                "s3://crash-test/repo", tmp_path / "copy", endpoint_url=server.url, progress=crash
+            )
     finally:
         if server.proc.poll() is None:
             server.stop()
@@ -174,18 +190,27 @@ def test_wrong_credentials_are_one_clear_error(tmp_path: Path) -> None:
 def test_cli_and_serving_from_s3(moto: Moto, bucket: str, tiny_build: Path, tmp_path: Path) -> None:
     env = {**os.environ, **CREDENTIALS, "AWS_ENDPOINT_URL": moto.url}
     url = f"s3://{bucket}/model_repository"
-    done = subprocess.run([sys.executable, "-m", "sentiserve", "publish",
-                           str(tiny_build / "model_repository"), url],
-                          capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "sentiserve", "publish", str(tiny_build / "model_repository"), url],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
-    missing = subprocess.run([sys.executable, "-m", "sentiserve", "pull", "s3://nope/x",
-                              str(tmp_path / "x")], capture_output=True, text=True, env=env,
-                             timeout=120)  # fmt: skip
+    missing = subprocess.run(
+        [sys.executable, "-m", "sentiserve", "pull", "s3://nope/x", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert missing.returncode == 1
     assert "bucket 'nope' does not exist" in missing.stderr
     cache = tmp_path / "cache"
-    running = start_server(url, env={**CREDENTIALS, "AWS_ENDPOINT_URL": moto.url,
-                                     "SENTISERVE_CACHE_DIR": str(cache)})  # fmt: skip
+    running = start_server(
+        url, env={**CREDENTIALS, "AWS_ENDPOINT_URL": moto.url, "SENTISERVE_CACHE_DIR": str(cache)}
+    )
     try:
         r = httpx.post(f"{running.url}/v1/sentiment", json={"text": "great"}, timeout=30)
         assert r.status_code == 200, r.text

@@ -50,8 +50,9 @@ def test_v1_classifies_one_and_many(server: Running) -> None:
 
 
 def test_request_id_is_echoed_or_generated(server: Running) -> None:
-    r = httpx.post(f"{server.url}/v1/sentiment", json={"text": "fine"},
-                   headers={"X-Request-ID": "abc-123"})  # fmt: skip
+    r = httpx.post(
+        f"{server.url}/v1/sentiment", json={"text": "fine"}, headers={"X-Request-ID": "abc-123"}
+    )
     assert r.headers["x-request-id"] == "abc-123"
     assert len(v1(server, {"text": "fine"}).headers["x-request-id"]) == 32
 
@@ -67,8 +68,9 @@ def test_tritonclient_http_matches_v1(server: Running) -> None:
     assert [i["name"] for i in meta["inputs"]] == ["TEXT"]
     for binary in (True, False):
         text = httpclient.InferInput("TEXT", [len(TEXTS)], "BYTES")
-        text.set_data_from_numpy(np.array([t.encode() for t in TEXTS], dtype=object),
-                                 binary_data=binary)  # fmt: skip
+        text.set_data_from_numpy(
+            np.array([t.encode() for t in TEXTS], dtype=object), binary_data=binary
+        )
         outputs = [
             httpclient.InferRequestedOutput(name, binary_data=binary)
             for name in ("LABEL", "PROBABILITIES")
@@ -97,16 +99,22 @@ def test_metrics_use_triton_names(server: Running) -> None:
     assert "process_resident_memory_bytes" in text
 
 
-def raw_v2(server: Running, body: bytes, headers: dict[str, str] | None = None,
-           model: str = "sentiment") -> httpx.Response:  # fmt: skip
-    return httpx.post(f"{server.url}/v2/models/{model}/infer", content=body,
-                      headers=headers or {}, timeout=30)  # fmt: skip
+def raw_v2(
+    server: Running, body: bytes, headers: dict[str, str] | None = None, model: str = "sentiment"
+) -> httpx.Response:
+    return httpx.post(
+        f"{server.url}/v2/models/{model}/infer", content=body, headers=headers or {}, timeout=30
+    )
 
 
 def binary_text_request(items: list[bytes]) -> tuple[bytes, dict[str, str]]:
     blob = b"".join(struct.pack("<I", len(b)) + b for b in items)
-    spec = {"name": "TEXT", "datatype": "BYTES", "shape": [len(items)],
-            "parameters": {"binary_data_size": len(blob)}}  # fmt: skip
+    spec = {
+        "name": "TEXT",
+        "datatype": "BYTES",
+        "shape": [len(items)],
+        "parameters": {"binary_data_size": len(blob)},
+    }
     header = json.dumps({"inputs": [spec]}).encode()
     return header + blob, {"Inference-Header-Content-Length": str(len(header))}
 
@@ -133,8 +141,11 @@ def test_v1_bad_input(server: Running, body: object, status: int, message: str) 
 
 
 def test_v1_invalid_json_and_huge_text(server: Running) -> None:
-    r = httpx.post(f"{server.url}/v1/sentiment", content=b"{not json",
-                   headers={"content-type": "application/json"})  # fmt: skip
+    r = httpx.post(
+        f"{server.url}/v1/sentiment",
+        content=b"{not json",
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 400
     big = v1(server, {"text": "good " * 200_000})  # 1 MB: truncated by policy, still answered
     assert big.status_code == 200, big.text
@@ -157,17 +168,25 @@ def test_one_hundred_thousand_texts_are_refused_with_the_limit(server: Running) 
 @pytest.mark.parametrize(
     ("doc", "message"),
     [
-        ({"inputs": [{"name": "TEXT", "datatype": "BYTES", "shape": [2], "data": ["a"]}]},
-         "shape says 2 elements, data has 1"),
-        ({"inputs": [{"name": "TEXT", "datatype": "FP32", "shape": [1], "data": [1.0]}]},
-         "expected datatype BYTES"),
-        ({"inputs": [{"name": "WORDS", "datatype": "BYTES", "shape": [1], "data": ["a"]}]},
-         "takes one input TEXT"),
-        ({"inputs": []}, "non-empty 'inputs'"),
-        ({"inputs": [{"name": "TEXT", "datatype": "BYTES", "shape": [-1], "data": ["a"]}]},
-         "non-negative"),
+        (
+            {"inputs": [{"name": "TEXT", "datatype": "BYTES", "shape": [2], "data": ["a"]}]},
+            "shape says 2 elements, data has 1",
+        ),
+        (
+            {"inputs": [{"name": "TEXT", "datatype": "FP32", "shape": [1], "data": [1.0]}]},
+            "expected datatype BYTES",
+        ),
+        (
+            {"inputs": [{"name": "WORDS", "datatype": "BYTES", "shape": [1], "data": ["a"]}]},
+            "takes one input TEXT",
+        ),
+        ({"inputs": []}, "inputs: List should have at least 1 item"),
+        (
+            {"inputs": [{"name": "TEXT", "datatype": "BYTES", "shape": [-1], "data": ["a"]}]},
+            "inputs.0.shape.0: Input should be greater than or equal to 0",
+        ),
     ],
-)  # fmt: skip
+)
 def test_v2_bad_input(server: Running, doc: object, message: str) -> None:
     r = raw_v2(server, json.dumps(doc).encode())
     assert r.status_code == 400, r.text
@@ -310,11 +329,20 @@ def test_api_key_guards_inference_only(tiny_build: Path) -> None:
 
 def test_short_api_key_is_refused_at_start(tiny_build: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "sentiserve", "serve", "--model-repository",
-         str(tiny_build / "model_repository")],
-        capture_output=True, text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "sentiserve",
+            "serve",
+            "--model-repository",
+            str(tiny_build / "model_repository"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
         env={**os.environ, "SENTISERVE_API_KEY": "short"},
-    )  # fmt: skip
+    )
     assert proc.returncode == 2
     assert "SENTISERVE_API_KEY" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -408,8 +436,9 @@ def test_raw_engine_model_matches_text_model(server: Running, tiny_build: Path) 
     grpc_ = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
     assert http.is_model_ready("sentiment_onnx")
     assert [i["name"] for i in http.get_model_metadata("sentiment_onnx")["inputs"]][:2] == [
-        "input_ids", "attention_mask",
-    ]  # fmt: skip
+        "input_ids",
+        "attention_mask",
+    ]
     for module, client in ((httpclient, http), (grpcclient, grpc_)):
         inputs = []
         for name, array in (
@@ -426,10 +455,17 @@ def test_raw_engine_model_matches_text_model(server: Running, tiny_build: Path) 
 
 def test_raw_engine_model_bad_input(server: Running) -> None:
     def send(ids: list[list[int]], mask: list[list[int]]) -> httpx.Response:
-        doc = {"inputs": [
-            {"name": name, "datatype": "INT64", "shape": [len(rows), len(rows[0])], "data": rows}
-            for name, rows in (("input_ids", ids), ("attention_mask", mask))
-        ]}  # fmt: skip
+        doc = {
+            "inputs": [
+                {
+                    "name": name,
+                    "datatype": "INT64",
+                    "shape": [len(rows), len(rows[0])],
+                    "data": rows,
+                }
+                for name, rows in (("input_ids", ids), ("attention_mask", mask))
+            ]
+        }
         return raw_v2(server, json.dumps(doc).encode(), model="sentiment_onnx")
 
     assert send([[2, 10, 3]], [[1, 1, 1]]).status_code == 200
@@ -446,14 +482,27 @@ def test_port_in_use_is_one_clear_error(tiny_build: Path, which: str) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        ports = {"--http-port": free_port(), "--grpc-port": free_port(),
-                 "--metrics-port": free_port(), which: port}  # fmt: skip
+        ports = {
+            "--http-port": free_port(),
+            "--grpc-port": free_port(),
+            "--metrics-port": free_port(),
+            which: port,
+        }
         proc = subprocess.run(
-            [sys.executable, "-m", "sentiserve", "serve", "--model-repository",
-             str(tiny_build / "model_repository"),
-             *[str(x) for kv in ports.items() for x in kv]],
-            capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "sentiserve",
+                "serve",
+                "--model-repository",
+                str(tiny_build / "model_repository"),
+                *[str(x) for kv in ports.items() for x in kv],
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert f"127.0.0.1:{port}" in proc.stderr
     assert "cannot bind" in proc.stderr

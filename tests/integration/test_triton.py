@@ -60,8 +60,15 @@ def copy_repository(tiny_build: Path, target: Path) -> Path:
 
 
 def start_triton(env: TritonEnvironment, repo: Path, log: Path) -> TritonServer:
-    server = TritonServer(env, str(repo), http_port=free_port(), grpc_port=free_port(),
-                          metrics_port=free_port(), log_file=log, exit_timeout=5)  # fmt: skip
+    server = TritonServer(
+        env,
+        str(repo),
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+        log_file=log,
+        exit_timeout=5,
+    )
     server.start()
     return server
 
@@ -213,10 +220,24 @@ def test_gateway_without_triton_is_not_ready_and_says_why() -> None:
     dead = f"127.0.0.1:{free_port()}"
     http = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sentiserve", "serve", "--backend", "triton", "--triton-url", dead,
-         "--http-port", str(http), "--metrics-port", str(free_port())],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "sentiserve",
+            "serve",
+            "--backend",
+            "triton",
+            "--triton-url",
+            dead,
+            "--http-port",
+            str(http),
+            "--metrics-port",
+            str(free_port()),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         url = f"http://127.0.0.1:{http}"
         deadline = time.monotonic() + 60
@@ -255,8 +276,9 @@ def test_gpu_form_ensemble_runs_on_triton(
     stand_in += 'parameters { key: "sentiserve_role" value: { string_value: "engine" } }\n'
     (onnx_member / CONFIG).write_text(stand_in)
     version_dir = next(p for p in onnx_member.iterdir() if p.is_dir())
-    (version_dir / "model.py").write_text((repo / "sentiment" / version_dir.name /
-                                           "model.py").read_text())  # fmt: skip
+    (version_dir / "model.py").write_text(
+        (repo / "sentiment" / version_dir.name / "model.py").read_text()
+    )
 
     version = ModelRepository(repo).load("sentiment")
     variant = version.manifest.engine_for("cuda")
@@ -296,12 +318,28 @@ def shm_regions() -> set[str]:
 
 def triton_cli(environment: TritonEnvironment, repo: Path, http: int) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "sentiserve", "triton", "--model-repository", str(repo),
-         "--http-port", str(http), "--grpc-port", str(free_port()),
-         "--metrics-port", str(free_port()), "--home", str(environment.home),
-         "--exit-timeout", "5"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "sentiserve",
+            "triton",
+            "--model-repository",
+            str(repo),
+            "--http-port",
+            str(http),
+            "--grpc-port",
+            str(free_port()),
+            "--metrics-port",
+            str(free_port()),
+            "--home",
+            str(environment.home),
+            "--exit-timeout",
+            "5",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def test_sigterm_while_triton_loads_leaves_nothing_behind(

@@ -23,8 +23,19 @@ DASHBOARD = MONITORING / "dashboards" / "sentiserve.json"
 TRITON_ONLY = {"nv_gpu_utilization", "nv_gpu_memory_used_bytes", "nv_gpu_memory_total_bytes"}
 """Triton's GPU metrics: exported by Triton on GPU nodes, never by the embedded server."""
 
-PROMQL_WORDS = {"or", "and", "unless", "by", "without", "on", "ignoring", "bool", "offset",
-                "group_left", "group_right"}  # fmt: skip
+PROMQL_WORDS = {
+    "or",
+    "and",
+    "unless",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "bool",
+    "offset",
+    "group_left",
+    "group_right",
+}
 
 needs_promtool = pytest.mark.skipif(
     shutil.which("promtool") is None, reason="promtool missing (Debian package prometheus)"
@@ -81,7 +92,9 @@ def test_every_query_names_known_metrics() -> None:
 
 def test_the_name_extractor_sees_what_it_should() -> None:
     assert metric_names('sum by (model, le) (rate(a_bucket{job=~"x|y"}[5m])) / b') == {
-        "a_bucket", "b"}  # fmt: skip
+        "a_bucket",
+        "b",
+    }
 
 
 def test_dashboard_is_generated_and_complete() -> None:

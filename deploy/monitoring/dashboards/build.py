@@ -11,67 +11,122 @@ from pathlib import Path
 
 PANELS = [
     # (title, unit, [(expr, legend)])
-    ("Throughput (requests/s)", "reqps", [
-        ("sentiserve:requests:rate1m", "{{model}}"),
-    ]),
-    ("Latency percentiles", "s", [
-        ("sentiserve:request_duration_seconds:p50_5m", "p50 {{model}}"),
-        ("sentiserve:request_duration_seconds:p95_5m", "p95 {{model}}"),
-        ("sentiserve:request_duration_seconds:p99_5m", "p99 {{model}}"),
-    ]),
-    ("Queue vs compute time per request", "µs", [
-        ("sentiserve:queue_us_per_request:rate1m", "queue {{instance}}"),
-        ("sentiserve:compute_us_per_request:rate1m", "compute {{instance}}"),
-    ]),
-    ("Average batch size (texts per engine call)", "short", [
-        ("sentiserve:batch_size:avg1m", "{{instance}}"),
-    ]),
-    ("Errors by reason (requests/s)", "reqps", [
-        ("sentiserve:request_failures_by_reason:rate5m", "{{model}} {{reason}}"),
-        ("sum(rate(sentiserve_overload_rejected_total[5m]))", "refused at the door"),
-    ]),
-    ("Error ratio", "percentunit", [
-        ("sentiserve:error_ratio:rate5m", "{{model}}"),
-    ]),
-    ("Replicas up", "short", [
-        ('sum by (job) (up{job=~"sentiserve.*|triton.*"})', "{{job}}"),
-    ]),
-    ("Queued or running texts", "short", [
-        ("sum by (model) (nv_inference_pending_request_count)", "{{model}}"),
-    ]),
-    ("GPU utilisation (Triton on GPU nodes)", "percentunit", [
-        ("sentiserve:gpu_utilization:avg", "{{instance}}"),
-        ("sentiserve:gpu_memory_used:ratio", "memory {{instance}}"),
-    ]),
-    ("Resident memory", "bytes", [
-        ('process_resident_memory_bytes{job=~"sentiserve.*"}', "{{instance}}"),
-    ]),
-]  # fmt: skip
+    (
+        "Throughput (requests/s)",
+        "reqps",
+        [
+            ("sentiserve:requests:rate1m", "{{model}}"),
+        ],
+    ),
+    (
+        "Latency percentiles",
+        "s",
+        [
+            ("sentiserve:request_duration_seconds:p50_5m", "p50 {{model}}"),
+            ("sentiserve:request_duration_seconds:p95_5m", "p95 {{model}}"),
+            ("sentiserve:request_duration_seconds:p99_5m", "p99 {{model}}"),
+        ],
+    ),
+    (
+        "Queue vs compute time per request",
+        "µs",
+        [
+            ("sentiserve:queue_us_per_request:rate1m", "queue {{instance}}"),
+            ("sentiserve:compute_us_per_request:rate1m", "compute {{instance}}"),
+        ],
+    ),
+    (
+        "Average batch size (texts per engine call)",
+        "short",
+        [
+            ("sentiserve:batch_size:avg1m", "{{instance}}"),
+        ],
+    ),
+    (
+        "Errors by reason (requests/s)",
+        "reqps",
+        [
+            ("sentiserve:request_failures_by_reason:rate5m", "{{model}} {{reason}}"),
+            ("sum(rate(sentiserve_overload_rejected_total[5m]))", "refused at the door"),
+        ],
+    ),
+    (
+        "Error ratio",
+        "percentunit",
+        [
+            ("sentiserve:error_ratio:rate5m", "{{model}}"),
+        ],
+    ),
+    (
+        "Replicas up",
+        "short",
+        [
+            ('sum by (job) (up{job=~"sentiserve.*|triton.*"})', "{{job}}"),
+        ],
+    ),
+    (
+        "Queued or running texts",
+        "short",
+        [
+            ("sum by (model) (nv_inference_pending_request_count)", "{{model}}"),
+        ],
+    ),
+    (
+        "GPU utilisation (Triton on GPU nodes)",
+        "percentunit",
+        [
+            ("sentiserve:gpu_utilization:avg", "{{instance}}"),
+            ("sentiserve:gpu_memory_used:ratio", "memory {{instance}}"),
+        ],
+    ),
+    (
+        "Resident memory",
+        "bytes",
+        [
+            ('process_resident_memory_bytes{job=~"sentiserve.*"}', "{{instance}}"),
+        ],
+    ),
+]
 
 
 def dashboard() -> dict[str, object]:
     panels = []
     for index, (title, unit, targets) in enumerate(PANELS):
-        panels.append({
-            "id": index + 1, "type": "timeseries", "title": title,
-            "datasource": {"type": "prometheus", "uid": "${datasource}"},
-            "gridPos": {"h": 8, "w": 12, "x": 12 * (index % 2), "y": 8 * (index // 2)},
-            "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
-            "targets": [
-                {"refId": chr(ord("A") + k), "expr": expr, "legendFormat": legend}
-                for k, (expr, legend) in enumerate(targets)
-            ],
-        })  # fmt: skip
+        panels.append(
+            {
+                "id": index + 1,
+                "type": "timeseries",
+                "title": title,
+                "datasource": {"type": "prometheus", "uid": "${datasource}"},
+                "gridPos": {"h": 8, "w": 12, "x": 12 * (index % 2), "y": 8 * (index // 2)},
+                "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+                "targets": [
+                    {"refId": chr(ord("A") + k), "expr": expr, "legendFormat": legend}
+                    for k, (expr, legend) in enumerate(targets)
+                ],
+            }
+        )
     return {
-        "title": "sentiserve", "uid": "sentiserve", "schemaVersion": 39, "version": 1,
-        "tags": ["sentiserve", "triton", "inference"], "timezone": "browser",
-        "refresh": "10s", "time": {"from": "now-1h", "to": "now"},
-        "templating": {"list": [{
-            "name": "datasource", "type": "datasource", "query": "prometheus",
-            "label": "Prometheus",
-        }]},
+        "title": "sentiserve",
+        "uid": "sentiserve",
+        "schemaVersion": 39,
+        "version": 1,
+        "tags": ["sentiserve", "triton", "inference"],
+        "timezone": "browser",
+        "refresh": "10s",
+        "time": {"from": "now-1h", "to": "now"},
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "label": "Prometheus",
+                }
+            ]
+        },
         "panels": panels,
-    }  # fmt: skip
+    }
 
 
 def render() -> str:

@@ -66,9 +66,15 @@ async def _attempt(client: Client, index: int) -> str | None:
 
 
 async def closed_loop(
-    client: Client, concurrency: int, *, duration_s: float, warmup_s: float = 0.0,
-    max_requests: int = 10_000_000, on_start: Hook = _nothing, on_end: Hook = _nothing,
-) -> Sample:  # fmt: skip
+    client: Client,
+    concurrency: int,
+    *,
+    duration_s: float,
+    warmup_s: float = 0.0,
+    max_requests: int = 10_000_000,
+    on_start: Hook = _nothing,
+    on_end: Hook = _nothing,
+) -> Sample:
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
     sample = Sample()
@@ -98,9 +104,15 @@ async def closed_loop(
 
 
 async def open_loop(
-    client: Client, rate: float, *, duration_s: float, warmup_s: float = 0.0, seed: int = 0,
-    on_start: Hook = _nothing, on_end: Hook = _nothing,
-) -> Sample:  # fmt: skip
+    client: Client,
+    rate: float,
+    *,
+    duration_s: float,
+    warmup_s: float = 0.0,
+    seed: int = 0,
+    on_start: Hook = _nothing,
+    on_end: Hook = _nothing,
+) -> Sample:
     if rate <= 0:
         raise ValueError("rate must be positive")
     sample = Sample()

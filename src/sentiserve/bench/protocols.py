@@ -48,8 +48,9 @@ def grpc_target(url: str) -> str:
 
 
 class _HttpClient:
-    def __init__(self, url: str, bodies: list[bytes], timeout_s: float,
-                 headers: dict[str, str]) -> None:  # fmt: skip
+    def __init__(
+        self, url: str, bodies: list[bytes], timeout_s: float, headers: dict[str, str]
+    ) -> None:
         import aiohttp
 
         self._url = url
@@ -58,7 +59,7 @@ class _HttpClient:
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, force_close=False),
             headers={"Content-Type": "application/json", **headers},
-        )  # fmt: skip
+        )
 
     async def send(self, index: int) -> None:
         import aiohttp
@@ -83,35 +84,49 @@ def _auth(api_key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
-def v1_client(url: str, model: str, texts: Sequence[str], timeout_s: float,
-              api_key: str | None = None) -> _HttpClient:  # fmt: skip
-    bodies = [json.dumps({"text": t, "model": model}).encode() for t in texts]
-    return _HttpClient(f"{http_base(url)}/v1/sentiment", bodies, timeout_s, _auth(api_key))
+def http_request(protocol: str, model: str, texts: Sequence[str]) -> tuple[str, list[bytes]]:
+    """The URL path and the JSON bodies (one text each) of an HTTP protocol's requests; the
+    aiohttp client and the wrk runner send the same bytes."""
+    if protocol == "v1":
+        return "/v1/sentiment", [json.dumps({"text": t, "model": model}).encode() for t in texts]
+    if protocol == "v2-http":
+
+        def body(text: str) -> bytes:
+            tensor = {"name": "TEXT", "datatype": "BYTES", "shape": [1, 1], "data": [text]}
+            return json.dumps({"inputs": [tensor]}).encode()
+
+        return f"/v2/models/{model}/infer", [body(t) for t in texts]
+    raise ConfigError(f"protocol {protocol!r} is not an HTTP protocol (v1, v2-http)")
 
 
-def v2_http_client(url: str, model: str, texts: Sequence[str], timeout_s: float,
-                   api_key: str | None = None) -> _HttpClient:  # fmt: skip
-    def body(text: str) -> bytes:
-        tensor = {"name": "TEXT", "datatype": "BYTES", "shape": [1, 1], "data": [text]}
-        return json.dumps({"inputs": [tensor]}).encode()
-
-    bodies = [body(t) for t in texts]
-    return _HttpClient(f"{http_base(url)}/v2/models/{model}/infer", bodies, timeout_s,
-                       _auth(api_key))  # fmt: skip
+def http_client(
+    protocol: str,
+    url: str,
+    model: str,
+    texts: Sequence[str],
+    timeout_s: float,
+    api_key: str | None = None,
+) -> _HttpClient:
+    path, bodies = http_request(protocol, model, texts)
+    return _HttpClient(f"{http_base(url)}{path}", bodies, timeout_s, _auth(api_key))
 
 
 class _GrpcClient:
-    def __init__(self, url: str, model: str, texts: Sequence[str], timeout_s: float,
-                 api_key: str | None) -> None:  # fmt: skip
+    def __init__(
+        self, url: str, model: str, texts: Sequence[str], timeout_s: float, api_key: str | None
+    ) -> None:
         import grpc
         from tritonclient.grpc import service_pb2 as pb
         from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
         self._grpc = grpc
         self._channel = grpc.aio.insecure_channel(
-            grpc_target(url), options=[("grpc.max_send_message_length", 64 << 20),
-                                       ("grpc.max_receive_message_length", 64 << 20)],
-        )  # fmt: skip
+            grpc_target(url),
+            options=[
+                ("grpc.max_send_message_length", 64 << 20),
+                ("grpc.max_receive_message_length", 64 << 20),
+            ],
+        )
         self._stub: Any = pb_grpc.GRPCInferenceServiceStub(self._channel)
         self._timeout = timeout_s
         self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else None
@@ -128,9 +143,10 @@ class _GrpcClient:
     async def send(self, index: int) -> None:
         try:
             await self._stub.ModelInfer(
-                self._requests[index % len(self._requests)], timeout=self._timeout,
+                self._requests[index % len(self._requests)],
+                timeout=self._timeout,
                 metadata=self._metadata,
-            )  # fmt: skip
+            )
         except self._grpc.aio.AioRpcError as exc:
             code = exc.code()
             if code == self._grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -141,12 +157,16 @@ class _GrpcClient:
         await self._channel.close()
 
 
-def make_client(protocol: str, url: str, model: str, texts: Sequence[str],
-                timeout_s: float = 30.0, api_key: str | None = None) -> Client:  # fmt: skip
-    if protocol == "v1":
-        return v1_client(url, model, texts, timeout_s, api_key)
-    if protocol == "v2-http":
-        return v2_http_client(url, model, texts, timeout_s, api_key)
+def make_client(
+    protocol: str,
+    url: str,
+    model: str,
+    texts: Sequence[str],
+    timeout_s: float = 30.0,
+    api_key: str | None = None,
+) -> Client:
+    if protocol in ("v1", "v2-http"):
+        return http_client(protocol, url, model, texts, timeout_s, api_key)
     if protocol == "v2-grpc":
         return _GrpcClient(url, model, texts, timeout_s, api_key)
     raise ConfigError(f"--protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}")

@@ -50,8 +50,12 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform()}  # fmt: skip
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
 @dataclass
@@ -100,23 +104,50 @@ def table(report: BenchReport) -> Any:
         f"data {settings['data']}"
     )
     out = Table(title=title, caption=settings.get("data_description"))
-    for name in ("level", "req/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms", "max ms", "errors",
-                 "queue µs", "compute µs", "batch"):  # fmt: skip
+    for name in (
+        "level",
+        "req/s",
+        "p50 ms",
+        "p90 ms",
+        "p95 ms",
+        "p99 ms",
+        "max ms",
+        "errors",
+        "queue µs",
+        "compute µs",
+        "batch",
+    ):
         out.add_column(name, justify="left" if name == "level" else "right")
     for row in report.results:
         errors = ", ".join(f"{k}: {v}" for k, v in row["errors_by_kind"].items()) or "0"
         out.add_row(
-            level_name(row), _fmt(row["throughput"]),
-            *(_fmt(row[f"p{q}_ms"], 2) for q in PERCENTILES), _fmt(row["max_ms"], 2), errors,
-            _fmt(row["server_queue_us"], 0), _fmt(row["server_compute_us"], 0),
+            level_name(row),
+            _fmt(row["throughput"]),
+            *(_fmt(row[f"p{q}_ms"], 2) for q in PERCENTILES),
+            _fmt(row["max_ms"], 2),
+            errors,
+            _fmt(row["server_queue_us"], 0),
+            _fmt(row["server_compute_us"], 0),
             _fmt(row["server_batch_size"], 2),
-        )  # fmt: skip
+        )
     return out
 
 
-CSV_COLUMNS = ("concurrency", "rate", "requests", "throughput", "p50_ms", "p90_ms", "p95_ms",
-               "p99_ms", "max_ms", "errors", "server_queue_us", "server_compute_us",
-               "server_batch_size")  # fmt: skip
+CSV_COLUMNS = (
+    "concurrency",
+    "rate",
+    "requests",
+    "throughput",
+    "p50_ms",
+    "p90_ms",
+    "p95_ms",
+    "p99_ms",
+    "max_ms",
+    "errors",
+    "server_queue_us",
+    "server_compute_us",
+    "server_batch_size",
+)
 
 
 def write_outputs(report: BenchReport, out: Path) -> list[Path]:
@@ -148,8 +179,13 @@ def plot(report: BenchReport, path: Path) -> None:
     for q, style in zip(PERCENTILES, ("o-", "s--", "^-.", "d:"), strict=True):
         ax.plot(x, [r[f"p{q}_ms"] for r in rows], style, label=f"p{q}")
     for r in rows:
-        ax.annotate(level_name(r), (r["throughput"], r["p99_ms"]), textcoords="offset points",
-                    xytext=(4, 4), fontsize=7)  # fmt: skip
+        ax.annotate(
+            level_name(r),
+            (r["throughput"], r["p99_ms"]),
+            textcoords="offset points",
+            xytext=(4, 4),
+            fontsize=7,
+        )
     ax.set_xlabel("throughput (requests/s)")
     ax.set_ylabel("latency (ms)")
     ax.set_yscale("log")

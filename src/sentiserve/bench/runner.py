@@ -31,20 +31,29 @@ Progress = Callable[[str, float], None]
 """Called with the level's name and its planned length in seconds when a level starts."""
 
 
-async def run_levels(config: BenchConfig, texts: BenchTexts,
-                     progress: Progress = lambda _n, _s: None) -> BenchReport:  # fmt: skip
-    report = BenchReport(settings={
-        "url": config.url, "protocol": config.protocol, "model": config.model,
-        "data": texts.name, "data_description": texts.description, "synthetic": texts.synthetic,
-        "duration_s": config.duration_s, "warmup_s": config.warmup_s,
-        "metrics_url": config.metrics_url,
-        "mode": "open loop (Poisson)" if config.rate else "closed loop",
-    })  # fmt: skip
-    client = make_client(config.protocol, config.url, config.model, texts.texts,
-                         config.timeout_s, config.api_key)  # fmt: skip
+async def run_levels(
+    config: BenchConfig, texts: BenchTexts, progress: Progress = lambda _n, _s: None
+) -> BenchReport:
+    report = BenchReport(
+        settings={
+            "url": config.url,
+            "protocol": config.protocol,
+            "model": config.model,
+            "data": texts.name,
+            "data_description": texts.description,
+            "synthetic": texts.synthetic,
+            "duration_s": config.duration_s,
+            "warmup_s": config.warmup_s,
+            "metrics_url": config.metrics_url,
+            "mode": "open loop (Poisson)" if config.rate else "closed loop",
+        }
+    )
+    client = make_client(
+        config.protocol, config.url, config.model, texts.texts, config.timeout_s, config.api_key
+    )
     levels: Sequence[dict[str, Any]] = (
         [{"rate": config.rate}] if config.rate else [{"concurrency": c} for c in config.concurrency]
-    )  # fmt: skip
+    )
     try:
         for level in levels:
             report.results.append(await _measure(config, client, level, progress))
@@ -68,14 +77,22 @@ async def _measure(
     progress(level_name(level), config.warmup_s + config.duration_s)
     if "rate" in level:
         sample = await loadgen.open_loop(
-            client, level["rate"], duration_s=config.duration_s, warmup_s=config.warmup_s,
-            on_start=mark("before"), on_end=mark("after"),
-        )  # fmt: skip
+            client,
+            level["rate"],
+            duration_s=config.duration_s,
+            warmup_s=config.warmup_s,
+            on_start=mark("before"),
+            on_end=mark("after"),
+        )
     else:
         sample = await loadgen.closed_loop(
-            client, level["concurrency"], duration_s=config.duration_s,
-            warmup_s=config.warmup_s, on_start=mark("before"), on_end=mark("after"),
-        )  # fmt: skip
+            client,
+            level["concurrency"],
+            duration_s=config.duration_s,
+            warmup_s=config.warmup_s,
+            on_start=mark("before"),
+            on_end=mark("after"),
+        )
     before, after = marks.get("before"), marks.get("after")
     view = servermetrics.difference(before, after) if before and after else None
     return summarize(level, sample, view)

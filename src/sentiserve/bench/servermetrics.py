@@ -13,10 +13,14 @@ _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 COUNTERS = (
-    "nv_inference_request_success", "nv_inference_count", "nv_inference_exec_count",
-    "nv_inference_queue_duration_us", "nv_inference_compute_input_duration_us",
-    "nv_inference_compute_infer_duration_us", "nv_inference_compute_output_duration_us",
-)  # fmt: skip
+    "nv_inference_request_success",
+    "nv_inference_count",
+    "nv_inference_exec_count",
+    "nv_inference_queue_duration_us",
+    "nv_inference_compute_input_duration_us",
+    "nv_inference_compute_infer_duration_us",
+    "nv_inference_compute_output_duration_us",
+)
 
 
 def parse_totals(text: str, model: str | None = None) -> dict[str, float]:
@@ -45,9 +49,11 @@ class ServerView:
 
     def as_dict(self) -> dict[str, float | None]:
         return {
-            "server_requests": self.requests, "server_queue_us": self.queue_us,
-            "server_compute_us": self.compute_us, "server_batch_size": self.batch_size,
-        }  # fmt: skip
+            "server_requests": self.requests,
+            "server_queue_us": self.queue_us,
+            "server_compute_us": self.compute_us,
+            "server_batch_size": self.batch_size,
+        }
 
 
 def difference(before: dict[str, float], after: dict[str, float]) -> ServerView:
@@ -57,10 +63,11 @@ def difference(before: dict[str, float], after: dict[str, float]) -> ServerView:
     per = (lambda v: v / requests) if requests > 0 else (lambda v: None)  # noqa: E731
     executions = delta["nv_inference_exec_count"]
     return ServerView(
-        requests=requests, queue_us=per(delta["nv_inference_queue_duration_us"]),
+        requests=requests,
+        queue_us=per(delta["nv_inference_queue_duration_us"]),
         compute_us=per(compute),
         batch_size=delta["nv_inference_count"] / executions if executions > 0 else None,
-    )  # fmt: skip
+    )
 
 
 async def scrape(url: str, model: str | None) -> dict[str, float] | None:

@@ -64,10 +64,12 @@ def compose_long(
 def long_texts() -> BenchTexts:
     texts = compose_long(rt_texts().texts)
     return BenchTexts(
-        "long", texts, synthetic=True,
+        "long",
+        texts,
+        synthetic=True,
         description=f"SYNTHETIC: {len(texts)} texts of {LONG_WORDS[0]}-{LONG_WORDS[1]}+ words "
         f"composed from rt sentences (seed {LONG_SEED})",
-    )  # fmt: skip
+    )
 
 
 def file_texts(path: Path) -> BenchTexts:

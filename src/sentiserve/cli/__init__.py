@@ -42,7 +42,7 @@ def build_app() -> typer.Typer:
     def root(
         version: bool = typer.Option(
             False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
-        ),  # fmt: skip
+        ),
     ) -> None:
         """sentiserve: from fine-tuning to a fast, monitored inference service."""
 
@@ -76,4 +76,4 @@ def main() -> None:
         field = "SENTISERVE_" + str(first["loc"][0]).upper()
         fail(f"{field}: {first['msg']}", code=2)
     setup(settings)
-    build_app()()
+    build_app()(obj=settings)

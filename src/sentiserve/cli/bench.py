@@ -93,12 +93,24 @@ def bench(
     with user_errors():
         texts = load_texts(data)
         config = BenchConfig(
-            url=url, protocol=protocol, model=model, concurrency=levels, rate=rate,
-            duration_s=duration, warmup_s=warmup, timeout_s=timeout, metrics_url=metrics,
+            url=url,
+            protocol=protocol,
+            model=model,
+            concurrency=levels,
+            rate=rate,
+            duration_s=duration,
+            warmup_s=warmup,
+            timeout_s=timeout,
+            metrics_url=metrics,
             api_key=Settings().api_key,
-        )  # fmt: skip
-        with Progress(TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(),
-                      console=console, transient=True) as progress:  # fmt: skip
+        )
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        ) as progress:
             ticker = _Ticker(progress)
             try:
                 report = run(config, texts, ticker.start)

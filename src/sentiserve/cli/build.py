@@ -48,22 +48,35 @@ def build(
     start = time.perf_counter()
     with user_errors():
         config = BuildConfig(
-            data=data, work_dir=work_dir, repository=model_repository, model_name=name,
-            train=TrainConfig(base_model=model, epochs=epochs, batch_size=batch_size,
-                              learning_rate=learning_rate, max_length=max_length,
-                              max_steps=max_steps),
-            truncation=truncation, force=force,
-        )  # fmt: skip
+            data=data,
+            work_dir=work_dir,
+            repository=model_repository,
+            model_name=name,
+            train=TrainConfig(
+                base_model=model,
+                epochs=epochs,
+                batch_size=batch_size,
+                learning_rate=learning_rate,
+                max_length=max_length,
+                max_steps=max_steps,
+            ),
+            truncation=truncation,
+            force=force,
+        )
         report = run_build(config, progress=step_printer())
     total = time.perf_counter() - start
     m = report.version.manifest
     accuracy = {k: float(v["accuracy"]) for k, v in m.evaluation.items() if "accuracy" in v}
     summary = {
-        "model": m.model, "version": m.version, "path": str(report.version.path),
-        "stages": report.stages, "seconds": {k: round(v, 1) for k, v in report.seconds.items()},
-        "total_seconds": round(total, 1), "default_engine": m.default_engine,
+        "model": m.model,
+        "version": m.version,
+        "path": str(report.version.path),
+        "stages": report.stages,
+        "seconds": {k: round(v, 1) for k, v in report.seconds.items()},
+        "total_seconds": round(total, 1),
+        "default_engine": m.default_engine,
         "accuracy": accuracy,
-    }  # fmt: skip
+    }
     if json_out:
         emit_json(summary)
         return
@@ -74,8 +87,7 @@ def build(
     for stage, result in report.stages.items():
         table.add_row(stage, result, f"{report.seconds.get(stage, 0):.0f}")
     console.print(table)
-    console.print("held-out accuracy: " + ", ".join(
-        f"{k} {v:.4f}" for k, v in accuracy.items()))  # fmt: skip
+    console.print("held-out accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in accuracy.items()))
     console.print(
         f"default engines: {m.default_engine}; "
         f"repository at [bold]{report.version.path.parent.parent}[/]"

@@ -27,6 +27,15 @@ class _JsonFormatter(logging.Formatter):
         )
 
 
+def current_settings() -> Settings:
+    """The settings ``main`` built for this invocation (a fresh read outside ``main``)."""
+    import click
+
+    context = click.get_current_context(silent=True)
+    found = context.find_object(Settings) if context is not None else None
+    return found if found is not None else Settings()
+
+
 def setup(settings: Settings) -> None:
     """Configure logging and the data cache from settings (called once, from main)."""
     handler = logging.StreamHandler(sys.stderr)

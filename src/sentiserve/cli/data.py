@@ -40,7 +40,13 @@ def data(
     for col in ("split", "n", *corpus.label_names, "words mean", "p50", "p95", "max"):
         table.add_column(col, justify="right")
     for split, s in stats["splits"].items():
-        table.add_row(split, str(s["n"]), *(str(v) for v in s["labels"].values()),
-                      str(s["words_mean"]), str(s["words_p50"]), str(s["words_p95"]),
-                      str(s["words_max"]))  # fmt: skip
+        table.add_row(
+            split,
+            str(s["n"]),
+            *(str(v) for v in s["labels"].values()),
+            str(s["words_mean"]),
+            str(s["words_p50"]),
+            str(s["words_p95"]),
+            str(s["words_max"]),
+        )
     console.print(table)

@@ -36,8 +36,14 @@ def evaluate(
         corpus = load_corpus(data, tuple(loaded.manifest.labels))
         examples = corpus.split(split).take(limit)
         scores = run_evaluate(served, examples)
-    result = {"model": model, "version": loaded.version, "engine": served.variant,
-              "data": corpus.name, "split": split, **scores.to_dict()}  # fmt: skip
+    result = {
+        "model": model,
+        "version": loaded.version,
+        "engine": served.variant,
+        "data": corpus.name,
+        "split": split,
+        **scores.to_dict(),
+    }
     if json_out:
         emit_json(result)
         return

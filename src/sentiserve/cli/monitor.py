@@ -25,8 +25,9 @@ def monitor(
 
     with user_errors(), tempfile.TemporaryDirectory(prefix="sentiserve-prometheus-") as tmp:
         workdir = data_dir or Path(tmp)
-        running = monitoring.start(target, workdir, port=port, rules=rules,
-                                   scrape_s=scrape_interval)  # fmt: skip
+        running = monitoring.start(
+            target, workdir, port=port, rules=rules, scrape_s=scrape_interval
+        )
         console.print(
             f"[green]prometheus ready[/]: {running.url}/graph  (alerts: {running.url}/alerts, "
             f"rules: {running.url}/rules); scraping {', '.join(target)}; Ctrl-C to stop"

@@ -24,8 +24,15 @@ def report_table(result: OptimizeResult) -> Table:
     ):
         table.add_column(col)
     for name, r in result.reports.items():
-        table.add_row(name, f"{r.accuracy:.4f}", f"{r.agreement:.4f}", f"{r.max_batch_delta:.1e}",
-                      f"{r.throughput:.0f}", "yes" if r.eligible else "no", r.note)  # fmt: skip
+        table.add_row(
+            name,
+            f"{r.accuracy:.4f}",
+            f"{r.agreement:.4f}",
+            f"{r.max_batch_delta:.1e}",
+            f"{r.throughput:.0f}",
+            "yes" if r.eligible else "no",
+            r.note,
+        )
     for name, why in result.skipped.items():
         if name not in result.reports:
             table.add_row(name, "-", "-", "-", "-", "-", why)
@@ -57,12 +64,21 @@ def optimize(
 
     with user_errors():
         settings = OptimizeSettings(
-            invariance_texts=invariance_texts, held_out_limit=held_out_limit, threads=threads,
+            invariance_texts=invariance_texts,
+            held_out_limit=held_out_limit,
+            threads=threads,
             variants=tuple(v.strip() for v in variants.split(",") if v.strip()),
-        )  # fmt: skip
+        )
         corpus = load_corpus(data)
-        result = run_optimize(onnx, model, out, corpus, max_length=max_length,
-                              settings=settings, progress=step_printer())  # fmt: skip
+        result = run_optimize(
+            onnx,
+            model,
+            out,
+            corpus,
+            max_length=max_length,
+            settings=settings,
+            progress=step_printer(),
+        )
     if json_out:
         emit_json(result.to_dict())
         return

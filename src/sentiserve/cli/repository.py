@@ -33,7 +33,7 @@ def build(
         Platform.PYTHON,
         help="Triton form: python (CPU, bundled Triton) or the GPU ensemble "
         "over onnxruntime or tensorrt (official Triton container).",
-    ),  # fmt: skip
+    ),
 ) -> None:
     """Write a new, verified version of NAME from a build folder (atomically), in the form
     Triton serves on PLATFORM. The embedded server reads every form."""
@@ -77,9 +77,12 @@ def form(
         except ValueError as exc:
             raise ConfigError(f"--preferred-batch-sizes: {preferred_batch_sizes!r}") from exc
         batching = TritonBatching(
-            max_batch_size=max_batch_size, preferred_batch_sizes=sizes, delay_us=delay_us,
-            instances=instances, trt_fp16=trt_fp16,
-        )  # fmt: skip
+            max_batch_size=max_batch_size,
+            preferred_batch_sizes=sizes,
+            delay_us=delay_us,
+            instances=instances,
+            trt_fp16=trt_fp16,
+        )
         written = write_form(model_repository, model, platform, batching)
     for config in written:
         console.print(f"[cyan]•[/] {model_repository / config.name / 'config.pbtxt'}")
@@ -111,8 +114,13 @@ def show(
     for name, e in m.engines.items():
         ev = m.evaluation.get(name, {})
         nan = float("nan")
-        table.add_row(name, e.file, f"{e.bytes / 1e6:.1f}", f"{ev.get('accuracy', nan):.4f}",
-                      f"{ev.get('max_batch_delta', nan):.1e}",
-                      str(ev.get("eligible", "-")))  # fmt: skip
+        table.add_row(
+            name,
+            e.file,
+            f"{e.bytes / 1e6:.1f}",
+            f"{ev.get('accuracy', nan):.4f}",
+            f"{ev.get('max_batch_delta', nan):.1e}",
+            str(ev.get("eligible", "-")),
+        )
     console.print(table)
     console.print(engines_line(m.default_engine))

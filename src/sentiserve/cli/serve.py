@@ -7,10 +7,10 @@ from pathlib import Path
 
 import typer
 
-from sentiserve.cli.console import console, user_errors
+from sentiserve.cli.console import console, current_settings, user_errors
 from sentiserve.repository.layout import DEFAULT_ROOT
 from sentiserve.serve.batcher import BatchingConfig
-from sentiserve.serve.dataplane import Limits
+from sentiserve.serve.plane import Limits
 
 B = BatchingConfig
 L = Limits
@@ -41,7 +41,7 @@ def serve(
         envvar="SENTISERVE_MODEL_REPOSITORY",
         help="Model repository to serve: a folder, or s3://bucket/prefix (pulled and verified "
         "into the cache first; AWS_ENDPOINT_URL for S3-compatible stores).",
-    ),  # fmt: skip
+    ),
     host: str = typer.Option("127.0.0.1", help="Address to bind (0.0.0.0 in containers)."),
     http_port: int = typer.Option(8000, help="REST port (friendly API and KServe v2)."),
     grpc_port: int = typer.Option(8001, help="KServe v2 gRPC port (0 turns gRPC off)."),
@@ -64,7 +64,26 @@ def serve(
     max_in_flight: int = typer.Option(
         L.max_in_flight, help="Most inference requests inside at once (503 beyond, at once)."
     ),
-    threads: int | None = typer.Option(None, help="Engine threads (default: one per core)."),
+    instances: int | None = typer.Option(
+        None,
+        min=1,
+        help="Engine instances (each a worker with its own session, all taking from one "
+        "queue). Default: one per core on CPU, one on a GPU.",
+    ),
+    intra_op_threads: int | None = typer.Option(
+        None,
+        "--intra-op-threads",
+        "--threads",
+        min=1,
+        help="ONNX Runtime threads per instance (default: SENTISERVE_THREADS, else 1 on CPU "
+        "with several instances, else every core).",
+    ),
+    solo_threads: int | None = typer.Option(
+        None,
+        min=0,
+        help="Threads of the extra session that runs a lone request when every instance is "
+        "idle (default: every core when instances use fewer; 0 turns it off).",
+    ),
     engine: str | None = typer.Option(None, help="Engine variant (default: manifest's)."),
     model_control: bool = typer.Option(False, help="Allow loading/unloading models over the API."),
     backend: Backend = typer.Option(
@@ -72,7 +91,7 @@ def serve(
         envvar="SENTISERVE_BACKEND",
         help="embedded: run the models here. triton: the friendly API (auth, limits, "
         "metrics, playground) in front of a remote Triton over gRPC (--triton-url).",
-    ),  # fmt: skip
+    ),
     triton_url: str = typer.Option(
         "127.0.0.1:8001", envvar="SENTISERVE_TRITON_URL", help="Triton's gRPC host:port."
     ),
@@ -86,35 +105,51 @@ def serve(
     metrics) in front of Triton, which serves KServe v2 itself; the repository is not read.
     """
     from sentiserve.serve.app import ServerConfig, run
-    from sentiserve.settings import Settings
+    from sentiserve.serve.instances import InstanceConfig
 
+    settings = current_settings()
     gateway = backend is Backend.TRITON
     with user_errors():
         repository = Path(".") if gateway else local_repository(model_repository)
         config = ServerConfig(
-            repository=repository, host=host, http_port=http_port,
+            repository=repository,
+            host=host,
+            http_port=http_port,
             grpc_port=grpc_port or None,
-            metrics_port=metrics_port, threads=threads, engine=engine,
+            metrics_port=metrics_port,
+            engine=engine,
+            instances=InstanceConfig(
+                count=instances,
+                threads=intra_op_threads or settings.threads,
+                solo_threads=solo_threads,
+            ),
             batching=BatchingConfig(
-                max_batch_size=max_batch_size, max_batch_tokens=max_batch_tokens,
-                max_queue_delay_ms=max_queue_delay_ms, max_queue_size=max_queue_size,
-                group_by_length=group_by_length, max_padding=max_padding,
+                max_batch_size=max_batch_size,
+                max_batch_tokens=max_batch_tokens,
+                max_queue_delay_ms=max_queue_delay_ms,
+                max_queue_size=max_queue_size,
+                group_by_length=group_by_length,
+                max_padding=max_padding,
                 pad_to_multiple=pad_to_multiple,
             ),
             limits=Limits(
                 max_texts=max_texts, default_timeout_s=timeout_s, max_in_flight=max_in_flight
             ),
-            api_key=Settings().api_key, model_control=model_control,
-            triton_url=triton_url if gateway else None, triton_model=triton_model,
-        )  # fmt: skip
+            api_key=settings.api_key,
+            model_control=model_control,
+            triton_url=triton_url if gateway else None,
+            triton_model=triton_model,
+        )
 
         def ready() -> None:
             base = f"http://{host}:{http_port}"
             metrics = f"http://{host}:{metrics_port}/metrics"
             if gateway:
-                console.print(f"[green]ready[/]: {base}/v1/sentiment  {base}/docs  metrics "
-                              f"{metrics}  (gateway to Triton at {triton_url})",
-                              soft_wrap=True)  # fmt: skip
+                console.print(
+                    f"[green]ready[/]: {base}/v1/sentiment  {base}/docs  metrics "
+                    f"{metrics}  (gateway to Triton at {triton_url})",
+                    soft_wrap=True,
+                )
                 return
             grpc = f"  gRPC {host}:{grpc_port}" if grpc_port else ""
             console.print(

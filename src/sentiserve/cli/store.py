@@ -18,12 +18,18 @@ def _progress(description: str, total: int) -> tuple[object, Callable[[str, int]
         DownloadColumn,
         Progress,
         TextColumn,
-        TimeRemainingColumn,  # fmt: skip
+        TimeRemainingColumn,
         TransferSpeedColumn,
     )
 
-    bar = Progress(TextColumn(description), BarColumn(), DownloadColumn(),
-                   TransferSpeedColumn(), TimeRemainingColumn(), console=console)  # fmt: skip
+    bar = Progress(
+        TextColumn(description),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
     task = bar.add_task(description, total=total)
     return bar, lambda _file, n: bar.update(task, advance=n)
 

@@ -46,17 +46,26 @@ def train(
 
     with user_errors():
         config = TrainConfig(
-            base_model=model, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-            warmup_ratio=warmup_ratio, max_length=max_length, seed=seed, max_steps=max_steps,
-            max_train_examples=max_train_examples, label_names=tuple(labels.split(",")),
-        )  # fmt: skip
+            base_model=model,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            warmup_ratio=warmup_ratio,
+            max_length=max_length,
+            seed=seed,
+            max_steps=max_steps,
+            max_train_examples=max_train_examples,
+            label_names=tuple(labels.split(",")),
+        )
         corpus = load_corpus(data, config.label_names)
         result = run_train(corpus, out, config, resume=resume)
     summary = {
-        "model_dir": str(result.model_dir), "steps": result.steps,
+        "model_dir": str(result.model_dir),
+        "steps": result.steps,
         "seconds": round(result.seconds, 1),
-        "validation": result.validation.to_dict(), "test": result.test.to_dict(),
-    }  # fmt: skip
+        "validation": result.validation.to_dict(),
+        "test": result.test.to_dict(),
+    }
     if json_out:
         emit_json(summary)
     else:

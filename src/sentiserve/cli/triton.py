@@ -19,7 +19,7 @@ def triton(
         str(DEFAULT_ROOT),
         envvar="SENTISERVE_MODEL_REPOSITORY",
         help="Model repository: a folder, or s3://bucket/prefix (pulled and verified first).",
-    ),  # fmt: skip
+    ),
     host: str = typer.Option("127.0.0.1", help="Address Triton's endpoints bind."),
     http_port: int = typer.Option(8000, help="KServe v2 REST port."),
     grpc_port: int = typer.Option(8001, help="KServe v2 gRPC port."),
@@ -34,7 +34,7 @@ def triton(
         DEFAULT_HOME,
         envvar="SENTISERVE_TRITON_HOME",
         help="Triton's own environment (bundled server, numpy<2 for its python stub).",
-    ),  # fmt: skip
+    ),
     setup_only: bool = typer.Option(False, help="Create Triton's environment, then exit."),
     exit_timeout: int = typer.Option(10, help="Seconds Triton waits for clients when stopping."),
     log_verbose: int = typer.Option(0, help="Triton's --log-verbose level."),
@@ -72,11 +72,16 @@ def triton(
                 write_python_form(repository, name, batching)
                 console.print(f"[cyan]•[/] {name}: python form written (dynamic batching)")
         server = TritonServer(
-            environment, str(repository.resolve()), host=host, http_port=http_port,
-            grpc_port=grpc_port, metrics_port=metrics_port,
-            model_control_mode=model_control_mode, log_verbose=log_verbose,
+            environment,
+            str(repository.resolve()),
+            host=host,
+            http_port=http_port,
+            grpc_port=grpc_port,
+            metrics_port=metrics_port,
+            model_control_mode=model_control_mode,
+            log_verbose=log_verbose,
             exit_timeout=exit_timeout,
-        )  # fmt: skip
+        )
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -87,8 +92,11 @@ def triton(
     try:
         with user_errors():
             server.start()
-        console.print(f"[green]ready[/]: Triton {server.url}/v2  gRPC {server.grpc_url}  "
-                      f"metrics {server.metrics_url}", soft_wrap=True)  # fmt: skip
+        console.print(
+            f"[green]ready[/]: Triton {server.url}/v2  gRPC {server.grpc_url}  "
+            f"metrics {server.metrics_url}",
+            soft_wrap=True,
+        )
         code = server.wait()
     except KeyboardInterrupt:
         code = 0

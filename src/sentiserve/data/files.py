@@ -22,8 +22,14 @@ from sentiserve.data.types import (
 )
 from sentiserve.errors import DataError
 
-SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
-            ".parquet": "parquet", ".pq": "parquet"}  # fmt: skip
+SUFFIXES = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
 REQUIRED_COLUMNS = ("text", "label")
 ACLIMDB_CLASSES = {"neg": "negative", "pos": "positive"}
 SPLIT_SEED = 1234
@@ -212,6 +218,10 @@ def _local_corpus(
 ) -> Corpus:
     train, validation, test = splits
     return Corpus(
-        name=name, train=train, validation=validation, test=test, description=description,
+        name=name,
+        train=train,
+        validation=validation,
+        test=test,
+        description=description,
         provenance={"source": str(source.resolve()), "split_seed": str(SPLIT_SEED)},
-    )  # fmt: skip
+    )

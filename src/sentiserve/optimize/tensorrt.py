@@ -32,8 +32,9 @@ def available() -> tuple[bool, str]:
     return True, ""
 
 
-def build_plan(onnx_path: Path, out: Path, *, max_batch: int, max_length: int,
-               fp16: bool = True) -> None:  # fmt: skip
+def build_plan(
+    onnx_path: Path, out: Path, *, max_batch: int, max_length: int, fp16: bool = True
+) -> None:
     """Build a TensorRT plan with a dynamic-shape profile up to ``max_batch`` x ``max_length``."""
     import onnx
     import tensorrt as trt

@@ -115,8 +115,9 @@ def optimize(
     result = OptimizeResult(folder=out)
 
     progress("fusing fp32 graph")
-    result.fusions = fusion.fuse(raw_onnx, out / FILES["fp32"], num_heads=heads,
-                                 hidden_size=hidden, model_type=model_type)  # fmt: skip
+    result.fusions = fusion.fuse(
+        raw_onnx, out / FILES["fp32"], num_heads=heads, hidden_size=hidden, model_type=model_type
+    )
     result.files["fp32"] = FILES["fp32"]
     fused = out / FILES["fp32"]
     wanted = settings.variants
@@ -131,15 +132,22 @@ def optimize(
         result.files["int8_dynamic"] = FILES["int8_dynamic"]
     if "fp16" in wanted:
         progress("fp16 conversion")
-        fusion.fuse(raw_onnx, out / FILES["fp16"], num_heads=heads, hidden_size=hidden,
-                    model_type=model_type, float16=True)  # fmt: skip
+        fusion.fuse(
+            raw_onnx,
+            out / FILES["fp16"],
+            num_heads=heads,
+            hidden_size=hidden,
+            model_type=model_type,
+            float16=True,
+        )
         result.files["fp16"] = FILES["fp16"]
     if "tensorrt" in wanted:
         ok, why = tensorrt.available()
         if ok:
             progress("TensorRT engine")
-            tensorrt.build_plan(raw_onnx, out / FILES["tensorrt"], max_batch=64,
-                                max_length=max_length)  # fmt: skip
+            tensorrt.build_plan(
+                raw_onnx, out / FILES["tensorrt"], max_batch=64, max_length=max_length
+            )
             result.files["tensorrt"] = FILES["tensorrt"]
             result.skipped["tensorrt"] = "built; measured by benchmarks/gpu.py, not here"
         else:
@@ -161,13 +169,19 @@ def optimize(
             result.skipped[name] = "built for GPUs; not measured here (no CUDA device)"
             continue
         progress(f"checking {name}: accuracy, batch invariance, throughput")
-        engine = OnnxRuntimeEngine(out / result.files[name], threads=settings.threads,
-                                   providers=providers_for(dev))  # fmt: skip
+        engine = OnnxRuntimeEngine(
+            out / result.files[name], threads=settings.threads, providers=providers_for(dev)
+        )
         report, predictions = check_variant(
-            engine, tokenizer, held_out,
-            reference_predictions=ref_pred, reference_accuracy=ref_acc,
-            invariance_texts=inv_texts, throughput_texts=thr_texts, device=dev,
-        )  # fmt: skip
+            engine,
+            tokenizer,
+            held_out,
+            reference_predictions=ref_pred,
+            reference_accuracy=ref_acc,
+            invariance_texts=inv_texts,
+            throughput_texts=thr_texts,
+            device=dev,
+        )
         result.reports[name] = report
         if name == "fp32":
             ref_pred, ref_acc = predictions, report.accuracy

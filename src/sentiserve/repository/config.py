@@ -166,8 +166,9 @@ class ModelConfig:
         if self.ensemble_steps:
             lines += ["ensemble_scheduling {", "  step ["]
             for i, step in enumerate(self.ensemble_steps):
-                lines.append(f'    {{ model_name: "{step.model_name}" '
-                             f"model_version: {step.model_version}")  # fmt: skip
+                lines.append(
+                    f'    {{ model_name: "{step.model_name}" model_version: {step.model_version}'
+                )
                 for key, value in step.input_map.items():
                     lines.append(f'      input_map {{ key: "{key}" value: "{value}" }}')
                 for key, value in step.output_map.items():

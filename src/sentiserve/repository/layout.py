@@ -53,17 +53,19 @@ class ModelRepository:
         if not self.root.is_dir():
             return []
         return sorted(
-            p.name for p in self.root.iterdir()
+            p.name
+            for p in self.root.iterdir()
             if p.is_dir() and not p.name.startswith(".") and (p / CONFIG).is_file()
-        )  # fmt: skip
+        )
 
     def servable(self) -> list[str]:
         """Models sentiserve itself serves: those with a manifest in a version folder. The
         members of Triton's GPU ensemble (tokenizer, ONNX model, postprocess) have none."""
 
         def has_manifest(model: str) -> bool:
-            return any((self.root / model / str(v) / MANIFEST).is_file()
-                       for v in self.versions(model))  # fmt: skip
+            return any(
+                (self.root / model / str(v) / MANIFEST).is_file() for v in self.versions(model)
+            )
 
         return [m for m in self.models() if has_manifest(m)]
 
@@ -72,7 +74,11 @@ class ModelRepository:
         folder = self.root / model
         if not folder.is_dir():
             return []
-        return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
+        return sorted(
+            int(p.name)
+            for p in folder.iterdir()
+            if p.is_dir() and p.name.isascii() and p.name.isdigit()
+        )
 
     def next_version(self, model: str) -> int:
         versions = self.versions(model)

@@ -91,8 +91,10 @@ class TritonBatching:
 
 def _text_io(num_labels: int) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
     inputs = (Tensor("TEXT", DataType.STRING, (1,)),)
-    outputs = (Tensor("LABEL", DataType.STRING, (1,)),
-               Tensor("PROBABILITIES", DataType.FP32, (num_labels,)))  # fmt: skip
+    outputs = (
+        Tensor("LABEL", DataType.STRING, (1,)),
+        Tensor("PROBABILITIES", DataType.FP32, (num_labels,)),
+    )
     return inputs, outputs
 
 
@@ -105,12 +107,15 @@ def classify_config(
     b = batching or TritonBatching()
     inputs, outputs = _text_io(len(labels))
     return ModelConfig(
-        name=name, backend="python", max_batch_size=b.max_batch_size,
-        inputs=inputs, outputs=outputs,
+        name=name,
+        backend="python",
+        max_batch_size=b.max_batch_size,
+        inputs=inputs,
+        outputs=outputs,
         dynamic_batching=DynamicBatching(max_queue_delay_microseconds=0),
         instance_groups=(InstanceGroup(InstanceKind.CPU, b.instances),),
         parameters={"sentiserve_role": "classify", LABELS: json.dumps(labels)},
-    )  # fmt: skip
+    )
 
 
 def ensemble_configs(
@@ -128,8 +133,13 @@ def ensemble_configs(
     cpu = (InstanceGroup(InstanceKind.CPU, b.instances),)
     now = DynamicBatching(max_queue_delay_microseconds=0)
     tokenizer = ModelConfig(
-        name=name + TOKENIZER_MEMBER, backend="python", max_batch_size=b.max_batch_size,
-        inputs=text_in, outputs=ids, dynamic_batching=now, instance_groups=cpu,
+        name=name + TOKENIZER_MEMBER,
+        backend="python",
+        max_batch_size=b.max_batch_size,
+        inputs=text_in,
+        outputs=ids,
+        dynamic_batching=now,
+        instance_groups=cpu,
         parameters={
             "sentiserve_role": "tokenize",
             "sentiserve_max_length": str(manifest.max_length),
@@ -138,31 +148,46 @@ def ensemble_configs(
             # A fixed length, so that Triton's batcher can join any two requests on the GPU.
             "sentiserve_pad_to": str(manifest.max_length),
         },
-    )  # fmt: skip
+    )
     tensorrt = platform is Platform.TENSORRT
     model = ModelConfig(
-        name=name + ONNX_MEMBER, platform="tensorrt_plan" if tensorrt else "onnxruntime_onnx",
-        max_batch_size=b.max_batch_size, inputs=ids, outputs=logits,
+        name=name + ONNX_MEMBER,
+        platform="tensorrt_plan" if tensorrt else "onnxruntime_onnx",
+        max_batch_size=b.max_batch_size,
+        inputs=ids,
+        outputs=logits,
         dynamic_batching=DynamicBatching(preferred, b.delay_us),
         instance_groups=(InstanceGroup(InstanceKind.GPU, b.instances),),
         accelerator=TensorRTAccelerator("FP16") if b.trt_fp16 and not tensorrt else None,
-    )  # fmt: skip
+    )
     post = ModelConfig(
-        name=name + POSTPROCESS_MEMBER, backend="python", max_batch_size=b.max_batch_size,
-        inputs=logits, outputs=text_out, dynamic_batching=now, instance_groups=cpu,
+        name=name + POSTPROCESS_MEMBER,
+        backend="python",
+        max_batch_size=b.max_batch_size,
+        inputs=logits,
+        outputs=text_out,
+        dynamic_batching=now,
+        instance_groups=cpu,
         parameters={"sentiserve_role": "postprocess", LABELS: json.dumps(manifest.labels)},
-    )  # fmt: skip
+    )
     same = {n: n for n in manifest.inputs}
     ensemble = ModelConfig(
-        name=name, platform="ensemble", max_batch_size=b.max_batch_size,
-        inputs=text_in, outputs=text_out, parameters={LABELS: json.dumps(manifest.labels)},
+        name=name,
+        platform="ensemble",
+        max_batch_size=b.max_batch_size,
+        inputs=text_in,
+        outputs=text_out,
+        parameters={LABELS: json.dumps(manifest.labels)},
         ensemble_steps=(
             EnsembleStep(tokenizer.name, {"TEXT": "TEXT"}, same),
             EnsembleStep(model.name, same, {"logits": "logits"}),
-            EnsembleStep(post.name, {"logits": "logits"},
-                         {"LABEL": "LABEL", "PROBABILITIES": "PROBABILITIES"}),
+            EnsembleStep(
+                post.name,
+                {"logits": "logits"},
+                {"LABEL": "LABEL", "PROBABILITIES": "PROBABILITIES"},
+            ),
         ),
-    )  # fmt: skip
+    )
     members = [tokenizer, model, post]
     check_ensemble(ensemble, members)
     return [ensemble, *members]
@@ -183,22 +208,30 @@ def check_ensemble(ensemble: ModelConfig, members: list[ModelConfig]) -> None:
         if member is None:
             raise ConfigError(f"ensemble {ensemble.name}: no member model {step.model_name}")
         if member.max_batch_size < ensemble.max_batch_size:
-            raise ConfigError(f"ensemble {ensemble.name}: {member.name} max_batch_size "
-                              f"{member.max_batch_size} < {ensemble.max_batch_size}")  # fmt: skip
+            raise ConfigError(
+                f"ensemble {ensemble.name}: {member.name} max_batch_size "
+                f"{member.max_batch_size} < {ensemble.max_batch_size}"
+            )
         own_in = {t.name: t for t in member.inputs}
         own_out = {t.name: t for t in member.outputs}
         if set(step.input_map) != set(own_in):
-            raise ConfigError(f"ensemble {ensemble.name}: step {member.name} maps inputs "
-                              f"{sorted(step.input_map)}, it takes {sorted(own_in)}")  # fmt: skip
+            raise ConfigError(
+                f"ensemble {ensemble.name}: step {member.name} maps inputs "
+                f"{sorted(step.input_map)}, it takes {sorted(own_in)}"
+            )
         for own, outer in step.input_map.items():
             source = known.get(outer)
             if source is None:
-                raise ConfigError(f"ensemble {ensemble.name}: {member.name} reads {outer!r}, "
-                                  "which no earlier step produces")  # fmt: skip
+                raise ConfigError(
+                    f"ensemble {ensemble.name}: {member.name} reads {outer!r}, "
+                    "which no earlier step produces"
+                )
             if source.data_type is not own_in[own].data_type:
-                raise ConfigError(f"ensemble {ensemble.name}: {outer} is "
-                                  f"{source.data_type.value}, {member.name}.{own} takes "
-                                  f"{own_in[own].data_type.value}")  # fmt: skip
+                raise ConfigError(
+                    f"ensemble {ensemble.name}: {outer} is "
+                    f"{source.data_type.value}, {member.name}.{own} takes "
+                    f"{own_in[own].data_type.value}"
+                )
         for own, outer in step.output_map.items():
             if own not in own_out:
                 raise ConfigError(f"ensemble {ensemble.name}: {member.name} has no output {own}")
@@ -206,8 +239,10 @@ def check_ensemble(ensemble: ModelConfig, members: list[ModelConfig]) -> None:
     for out in ensemble.outputs:
         made = known.get(out.name)
         if made is None or made.data_type is not out.data_type or made.dims != out.dims:
-            raise ConfigError(f"ensemble {ensemble.name}: no step produces output {out.name} "
-                              f"as {out.data_type.value} {list(out.dims)}")  # fmt: skip
+            raise ConfigError(
+                f"ensemble {ensemble.name}: no step produces output {out.name} "
+                f"as {out.data_type.value} {list(out.dims)}"
+            )
 
 
 def check_onnx(config: ModelConfig, onnx_path: Path) -> None:
@@ -224,26 +259,34 @@ def check_onnx(config: ModelConfig, onnx_path: Path) -> None:
     except Exception as exc:
         raise RepositoryError(f"cannot read ONNX graph {onnx_path}: {exc}") from exc
     batch = config.max_batch_size > 0
-    for kind, tensors, values in (("input", config.inputs, graph.input),
-                                  ("output", config.outputs, graph.output)):  # fmt: skip
+    for kind, tensors, values in (
+        ("input", config.inputs, graph.input),
+        ("output", config.outputs, graph.output),
+    ):
         graph_tensors = {v.name: v.type.tensor_type for v in values}
         if set(graph_tensors) != {t.name for t in tensors}:
             ours = sorted(t.name for t in tensors)
-            raise ConfigError(f"{config.name}: config {kind}s {ours} != graph {kind}s "
-                              f"{sorted(graph_tensors)} in {onnx_path.name}")  # fmt: skip
+            raise ConfigError(
+                f"{config.name}: config {kind}s {ours} != graph {kind}s "
+                f"{sorted(graph_tensors)} in {onnx_path.name}"
+            )
         for t in tensors:
             graph_type = graph_tensors[t.name]
             dims = [d.dim_value if d.HasField("dim_value") else -1 for d in graph_type.shape.dim]
             expected = ([-1] if batch else []) + list(t.dims)
             dtype = ONNX_TYPES.get(graph_type.elem_type)
             if dtype is not t.data_type:
-                raise ConfigError(f"{config.name}.{t.name}: config says {t.data_type.value}, "
-                                  f"graph says elem_type {graph_type.elem_type}")  # fmt: skip
+                raise ConfigError(
+                    f"{config.name}.{t.name}: config says {t.data_type.value}, "
+                    f"graph says elem_type {graph_type.elem_type}"
+                )
             if len(dims) != len(expected) or any(
                 e != -1 and d != e for d, e in zip(dims, expected, strict=True)
             ):
-                raise ConfigError(f"{config.name}.{t.name}: config dims {expected} "
-                                  f"(batch first) disagree with graph dims {dims}")  # fmt: skip
+                raise ConfigError(
+                    f"{config.name}.{t.name}: config dims {expected} "
+                    f"(batch first) disagree with graph dims {dims}"
+                )
 
 
 def write_model_py(version_dir: Path) -> None:
@@ -302,8 +345,10 @@ def write_gpu_form(
     wanted = "plan" if platform is Platform.TENSORRT else "onnx"
     if entry is None or entry.format != wanted:
         have = ", ".join(f"{k} ({e.format})" for k, e in manifest.engines.items())
-        raise RepositoryError(f"{name} v{manifest.version} has no {wanted} engine {variant!r} "
-                              f"for --platform {platform.value} (engines: {have})")  # fmt: skip
+        raise RepositoryError(
+            f"{name} v{manifest.version} has no {wanted} engine {variant!r} "
+            f"for --platform {platform.value} (engines: {have})"
+        )
     configs = ensemble_configs(name, manifest, platform, batching)
     ensemble, tokenizer, model, post = configs
     if platform is Platform.ONNXRUNTIME:

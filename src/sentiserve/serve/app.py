@@ -1,4 +1,5 @@
-"""The composition root: builds the registry, data plane, transports and metrics server."""
+"""The composition root: builds the data plane (embedded or Triton gateway), the HTTP edge
+and FastAPI app, the gRPC server and the metrics server, and runs them."""
 
 from __future__ import annotations
 
@@ -12,20 +13,25 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
 
 from sentiserve import __version__
-from sentiserve.errors import SentiserveError
-from sentiserve.serve import playground, rest_v1, rest_v2
+from sentiserve.errors import InvalidInputError, SentiserveError
+from sentiserve.serve import openapi, playground, rest_v1, rest_v2
 from sentiserve.serve.auth import ApiKey
 from sentiserve.serve.batcher import BatchingConfig
-from sentiserve.serve.dataplane import DataPlane, Limits
-from sentiserve.serve.gateway import GatewayPlane, health_router
+from sentiserve.serve.dataplane import EmbeddedPlane
+from sentiserve.serve.edge import Edge, error_reply
+from sentiserve.serve.gateway import TritonPlane
+from sentiserve.serve.instances import InstanceConfig
 from sentiserve.serve.metrics import Metrics
-from sentiserve.serve.middleware import RequestContext, error_response
+from sentiserve.serve.plane import DataPlane, Limits
 from sentiserve.serve.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -42,7 +48,7 @@ class ServerConfig:
     metrics_port: int = 8002
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     limits: Limits = field(default_factory=Limits)
-    threads: int | None = None
+    instances: InstanceConfig = field(default_factory=InstanceConfig)
     engine: str | None = None
     drain_seconds: float = 30.0
     api_key: str | None = None
@@ -55,67 +61,115 @@ class ServerConfig:
 
 @dataclass
 class Server:
-    """A built server: the FastAPI app plus what it is made of (``registry`` is None in
-    gateway mode, where ``plane`` is a :class:`GatewayPlane`)."""
+    """A built server: the ASGI edge (in front of the FastAPI app) and its data plane."""
 
+    asgi: Edge
     app: FastAPI
-    plane: DataPlane | GatewayPlane
-    registry: Registry | None
+    plane: DataPlane
     metrics: Metrics
 
     def stop_accepting(self) -> None:
         self.plane.accepting = False
 
-    def close(self) -> None:
-        if self.registry is not None:
-            self.registry.stop()
+
+def _error(exc: SentiserveError) -> Response:
+    """The edge's error reply (``{"error": ...}``, ``Retry-After`` when busy) for FastAPI."""
+    reply = error_reply(exc)
+    headers = {k.decode(): v.decode() for k, v in reply.headers}
+    return Response(reply.body, reply.status, headers, media_type=reply.content_type.decode())
 
 
-def _app(plane: DataPlane | GatewayPlane, metrics: Metrics, limits: Limits) -> FastAPI:
-    """The FastAPI app with error handling, the friendly API, the playground and the
-    request middleware; the caller adds the protocol routes."""
-    app = FastAPI(title="sentiserve", version=__version__,
-                  description="Sentiment classification: friendly REST and KServe v2.")  # fmt: skip
+def build_app(plane: DataPlane, metrics: Metrics) -> tuple[FastAPI, Edge]:
+    """FastAPI (every route but inference, with one error format) and the edge in front of
+    it (request ids, auth, overload, inference)."""
+    app = FastAPI(
+        title="sentiserve",
+        version=__version__,
+        description="Sentiment classification: friendly REST and KServe v2.",
+    )
 
     @app.exception_handler(SentiserveError)
-    async def sentiserve_error(_request: Request, exc: SentiserveError) -> JSONResponse:
-        return error_response(exc)
+    async def sentiserve_error(_request: Request, exc: SentiserveError) -> Response:
+        return _error(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(_request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {"msg": "invalid request", "loc": ()}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        message = f"{where}: {first['msg']}" if where else str(first["msg"])
-        return JSONResponse({"error": message}, status_code=HTTPStatus.BAD_REQUEST)
+        return _error(InvalidInputError(f"{where}: {first['msg']}" if where else str(first["msg"])))
 
-    app.include_router(rest_v1.router(plane))
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, exc: Exception) -> Response:
+        logger.error("request failed: %s: %s", type(exc).__name__, exc)
+        return _error(SentiserveError("internal error; see the server log"))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        return JSONResponse(
+            {"error": str(exc.detail)}, status_code=exc.status_code, headers=headers
+        )
+
+    app.include_router(rest_v2.router(plane))
     app.include_router(playground.router())
-    app.add_middleware(
-        RequestContext, api_key=plane.api_key, max_in_flight=limits.max_in_flight,
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    edge = Edge(
+        app,
+        [rest_v1.route(plane), rest_v2.infer_route(plane)],
+        plane.api_key,
+        max_in_flight=plane.limits.max_in_flight,
+        max_body_bytes=plane.limits.max_body_bytes,
         on_overload=metrics.overload_rejected.inc,
-    )  # fmt: skip
-    return app
+    )
+    return app, edge
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document plus the edge-served inference routes and their models."""
+    if not app.openapi_schema:
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        app.openapi_schema = openapi.extend(
+            schema,
+            {**rest_v1.OPENAPI_PATHS, **rest_v2.OPENAPI_PATHS},
+            [*rest_v1.SCHEMA_MODELS, *rest_v2.SCHEMA_MODELS],
+        )
+    return app.openapi_schema
+
+
+def build_plane(config: ServerConfig, metrics: Metrics) -> DataPlane:
+    """The embedded plane (every model loaded, verified and warmed up), or in gateway mode
+    (``triton_url`` set) the plane backed by Triton."""
+    api_key = ApiKey(config.api_key)
+    if config.triton_url:
+        return TritonPlane(
+            config.triton_url,
+            metrics,
+            config.limits,
+            api_key,
+            readiness_model=config.triton_model,
+            model_control=config.model_control,
+        )
+    registry = Registry(
+        config.repository,
+        config.batching,
+        instances=config.instances,
+        engine=config.engine,
+        on_batch=metrics.record_batch,
+    )
+    plane = EmbeddedPlane(
+        registry, metrics, config.limits, api_key, model_control=config.model_control
+    )
+    registry.load_all()
+    return plane
 
 
 def build_server(config: ServerConfig) -> Server:
-    """Load every model (verified, warmed up) and assemble the HTTP app; in gateway mode
-    (``triton_url`` set), the friendly API in front of Triton instead."""
     metrics = Metrics()
-    if config.triton_url:
-        gateway = GatewayPlane(config.triton_url, metrics, config.limits, ApiKey(config.api_key))
-        app = _app(gateway, metrics, config.limits)
-        app.include_router(health_router(gateway, config.triton_model))
-        return Server(app, gateway, None, metrics)
-    registry = Registry(
-        config.repository, config.batching, threads=config.threads, engine=config.engine,
-        on_batch=metrics.record_batch,
-    )  # fmt: skip
-    plane = DataPlane(registry, metrics, config.limits, ApiKey(config.api_key),
-                      model_control=config.model_control)  # fmt: skip
-    registry.load_all()
-    app = _app(plane, metrics, config.limits)
-    app.include_router(rest_v2.router(plane))
-    return Server(app, plane, registry, metrics)
+    plane = build_plane(config, metrics)
+    app, edge = build_app(plane, metrics)
+    return Server(edge, app, plane, metrics)
 
 
 class _MetricsHandler(BaseHTTPRequestHandler):
@@ -166,17 +220,20 @@ def start_metrics_server(metrics: Metrics, host: str, port: int) -> ThreadingHTT
     return server
 
 
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvicorn[standard] installs it on Linux
+        return None
+    return uvloop.new_event_loop
+
+
 def run(config: ServerConfig, on_ready: Callable[[], None] = lambda: None) -> None:
     """Serve until SIGTERM or SIGINT; then stop accepting, drain in-flight work, exit."""
     import uvicorn
 
     http_socket = bind(config.host, config.http_port, "HTTP")
     server = build_server(config)
-    try:
-        metrics_http = start_metrics_server(server.metrics, config.host, config.metrics_port)
-    except OSError as exc:
-        server.close()
-        raise bind_error("metrics", config.host, config.metrics_port, exc) from exc
 
     class Graceful(uvicorn.Server):
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -185,35 +242,47 @@ def run(config: ServerConfig, on_ready: Callable[[], None] = lambda: None) -> No
             server.stop_accepting()
             super().handle_exit(sig, frame)
 
-    uv = Graceful(uvicorn.Config(
-        server.app, host=config.host, port=config.http_port, log_level="warning",
-        timeout_graceful_shutdown=int(config.drain_seconds), lifespan="off",
-    ))  # fmt: skip
+    uv = Graceful(
+        uvicorn.Config(
+            server.asgi,
+            host=config.host,
+            port=config.http_port,
+            log_level="warning",
+            timeout_graceful_shutdown=int(config.drain_seconds),
+            lifespan="off",
+        )
+    )
 
     async def main() -> None:
         grpc_server = None
-        if config.grpc_port is not None and isinstance(server.plane, DataPlane):
-            from sentiserve.serve.grpc_v2 import start_grpc
-
-            try:
-                grpc_server = await start_grpc(server.plane, config.host, config.grpc_port)
-            except (OSError, RuntimeError) as exc:
-                raise bind_error("gRPC", config.host, config.grpc_port, exc) from exc
-        task = asyncio.create_task(uv.serve(sockets=[http_socket]))
-        while not uv.started and not task.done():
-            await asyncio.sleep(0.01)
-        if uv.started:
-            on_ready()
         try:
+            if config.grpc_port is not None:
+                from sentiserve.serve.grpc_v2 import start_grpc
+
+                try:
+                    grpc_server = await start_grpc(server.plane, config.host, config.grpc_port)
+                except (OSError, RuntimeError) as exc:
+                    raise bind_error("gRPC", config.host, config.grpc_port, exc) from exc
+            task = asyncio.create_task(uv.serve(sockets=[http_socket]))
+            while not uv.started and not task.done():
+                await asyncio.sleep(0.01)
+            if uv.started:
+                on_ready()
             await task
         finally:
             if grpc_server is not None:
                 await grpc_server.stop(config.drain_seconds)
-            if isinstance(server.plane, GatewayPlane):
-                await server.plane.close()
+            await server.plane.close()
 
     try:
-        asyncio.run(main())
+        metrics_http = start_metrics_server(server.metrics, config.host, config.metrics_port)
+    except OSError as exc:
+        asyncio.run(server.plane.close())
+        raise bind_error("metrics", config.host, config.metrics_port, exc) from exc
+    try:
+        # uvloop: uvicorn picks it only in uvicorn.run(); serving ourselves, we ask for it.
+        # Its C transports and loop cost less per request than asyncio's own.
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(main())
     finally:
-        server.close()
         metrics_http.shutdown()

@@ -5,15 +5,10 @@ from __future__ import annotations
 
 import hmac
 import re
-from http import HTTPStatus
 
-from sentiserve.errors import SentiserveError
+from sentiserve.errors import UnauthorizedError
 
 PROTECTED_PATHS = re.compile(r"^/v1/|^/v2/models/[^/]+(/versions/[^/]+)?/infer$|^/v2/repository/")
-
-
-class UnauthorizedError(SentiserveError):
-    status = HTTPStatus.UNAUTHORIZED
 
 
 class ApiKey:

@@ -1,117 +1,56 @@
-"""The data plane: validation, model lookup, tokenization, batching, metrics.
+"""The embedded data plane: models run here, through the registry's batchers.
 
-Every transport (friendly REST, KServe v2 REST, KServe v2 gRPC) converts its types and
-calls this; none of them validates or batches on its own.
+Validation, model lookup, tokenization, batching, deadlines and Triton's request metrics
+happen here, once, whatever the transport. Besides each text model ``<name>`` (TEXT in,
+LABEL and PROBABILITIES out) it serves ``<name>_onnx``, the raw engine model (token ids
+in, logits out), through the same batcher.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Protocol
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from sentiserve.engine.base import softmax
-from sentiserve.errors import ConfigError, ModelNotFoundError, SentiserveError
+from sentiserve.errors import (
+    DeadlineExceededError,
+    InvalidInputError,
+    ModelControlDisabledError,
+    ModelNotFoundError,
+    PayloadTooLargeError,
+    QueueFullError,
+    SentiserveError,
+)
 from sentiserve.serve.auth import ApiKey
-from sentiserve.serve.batcher import DeadlineExceededError, QueueFullError
 from sentiserve.serve.metrics import Metrics
+from sentiserve.serve.plane import (
+    Classification,
+    InferRequest,
+    InferResponse,
+    Limits,
+    ModelMetadata,
+    ModelStatus,
+    Tensor,
+    TensorSpec,
+    check_texts,
+)
 from sentiserve.serve.registry import LoadedModel, Registry
 
 RAW_SUFFIX = "_onnx"
 """``<model>_onnx`` is the raw engine of ``<model>``: token ids in, logits out."""
+TEXT_INPUT = "TEXT"
+RAW_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+"""Inputs of the raw engine model; ``token_type_ids`` is accepted and must be all zeros."""
 TOKENIZE_INLINE_CHARS = 20_000
 """Below this many characters, tokenizing on the event loop is cheaper than a thread hop."""
-
-
-class InvalidInputError(SentiserveError):
-    """The request is malformed: wrong types, missing or empty texts."""
-
-    status = HTTPStatus.BAD_REQUEST
-
-
-class ModelControlDisabledError(SentiserveError):
-    """Loading and unloading models over the API is off (``--model-control`` turns it on)."""
-
-    status = HTTPStatus.FORBIDDEN
-
-
-class PayloadTooLargeError(SentiserveError):
-    """Too many texts, or a body over the size limit."""
-
-    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Per-request limits.
-
-    Attributes:
-        max_texts: Most texts in one request.
-        max_body_bytes: Largest request body.
-        default_timeout_s: Deadline of a request that sets none.
-        max_timeout_s: Largest deadline a request may ask for.
-        max_in_flight: Most inference requests inside the server at once (being read,
-            tokenized, queued or run). Beyond it a request is answered 503 before its body
-            is read, so an overloaded event loop stays responsive.
-    """
-
-    max_texts: int = 256
-    max_body_bytes: int = 4 * 1024 * 1024
-    default_timeout_s: float = 10.0
-    max_timeout_s: float = 60.0
-    max_in_flight: int = 512
-
-    def __post_init__(self) -> None:
-        for name in ("max_texts", "max_body_bytes", "max_in_flight"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1")
-        if not 0 < self.default_timeout_s <= self.max_timeout_s:
-            raise ConfigError("default_timeout_s must be within (0, max_timeout_s]")
-
-    def deadline(self, timeout_s: float | None) -> float:
-        """The monotonic time a request asking for ``timeout_s`` (None: the default) must
-        end by.
-
-        Raises:
-            InvalidInputError: The timeout is not within (0, max_timeout_s].
-        """
-        if timeout_s is None:
-            timeout_s = self.default_timeout_s
-        if not 0 < timeout_s <= self.max_timeout_s:
-            raise InvalidInputError(f"timeout must be within (0, {self.max_timeout_s:g}] seconds")
-        return time.monotonic() + timeout_s
-
-
-@dataclass(frozen=True)
-class Classification:
-    """Results for one request, in text order."""
-
-    model: str
-    version: int
-    labels: list[str]
-    probabilities: npt.NDArray[np.float32]
-
-    def predicted(self) -> list[str]:
-        return [self.labels[i] for i in self.probabilities.argmax(axis=1)]
-
-
-class TextClassifier(Protocol):
-    """What the friendly API needs: the embedded :class:`DataPlane` or the Triton gateway."""
-
-    async def classify(
-        self,
-        model_name: str,
-        texts: Sequence[str],
-        *,
-        version: int | None = None,
-        timeout_s: float | None = None,
-    ) -> Classification: ...
 
 
 def check_ids(
@@ -148,25 +87,68 @@ def check_ids(
     return [row[:n].tolist() for row, n in zip(input_ids, lengths, strict=True)]
 
 
-def check_texts(texts: object, limits: Limits) -> list[str]:
-    """Validate a list of texts (non-empty strings, within the count limit)."""
-    if not isinstance(texts, list | tuple):
-        raise InvalidInputError("texts must be a list of strings")
-    if not texts:
-        raise InvalidInputError("no texts given")
-    if len(texts) > limits.max_texts:
-        raise PayloadTooLargeError(
-            f"{len(texts)} texts in one request; the limit is {limits.max_texts}"
+def texts_of(tensors: dict[str, Tensor], model: str) -> tuple[list[str], list[int]]:
+    """The texts of a text model's request (exactly one input, ``TEXT``: BYTES of UTF-8,
+    shape ``[n]`` or ``[n, 1]``) and that shape."""
+    if set(tensors) != {TEXT_INPUT}:
+        raise InvalidInputError(
+            f"model {model} takes one input {TEXT_INPUT} (BYTES); got "
+            f"{', '.join(sorted(tensors)) or 'none'}"
         )
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise InvalidInputError(f"text {i} must be a string, got {type(text).__name__}")
-        if not text.strip():
-            raise InvalidInputError(f"text {i} is empty")
-    return list(texts)
+    tensor = tensors[TEXT_INPUT]
+    if tensor.datatype != "BYTES" or not isinstance(tensor.data, list):
+        raise InvalidInputError(
+            f"input {TEXT_INPUT}: expected datatype BYTES, got {tensor.datatype}"
+        )
+    if len(tensor.shape) not in (1, 2) or (len(tensor.shape) == 2 and tensor.shape[1] != 1):
+        raise InvalidInputError(f"input {TEXT_INPUT}: shape must be [n] or [n, 1]")
+    out = []
+    for i, raw in enumerate(tensor.data):
+        try:
+            out.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise InvalidInputError(f"input {TEXT_INPUT}: element {i} is not valid UTF-8") from exc
+    return out, tensor.shape
 
 
-class DataPlane:
+def raw_arrays(
+    tensors: dict[str, Tensor], model: str
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64] | None]:
+    """``input_ids`` and ``attention_mask`` as int64 matrices, checked against their shapes."""
+    unknown = set(tensors) - set(RAW_INPUTS)
+    if unknown or "input_ids" not in tensors:
+        raise InvalidInputError(
+            f"model {model} takes input_ids and optionally attention_mask and token_type_ids "
+            f"(INT64 or INT32); got {', '.join(sorted(tensors))}"
+        )
+    arrays: dict[str, npt.NDArray[np.int64]] = {}
+    for name, tensor in tensors.items():
+        if tensor.datatype not in ("INT64", "INT32") or isinstance(tensor.data, list):
+            raise InvalidInputError(f"input {name}: expected INT64 or INT32, got {tensor.datatype}")
+        if len(tensor.shape) != 2:
+            raise InvalidInputError(f"input {name}: expected shape [batch, sequence]")
+        arrays[name] = np.asarray(tensor.data, dtype=np.int64).reshape(tensor.shape)
+    types = arrays.get("token_type_ids")
+    if types is not None and types.any():
+        raise InvalidInputError("token_type_ids must be all zeros (single-text classifier)")
+    return arrays["input_ids"], arrays.get("attention_mask")
+
+
+def select_outputs(requested: list[str], outputs: list[Tensor]) -> list[Tensor]:
+    """The outputs a request asked for (all when it named none), in the model's order."""
+    wanted = set(requested)
+    unknown = wanted - {t.name for t in outputs}
+    if unknown:
+        raise InvalidInputError(f"unknown output(s) {', '.join(sorted(unknown))}")
+    return [t for t in outputs if not wanted or t.name in wanted]
+
+
+@dataclass
+class _Count:
+    texts: int = 0
+
+
+class EmbeddedPlane:
     """Classifies texts with the registry's models and records Triton-style metrics."""
 
     def __init__(
@@ -185,18 +167,87 @@ class DataPlane:
         self.model_control = model_control
         self.accepting = True
 
-    def check_model_control(self) -> None:
-        if not self.model_control:
-            raise ModelControlDisabledError(
-                "model control is off; start the server with --model-control to load and "
-                "unload models over the API"
-            )
+    # --- health and metadata ---
 
-    def ready(self) -> bool:
+    async def live(self) -> bool:
+        return True
+
+    async def ready(self) -> bool:
         return self.accepting and bool(self.registry.names())
 
-    def model(self, name: str, version: int | None = None) -> LoadedModel:
-        return self.registry.get(name, version)
+    async def model_ready(self, name: str, version: int | None = None) -> bool:
+        try:
+            self.registry.get(self.raw_base(name) or name, version)
+        except ModelNotFoundError:
+            return False
+        return self.accepting
+
+    async def metadata(self, name: str, version: int | None = None) -> ModelMetadata:
+        base = self.raw_base(name)
+        model = self.registry.get(base or name, version)
+        labels = len(model.served.labels)
+        if base is not None:
+            return ModelMetadata(
+                name=name,
+                versions=[str(model.version)],
+                platform="onnxruntime_onnx",
+                inputs=[TensorSpec(n, "INT64", [-1, -1]) for n in RAW_INPUTS],
+                outputs=[TensorSpec("logits", "FP32", [-1, labels])],
+            )
+        # Triton's shapes for the same repository (its models batch TEXT as [n, 1]).
+        return ModelMetadata(
+            name=model.name,
+            versions=[str(model.version)],
+            platform="sentiserve_onnxruntime",
+            inputs=[TensorSpec(TEXT_INPUT, "BYTES", [-1, 1])],
+            outputs=[
+                TensorSpec("LABEL", "BYTES", [-1, 1]),
+                TensorSpec("PROBABILITIES", "FP32", [-1, labels]),
+            ],
+        )
+
+    def raw_base(self, name: str) -> str | None:
+        """The text model behind a raw-engine model name (``sentiment_onnx`` -> ``sentiment``)."""
+        if name.endswith(RAW_SUFFIX) and name[: -len(RAW_SUFFIX)] in self.registry.names():
+            return name[: -len(RAW_SUFFIX)]
+        return None
+
+    # --- inference ---
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        """A KServe v2 inference: TEXT for a text model, token ids for ``<name>_onnx``."""
+        tensors = request.by_name()
+        if self.raw_base(request.model) is not None:
+            ids, mask = raw_arrays(tensors, request.model)
+            model, logits = await self.logits(
+                request.model,
+                ids,
+                mask,
+                version=request.version,
+                timeout_s=request.timeout_s,
+                transport_s=request.transport_deadline_s,
+            )
+            outputs = [Tensor("logits", "FP32", list(logits.shape), logits)]
+            name, version = request.model, model.version
+        else:
+            texts, shape = texts_of(tensors, request.model)
+            result = await self.classify(
+                request.model,
+                texts,
+                version=request.version,
+                timeout_s=request.timeout_s,
+                transport_s=request.transport_deadline_s,
+            )
+            labels = [result.labels[i].encode() for i in result.best]
+            outputs = [
+                Tensor("LABEL", "BYTES", [len(labels), *shape[1:]], labels),
+                Tensor(
+                    "PROBABILITIES", "FP32", list(result.probabilities.shape), result.probabilities
+                ),
+            ]
+            name, version = result.model, result.version
+        chosen = select_outputs(request.outputs, outputs)
+        return InferResponse(name, version, chosen, request.id)
 
     async def classify(
         self,
@@ -205,6 +256,7 @@ class DataPlane:
         *,
         version: int | None = None,
         timeout_s: float | None = None,
+        transport_s: float | None = None,
     ) -> Classification:
         """Label and probabilities for each text.
 
@@ -212,22 +264,17 @@ class DataPlane:
             SentiserveError: with the HTTP status that the transport should answer with.
         """
         model = self.registry.get(model_name, version)
-
-        async def prepare() -> list[list[int]]:
-            checked = check_texts(list(texts), self.limits)
+        with self._accounted(model) as count:
+            deadline = self.limits.deadline(timeout_s, transport_s)
+            checked = check_texts(texts, self.limits)
             tokenizer = model.served.tokenizer
             if sum(len(t) for t in checked) > TOKENIZE_INLINE_CHARS:
-                return await asyncio.to_thread(tokenizer.encode, checked)
-            return tokenizer.encode(checked)
-
-        logits = await self._run(model, prepare, timeout_s)
+                sequences = await asyncio.to_thread(tokenizer.encode, checked)
+            else:
+                sequences = tokenizer.encode(checked, parallel=False)
+            count.texts = len(sequences)
+            logits = await self._batch(model, sequences, deadline)
         return Classification(model.name, model.version, model.served.labels, softmax(logits))
-
-    def raw_base(self, name: str) -> str | None:
-        """The text model behind a raw-engine model name (``sentiment_onnx`` -> ``sentiment``)."""
-        if name.endswith(RAW_SUFFIX) and name[: -len(RAW_SUFFIX)] in self.registry.names():
-            return name[: -len(RAW_SUFFIX)]
-        return None
 
     async def logits(
         self,
@@ -237,6 +284,7 @@ class DataPlane:
         *,
         version: int | None = None,
         timeout_s: float | None = None,
+        transport_s: float | None = None,
     ) -> tuple[LoadedModel, npt.NDArray[np.float32]]:
         """Logits for right-padded token id rows (the raw engine model).
 
@@ -247,41 +295,68 @@ class DataPlane:
         if base is None:
             raise ModelNotFoundError(f"unknown model {model_name!r}")
         model = self.registry.get(base, version)
+        with self._accounted(model) as count:
+            deadline = self.limits.deadline(timeout_s, transport_s)
+            sequences = check_ids(input_ids, attention_mask, model, self.limits)
+            count.texts = len(sequences)
+            logits = await self._batch(model, sequences, deadline)
+        return model, logits
 
-        async def prepare() -> list[list[int]]:
-            return check_ids(input_ids, attention_mask, model, self.limits)
-
-        return model, await self._run(model, prepare, timeout_s)
-
-    async def _run(
-        self,
-        model: LoadedModel,
-        prepare: Callable[[], Awaitable[list[list[int]]]],
-        timeout_s: float | None,
+    async def _batch(
+        self, model: LoadedModel, sequences: list[list[int]], deadline: float
     ) -> npt.NDArray[np.float32]:
-        """Prepare sequences, batch them, and record Triton's request metrics."""
+        key = (model.name, str(model.version))
+        self.metrics.pending.inc(key, len(sequences))
+        try:
+            return await model.batcher.infer(sequences, deadline)
+        finally:
+            self.metrics.pending.dec(key, len(sequences))
+
+    @contextmanager
+    def _accounted(self, model: LoadedModel) -> Iterator[_Count]:
+        """Triton's request metrics around one request: success (with its texts and time)
+        or failure by reason."""
         start = time.monotonic()
         key = (model.name, str(model.version))
-        deadline = self.limits.deadline(timeout_s)
+        count = _Count()
         m = self.metrics
         try:
-            sequences = await prepare()
-            m.pending.inc(key, len(sequences))
-            try:
-                logits = await model.batcher.infer(sequences, deadline)
-            finally:
-                m.pending.dec(key, len(sequences))
+            yield count
         except SentiserveError as exc:
             m.request_failure.inc((*key, _reason(exc)))
             raise
         elapsed = time.monotonic() - start
         m.request_success.inc(key)
-        m.inference_count.inc(key, len(sequences))
+        m.inference_count.inc(key, count.texts)
         m.request_duration.inc(key, elapsed * 1e6)
         m.request_latency.labels(*key).observe(elapsed)
-        return logits
 
-    def statistics(self, model: LoadedModel) -> dict[str, object]:
+    # --- repository and statistics ---
+
+    async def index(self) -> list[ModelStatus]:
+        return self.registry.index()
+
+    def _check_model_control(self) -> None:
+        if not self.model_control:
+            raise ModelControlDisabledError(
+                "model control is off; start the server with --model-control to load and "
+                "unload models over the API"
+            )
+
+    async def load(self, name: str) -> None:
+        self._check_model_control()
+        # Verifying checksums, opening the engines and warming them up block: off the loop.
+        await asyncio.to_thread(self.registry.load, name)
+
+    async def unload(self, name: str) -> None:
+        self._check_model_control()
+        await asyncio.to_thread(self.registry.unload, name)
+
+    async def statistics(self, name: str | None, version: int | None = None) -> list[Any]:
+        names = [name] if name else self.registry.names()
+        return [self._statistics(self.registry.get(n, version)) for n in names]
+
+    def _statistics(self, model: LoadedModel) -> dict[str, Any]:
         """Triton's model statistics object, from the same counters as the metrics."""
         key = (model.name, str(model.version))
         m = self.metrics
@@ -289,21 +364,24 @@ class DataPlane:
         def duration(count: float, us: float) -> dict[str, int]:
             return {"count": int(count), "ns": int(us * 1000)}
 
-        success = m.request_success.value(key)
+        executions = m.exec_count.value(key)
         return {
             "name": model.name,
             "version": str(model.version),
             "inference_count": int(m.inference_count.value(key)),
-            "execution_count": int(m.exec_count.value(key)),
+            "execution_count": int(executions),
             "inference_stats": {
-                "success": duration(success, m.request_duration.value(key)),
+                "success": duration(m.request_success.value(key), m.request_duration.value(key)),
                 "fail": duration(m.request_failure.total(key), 0),
                 "queue": duration(m.inference_count.value(key), m.queue_duration.value(key)),
-                "compute_input": duration(m.exec_count.value(key), m.compute_input.value(key)),
-                "compute_infer": duration(m.exec_count.value(key), m.compute_infer.value(key)),
-                "compute_output": duration(m.exec_count.value(key), m.compute_output.value(key)),
+                "compute_input": duration(executions, m.compute_input.value(key)),
+                "compute_infer": duration(executions, m.compute_infer.value(key)),
+                "compute_output": duration(executions, m.compute_output.value(key)),
             },
         }
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.registry.stop)
 
 
 def _reason(exc: SentiserveError) -> str:

@@ -1,11 +1,12 @@
-"""Gateway mode: the friendly API in front of a remote Triton, over gRPC.
+"""Gateway mode: the same data plane, backed by a remote Triton over gRPC.
 
 ``sentiserve serve --backend triton --triton-url HOST:8001`` keeps what the embedded server
 does at the edge (API key, request limits, deadlines, the playground, request latency
-metrics) and sends the texts to Triton's ``<model>`` (either Triton form: TEXT ``[n, 1]`` in,
-LABEL and PROBABILITIES out). Triton tokenizes, applies the long-text policy, batches and
-runs the model. Requests with more texts than the model's ``max_batch_size`` are cut into
-chunks that run concurrently. The answers are the embedded server's.
+metrics, every protocol: friendly REST, KServe v2 REST and gRPC) and hands the work to
+Triton: the friendly API sends TEXT ``[n, 1]`` to Triton's ``<model>`` (either Triton form)
+and reads LABEL and PROBABILITIES; KServe v2 operations are forwarded as they are. Triton
+tokenizes, applies the long-text policy, batches and runs the model. Friendly requests with
+more texts than the model's ``max_batch_size`` are cut into chunks that run concurrently.
 
 Only ``sentiserve_request_duration_seconds`` and the overload counter are recorded here; the
 ``nv_*`` counters come from Triton itself, so Prometheus never counts a request twice.
@@ -16,33 +17,37 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
-from sentiserve.errors import ModelNotFoundError, SentiserveError
+from sentiserve.errors import (
+    BadGatewayError,
+    DeadlineExceededError,
+    ModelControlDisabledError,
+    SentiserveError,
+    UnavailableError,
+    from_grpc_code,
+)
 from sentiserve.repository.triton import LABELS
 from sentiserve.serve.auth import ApiKey
-from sentiserve.serve.batcher import DeadlineExceededError, QueueFullError
-from sentiserve.serve.dataplane import Classification, InvalidInputError, Limits, check_texts
 from sentiserve.serve.metrics import Metrics
+from sentiserve.serve.plane import (
+    Classification,
+    InferRequest,
+    InferResponse,
+    Limits,
+    ModelMetadata,
+    ModelStatus,
+    Tensor,
+    TensorSpec,
+    check_texts,
+)
 
 MODEL_INFO_TTL_S = 30.0
-
-
-class BackendUnavailableError(SentiserveError):
-    """Triton cannot be reached, or it answered with an error that is not the client's."""
-
-    status = HTTPStatus.SERVICE_UNAVAILABLE
-
-
-class BadGatewayError(SentiserveError):
-    """Triton answered, but not with what a sentiserve model answers."""
-
-    status = HTTPStatus.BAD_GATEWAY
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -56,38 +61,44 @@ class RemoteModel:
 
 
 def map_error(exc: Exception, what: str) -> SentiserveError:
-    """A tritonclient error as the sentiserve error a client of the gateway should see."""
+    """A tritonclient error as the error a client of the gateway sees, through the one
+    error table read backwards (``StatusCode.X`` -> the error gRPC code X stands for)."""
     status = str(getattr(exc, "status", lambda: "")() or "")
     message = str(getattr(exc, "message", lambda: "")() or exc)
-    if "DEADLINE_EXCEEDED" in status or "Deadline Exceeded" in message:
-        return DeadlineExceededError(f"{what}: deadline passed before Triton answered")
-    if "UNAVAILABLE" in status:
-        return BackendUnavailableError(f"{what}: Triton is unavailable: {message}")
-    if "RESOURCE_EXHAUSTED" in status:
-        return QueueFullError(f"{what}: Triton is overloaded: {message}")
-    if "unknown model" in message or "NOT_FOUND" in status:
-        return ModelNotFoundError(f"unknown model {what!r}")
-    if "INVALID_ARGUMENT" in status:
-        return InvalidInputError(f"{what}: {message}")
-    return BackendUnavailableError(f"{what}: Triton failed: {status} {message}".strip())
+    code = status.removeprefix("StatusCode.")
+    if not code or code == "UNAVAILABLE":
+        return UnavailableError(f"{what}: Triton is unavailable: {message}")
+    return from_grpc_code(code, f"{what}: {message}")
 
 
-class GatewayPlane:
-    """The gateway's data plane: same ``classify`` as :class:`DataPlane`, backed by Triton.
+class TritonPlane:
+    """The gateway's data plane (see the module docstring).
 
     Args:
         url: Triton's gRPC endpoint, ``host:port``.
         metrics: Where request latencies go.
         limits: Per-request limits, enforced before anything reaches Triton.
         api_key: The API key, if one is required.
+        readiness_model: The Triton model whose readiness is this server's.
+        model_control: Forward load and unload to Triton.
     """
 
-    def __init__(self, url: str, metrics: Metrics, limits: Limits,
-                 api_key: ApiKey | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        url: str,
+        metrics: Metrics,
+        limits: Limits,
+        api_key: ApiKey | None = None,
+        *,
+        readiness_model: str = "sentiment",
+        model_control: bool = False,
+    ) -> None:
         self.url = url
         self.metrics = metrics
         self.limits = limits
         self.api_key = api_key or ApiKey(None)
+        self.readiness_model = readiness_model
+        self.model_control = model_control
         self.accepting = True
         self._client: Any = None
         self._models: dict[str, RemoteModel] = {}
@@ -99,37 +110,114 @@ class GatewayPlane:
             self._client = grpcclient.InferenceServerClient(self.url)
         return self._client
 
+    async def _ask(self, what: str, call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except SentiserveError:
+            raise
+        except Exception as exc:  # tritonclient raises its own exception type
+            raise map_error(exc, what) from exc
+
     async def close(self) -> None:
         if self._client is not None:
             await self._client.close()
             self._client = None
 
-    async def ready(self, model: str = "sentiment") -> bool:
-        """Ready when accepting and Triton says ``model`` is ready."""
-        if not self.accepting:
-            return False
+    # --- health and metadata ---
+
+    async def live(self) -> bool:
+        return True
+
+    async def ready(self) -> bool:
+        """Ready when accepting and Triton says the readiness model is ready."""
+        return self.accepting and await self.model_ready(self.readiness_model)
+
+    async def model_ready(self, name: str, version: int | None = None) -> bool:
         try:
-            return bool(await self._triton().is_model_ready(model))
+            return bool(await self._triton().is_model_ready(name, _version(version)))
         except Exception:  # unreachable Triton is "not ready", never a crash
             return False
+
+    async def metadata(self, name: str, version: int | None = None) -> ModelMetadata:
+        doc = await self._ask(
+            name, self._triton().get_model_metadata(name, _version(version), as_json=True)
+        )
+
+        def specs(key: str) -> list[TensorSpec]:
+            return [
+                TensorSpec(t["name"], t["datatype"], [int(d) for d in t.get("shape", [])])
+                for t in doc.get(key, [])
+            ]
+
+        return ModelMetadata(
+            doc["name"],
+            list(doc.get("versions", [])),
+            doc.get("platform", ""),
+            specs("inputs"),
+            specs("outputs"),
+        )
 
     async def remote(self, name: str) -> RemoteModel:
         """``name``'s labels and batch limit, from Triton's model config (cached briefly)."""
         known = self._models.get(name)
         if known is not None and time.monotonic() - known.fetched < MODEL_INFO_TTL_S:
             return known
-        try:
-            config = (await self._triton().get_model_config(name, as_json=True))["config"]
-        except Exception as exc:
-            raise map_error(exc, name) from exc
+        doc = await self._ask(name, self._triton().get_model_config(name, as_json=True))
+        config = doc["config"]
         raw = config.get("parameters", {}).get(LABELS, {}).get("string_value")
         if not raw:
-            raise BadGatewayError(f"Triton model {name!r} has no {LABELS} parameter; "
-                                  "write it with `sentiserve repository form`")  # fmt: skip
-        model = RemoteModel(name, list(json.loads(raw)), int(config.get("max_batch_size", 0)),
-                            time.monotonic())  # fmt: skip
+            raise BadGatewayError(
+                f"Triton model {name!r} has no {LABELS} parameter; "
+                "write it with `sentiserve repository form`"
+            )
+        model = RemoteModel(
+            name, list(json.loads(raw)), int(config.get("max_batch_size", 0)), time.monotonic()
+        )
         self._models[name] = model
         return model
+
+    # --- inference ---
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        """A KServe v2 inference, forwarded to Triton as it is."""
+        import tritonclient.grpc.aio as grpcclient
+
+        deadline = self.limits.deadline(request.timeout_s, request.transport_deadline_s)
+        inputs = []
+        for tensor in request.by_name().values():
+            item = grpcclient.InferInput(tensor.name, list(tensor.shape), tensor.datatype)
+            dtype = np.object_ if isinstance(tensor.data, list) else None
+            item.set_data_from_numpy(np.asarray(tensor.data, dtype=dtype).reshape(tensor.shape))
+            inputs.append(item)
+        outputs = [grpcclient.InferRequestedOutput(n) for n in request.outputs] or None
+        result = await self._call_infer(request.model, request.version, inputs, outputs, deadline)
+        response = result.get_response()
+        tensors = []
+        for spec in response.outputs:
+            array = result.as_numpy(spec.name)
+            data: Any = array
+            if spec.datatype == "BYTES":
+                data = [bytes(x) for x in array.reshape(-1)]
+            tensors.append(Tensor(spec.name, spec.datatype, [int(d) for d in spec.shape], data))
+        version = int(response.model_version or 0)
+        return InferResponse(request.model, version, tensors, request.id)
+
+    async def _call_infer(
+        self, model: str, version: int | None, inputs: list[Any], outputs: Any, deadline: float
+    ) -> Any:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise DeadlineExceededError(f"{model}: deadline passed before Triton was asked")
+        return await self._ask(
+            model,
+            self._triton().infer(
+                model,
+                inputs,
+                model_version=_version(version),
+                outputs=outputs,
+                client_timeout=remaining,
+            ),
+        )
 
     async def classify(
         self,
@@ -146,12 +234,12 @@ class GatewayPlane:
         """
         start = time.monotonic()
         deadline = self.limits.deadline(timeout_s)
-        checked = check_texts(list(texts), self.limits)
+        checked = check_texts(texts, self.limits)
         model = await self.remote(model_name)
         size = model.max_batch_size or len(checked)
         chunks = [checked[i : i + size] for i in range(0, len(checked), size)]
         answers = await asyncio.gather(
-            *(self._infer(model, chunk, version, deadline) for chunk in chunks)
+            *(self._classify(model, chunk, version, deadline) for chunk in chunks)
         )
         probabilities = np.concatenate([a[1] for a in answers]).astype(np.float32)
         served_version = answers[0][0]
@@ -159,7 +247,7 @@ class GatewayPlane:
         self.metrics.request_latency.labels(model_name, str(served_version)).observe(elapsed)
         return Classification(model_name, served_version, model.labels, probabilities)
 
-    async def _infer(
+    async def _classify(
         self, model: RemoteModel, texts: list[str], version: int | None, deadline: float
     ) -> tuple[int, np.ndarray[Any, Any]]:
         import tritonclient.grpc.aio as grpcclient
@@ -167,37 +255,56 @@ class GatewayPlane:
         column = np.array([t.encode() for t in texts], dtype=np.object_).reshape(-1, 1)
         tensor = grpcclient.InferInput("TEXT", list(column.shape), "BYTES")
         tensor.set_data_from_numpy(column)
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise DeadlineExceededError(f"{model.name}: deadline passed before Triton was asked")
-        try:
-            result = await self._triton().infer(
-                model.name, [tensor], model_version="" if version is None else str(version),
-                outputs=[grpcclient.InferRequestedOutput("PROBABILITIES")],
-                client_timeout=remaining,
-            )  # fmt: skip
-        except Exception as exc:
-            raise map_error(exc, model.name) from exc
+        outputs = [grpcclient.InferRequestedOutput("PROBABILITIES")]
+        result = await self._call_infer(model.name, version, [tensor], outputs, deadline)
         probabilities = result.as_numpy("PROBABILITIES")
         if probabilities is None or probabilities.shape != (len(texts), len(model.labels)):
             got = None if probabilities is None else probabilities.shape
-            raise BadGatewayError(f"{model.name}: Triton answered PROBABILITIES {got} for "
-                                  f"{len(texts)} texts and {len(model.labels)} labels")  # fmt: skip
+            raise BadGatewayError(
+                f"{model.name}: Triton answered PROBABILITIES {got} for "
+                f"{len(texts)} texts and {len(model.labels)} labels"
+            )
         return int(result.get_response().model_version or 0), probabilities
 
+    # --- repository and statistics ---
 
-def health_router(plane: GatewayPlane, model: str) -> Any:
-    """``/v2/health/live`` and ``/v2/health/ready`` (ready: Triton has ``model`` ready)."""
-    from fastapi import APIRouter, Response
+    async def index(self) -> list[ModelStatus]:
+        doc = await self._ask("index", self._triton().get_model_repository_index(as_json=True))
+        return [
+            ModelStatus(
+                m["name"],
+                int(m["version"]) if m.get("version") else None,
+                m.get("state", ""),
+                m.get("reason", ""),
+            )
+            for m in doc.get("models", [])
+        ]
 
-    api = APIRouter(tags=["health"])
+    def _check_model_control(self) -> None:
+        if not self.model_control:
+            raise ModelControlDisabledError(
+                "model control is off; start the gateway with --model-control to forward "
+                "load and unload to Triton"
+            )
 
-    @api.get("/v2/health/live")
-    async def live() -> Response:
-        return Response(status_code=200)
+    async def load(self, name: str) -> None:
+        self._check_model_control()
+        await self._ask(name, self._triton().load_model(name))
+        self._models.pop(name, None)
 
-    @api.get("/v2/health/ready")
-    async def ready() -> Response:
-        return Response(status_code=200 if await plane.ready(model) else 503)
+    async def unload(self, name: str) -> None:
+        self._check_model_control()
+        await self._ask(name, self._triton().unload_model(name))
+        self._models.pop(name, None)
 
-    return api
+    async def statistics(self, name: str | None, version: int | None = None) -> list[Any]:
+        doc = await self._ask(
+            name or "statistics",
+            self._triton().get_inference_statistics(name or "", _version(version), as_json=True),
+        )
+        stats: list[Any] = doc.get("model_stats", [])
+        return stats
+
+
+def _version(version: int | None) -> str:
+    return "" if version is None else str(version)

@@ -22,8 +22,28 @@ from sentiserve.serve.batcher import BatchStats
 
 LABELS = ("model", "version")
 
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1,
-                   0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0)  # fmt: skip
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.5,
+    0.75,
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+)
 BATCH_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128)
 TOKEN_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 
@@ -32,8 +52,9 @@ class TritonMetric:
     """A counter or gauge rendered exactly as Triton names it (prometheus_client would
     append ``_total`` to counters, and Triton's names have none). Thread-safe."""
 
-    def __init__(self, name: str, doc: str, kind: str = "counter",
-                 labels: tuple[str, ...] = LABELS) -> None:  # fmt: skip
+    def __init__(
+        self, name: str, doc: str, kind: str = "counter", labels: tuple[str, ...] = LABELS
+    ) -> None:
         self.name, self.doc, self.kind, self.label_names = name, doc, kind, labels
         self._values: dict[tuple[str, ...], float] = {}
         self._lock = threading.Lock()
@@ -112,31 +133,52 @@ class Metrics:
             "Cumulative time turning engine outputs into results, in microseconds.",
         )
         self.triton = [
-            self.request_success, self.request_failure, self.inference_count, self.exec_count,
-            self.pending, self.request_duration, self.queue_duration, self.compute_input,
-            self.compute_infer, self.compute_output,
-        ]  # fmt: skip
+            self.request_success,
+            self.request_failure,
+            self.inference_count,
+            self.exec_count,
+            self.pending,
+            self.request_duration,
+            self.queue_duration,
+            self.compute_input,
+            self.compute_infer,
+            self.compute_output,
+        ]
         r = self.registry
         self.overload_rejected = Counter(
-            "sentiserve_overload_rejected", "Inference requests refused (503) before their "
-            "body was read, because max_in_flight requests were already inside.", registry=r,
-        )  # fmt: skip
+            "sentiserve_overload_rejected",
+            "Inference requests refused (503) before their "
+            "body was read, because max_in_flight requests were already inside.",
+            registry=r,
+        )
         self.request_latency = Histogram(
-            "sentiserve_request_duration_seconds", "Request latency inside the server.",
-            LABELS, buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            "sentiserve_request_duration_seconds",
+            "Request latency inside the server.",
+            LABELS,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.queue_latency = Histogram(
-            "sentiserve_queue_duration_seconds", "Time a text waited in the queue.",
-            LABELS, buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            "sentiserve_queue_duration_seconds",
+            "Time a text waited in the queue.",
+            LABELS,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.batch_size = Histogram(
-            "sentiserve_batch_size", "Texts per engine execution.", LABELS,
-            buckets=BATCH_BUCKETS, registry=r,
-        )  # fmt: skip
+            "sentiserve_batch_size",
+            "Texts per engine execution.",
+            LABELS,
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
         self.batch_tokens = Histogram(
-            "sentiserve_batch_tokens", "Padded tokens per engine execution.", LABELS,
-            buckets=TOKEN_BUCKETS, registry=r,
-        )  # fmt: skip
+            "sentiserve_batch_tokens",
+            "Padded tokens per engine execution.",
+            LABELS,
+            buckets=TOKEN_BUCKETS,
+            registry=r,
+        )
 
     def record_batch(self, model: str, version: int, stats: BatchStats) -> None:
         """Per-execution metrics: the batcher's hook, called from its worker thread."""

@@ -13,10 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from sentiserve.engine.onnxruntime import device
+from sentiserve.engine.predict import predict_probabilities
 from sentiserve.errors import ModelNotFoundError, SentiserveError
 from sentiserve.repository.layout import ModelRepository
 from sentiserve.runtime import ServedModel, open_model
 from sentiserve.serve.batcher import Batcher, BatchingConfig, BatchStats
+from sentiserve.serve.instances import InstanceConfig, ResolvedInstances
+from sentiserve.serve.plane import ModelStatus
 
 logger = logging.getLogger(__name__)
 
@@ -25,10 +29,11 @@ WARMUP_TEXTS = ("a warm-up review", "another, slightly longer warm-up review for
 
 @dataclass
 class LoadedModel:
-    """A serving model version with its batcher."""
+    """A serving model version with its batcher (and the instances it runs on)."""
 
     served: ServedModel
     batcher: Batcher
+    instances: ResolvedInstances
 
     @property
     def name(self) -> str:
@@ -39,21 +44,14 @@ class LoadedModel:
         return self.served.version.version
 
 
-@dataclass(frozen=True)
-class ModelStatus:
-    name: str
-    version: int | None
-    state: str
-    reason: str = ""
-
-
 class Registry:
     """The models a server serves, by name.
 
     Args:
         root: The model repository.
         batching: Batching limits for every model.
-        threads: Engine threads.
+        instances: Engine instances (and threads) per model.
+        engine: Engine variant to serve (None: the manifest's default for this device).
         on_batch: Metrics hook, given the model name and version.
     """
 
@@ -62,13 +60,13 @@ class Registry:
         root: Path,
         batching: BatchingConfig,
         *,
-        threads: int | None = None,
+        instances: InstanceConfig | None = None,
         engine: str | None = None,
         on_batch: Callable[[str, int, BatchStats], None] = lambda _n, _v, _s: None,
     ) -> None:
         self.repository = ModelRepository(root)
         self.batching = batching
-        self.threads = threads
+        self.instances = instances or InstanceConfig()
         self.engine = engine
         self._on_batch = on_batch
         self._models: dict[str, LoadedModel] = {}
@@ -97,15 +95,27 @@ class Registry:
         """Load (or reload) ``name`` atomically; on failure the old version keeps serving."""
         try:
             loaded = self.repository.load(name, version)
-            served = open_model(loaded, engine=self.engine, threads=self.threads)
-            served.probabilities(list(WARMUP_TEXTS))  # ready only after a warm-up run
+            plan = self.instances.resolve(device())
+            served = open_model(loaded, engine=self.engine, threads=plan.threads)
+            engines = [served.engine]
+            engines += [served.open_engine(plan.threads) for _ in range(plan.count - 1)]
+            solo = served.open_engine(plan.solo_threads) if plan.solo_threads else None
+            for engine in [*engines, *([solo] if solo else [])]:
+                # Ready only after every session ran once (first runs allocate).
+                predict_probabilities(engine, served.tokenizer, WARMUP_TEXTS)
             number = loaded.version
 
             def on_batch(stats: BatchStats) -> None:
                 self._on_batch(name, number, stats)
 
-            batcher = Batcher(served.engine, served.tokenizer, self.batching,
-                              on_batch=on_batch, name=f"batcher-{name}")  # fmt: skip
+            batcher = Batcher(
+                engines,
+                served.tokenizer,
+                self.batching,
+                on_batch=on_batch,
+                name=f"batcher-{name}",
+                solo=solo,
+            )
             batcher.start()
         except SentiserveError as exc:
             self._errors[name] = str(exc)
@@ -113,11 +123,19 @@ class Registry:
             raise
         with self._lock:
             old = self._models.get(name)
-            self._models[name] = LoadedModel(served, batcher)
+            self._models[name] = LoadedModel(served, batcher, plan)
             self._errors.pop(name, None)
         if old is not None:
             threading.Thread(target=old.batcher.stop, daemon=True).start()
-        logger.info("serving %s v%d (%s)", name, loaded.version, served.variant)
+        logger.info(
+            "serving %s v%d (%s, %d instances x %d threads, solo %d)",
+            name,
+            loaded.version,
+            served.variant,
+            plan.count,
+            plan.threads,
+            plan.solo_threads,
+        )
         return self._models[name]
 
     def load_all(self) -> None:
@@ -144,8 +162,14 @@ class Registry:
                 out.append(ModelStatus(name, model.version, "READY"))
             else:
                 versions = self.repository.versions(name)
-                out.append(ModelStatus(name, versions[-1] if versions else None, "UNAVAILABLE",
-                                       self._errors.get(name, "not loaded")))  # fmt: skip
+                out.append(
+                    ModelStatus(
+                        name,
+                        versions[-1] if versions else None,
+                        "UNAVAILABLE",
+                        self._errors.get(name, "not loaded"),
+                    )
+                )
         return out
 
     def stop(self) -> None:

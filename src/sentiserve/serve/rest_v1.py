@@ -1,11 +1,23 @@
-"""The friendly REST API: ``POST /v1/sentiment`` with text in, labels and scores out."""
+"""The friendly REST API: ``POST /v1/sentiment`` with text in, labels and scores out.
+
+Served at the edge (:mod:`sentiserve.serve.edge`); the request and response documents are
+the pydantic models below, and the OpenAPI document describes them.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import json
+import re
 
-from sentiserve.serve.dataplane import InvalidInputError, TextClassifier
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sentiserve.errors import InvalidInputError
+from sentiserve.serve import openapi
+from sentiserve.serve.edge import Call, Reply, Route
+from sentiserve.serve.plane import DataPlane
+from sentiserve.serve.v2 import validation_message
+
+PATH = "/v1/sentiment"
 
 
 class SentimentRequest(BaseModel):
@@ -37,26 +49,44 @@ class SentimentResponse(BaseModel):
     results: list[Result]
 
 
-def router(plane: TextClassifier) -> APIRouter:
-    api = APIRouter(tags=["sentiment"])
+def route(plane: DataPlane) -> Route:
+    """``POST /v1/sentiment``: classify one text or several; each result has the label, its
+    probability, and the probability of every label."""
 
-    @api.post("/v1/sentiment", response_model=SentimentResponse)
-    async def sentiment(body: SentimentRequest, request: Request) -> SentimentResponse:
-        """Classify one text or several; each result has the label, its probability, and
-        the probability of every label."""
-        texts = [body.text] if body.text is not None else body.texts
-        if texts is None:  # pragma: no cover - the validator guarantees one of them
-            raise InvalidInputError("no texts given")
+    async def sentiment(call: Call) -> Reply:
+        try:
+            body = SentimentRequest.model_validate_json(call.body)
+        except ValidationError as exc:
+            raise InvalidInputError(validation_message(exc)) from exc
+        texts = [body.text] if body.text is not None else (body.texts or [])
         timeout = None if body.timeout_ms is None else body.timeout_ms / 1000
         result = await plane.classify(body.model, texts, timeout_s=timeout)
-        request.state.model = f"{result.model}:{result.version}"
+        call.state["model"] = f"{result.model}:{result.version}"
+        labels = result.labels
         results = []
-        for row in result.probabilities:
-            best = int(row.argmax())
-            results.append(Result(
-                label=result.labels[best], score=float(row[best]),
-                scores={name: float(p) for name, p in zip(result.labels, row, strict=True)},
-            ))  # fmt: skip
-        return SentimentResponse(model=result.model, version=result.version, results=results)
+        for best, row in zip(result.best, result.probabilities.tolist(), strict=True):
+            scores = dict(zip(labels, row, strict=True))
+            results.append({"label": labels[best], "score": row[best], "scores": scores})
+        doc = {"model": result.model, "version": result.version, "results": results}
+        return Reply(200, json.dumps(doc, separators=(",", ":")).encode())
 
-    return api
+    return Route(re.compile(f"^{PATH}$"), sentiment)
+
+
+OPENAPI_PATHS = {
+    PATH: {
+        "post": {
+            **openapi.operation(
+                "sentiment",
+                "Classify one text or several",
+                "SentimentRequest",
+                "SentimentResponse",
+                "Each result has the label, its probability, and every label's probability.",
+            ),
+            "operationId": "sentiment",
+        }
+    }
+}
+"""The OpenAPI path item of this edge-served route."""
+
+SCHEMA_MODELS: tuple[type[BaseModel], ...] = (SentimentRequest, SentimentResponse)

@@ -1,159 +1,155 @@
-"""KServe v2 / Open Inference Protocol over REST, with Triton's binary tensor extension."""
+"""KServe v2 / Open Inference Protocol over REST, with Triton's binary tensor extension.
+
+Wire conversion only: every operation is the data plane's. Inference is served at the edge
+(:mod:`sentiserve.serve.edge`); the other operations are FastAPI routes. Health answers
+carry the protocol's JSON bodies (``{"live": true}``, ``{"ready": true}``, ``{"name": ...,
+"ready": ...}``) with 200 or 503, so status-only clients (tritonclient) and body-reading
+ones (the KServe client) both work.
+"""
 
 from __future__ import annotations
 
-import asyncio
+import re
+from dataclasses import asdict
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from sentiserve import __version__
-from sentiserve.errors import ModelNotFoundError
-from sentiserve.serve import v2
-from sentiserve.serve.dataplane import DataPlane, InvalidInputError, PayloadTooLargeError
+from sentiserve.errors import InvalidInputError
+from sentiserve.serve import openapi, v2
+from sentiserve.serve.edge import Call, Reply, Route
+from sentiserve.serve.plane import DataPlane
 
 SERVER_NAME = "sentiserve"
 EXTENSIONS = ["binary_tensor_data", "statistics", "model_repository"]
+INFER = re.compile(r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer$")
 
 
-def model_metadata(plane: DataPlane, name: str, version: int | None) -> dict[str, Any]:
-    base = plane.raw_base(name)
-    if base is not None:
-        model = plane.model(base, version)
-        labels = len(model.served.labels)
-        return {
-            "name": name,
-            "versions": [str(model.version)],
-            "platform": "onnxruntime_onnx",
-            "inputs": [{"name": n, "datatype": "INT64", "shape": [-1, -1]} for n in v2.RAW_INPUTS],
-            "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, labels]}],
-        }
-    model = plane.model(name, version)
-    labels = len(model.served.labels)
-    return {
-        "name": model.name,
-        "versions": [str(model.version)],
-        "platform": "sentiserve_onnxruntime",
-        "inputs": [{"name": v2.TEXT_INPUT, "datatype": "BYTES", "shape": [-1]}],
-        "outputs": [
-            {"name": "LABEL", "datatype": "BYTES", "shape": [-1]},
-            {"name": "PROBABILITIES", "datatype": "FP32", "shape": [-1, labels]},
-        ],
-    }
+def server_metadata() -> dict[str, Any]:
+    return {"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS}
 
 
-def _timeout(parameters: dict[str, Any]) -> float | None:
-    """Triton's per-request ``timeout`` parameter (microseconds), in seconds."""
-    timeout = parameters.get("timeout")
-    if timeout is None:
-        return None
-    if not isinstance(timeout, int | float) or isinstance(timeout, bool):
-        raise InvalidInputError("parameter 'timeout' must be a number of microseconds")
-    return float(timeout) / 1e6
+def infer_route(plane: DataPlane) -> Route:
+    """``POST /v2/models/<model>[/versions/<version>]/infer``."""
+
+    async def infer(call: Call) -> Reply:
+        name = call.path_params["model"]
+        version = v2.parse_version(call.path_params.get("version"))
+        header = call.headers.get(v2.HEADER_LENGTH.lower().encode())
+        if header is not None and not header.isdigit():
+            raise InvalidInputError(f"{v2.HEADER_LENGTH} must be an integer")
+        try:
+            parsed = v2.parse_request(
+                call.body, int(header) if header is not None else None, name, version
+            )
+        except InvalidInputError:
+            await plane.metadata(name, version)  # an unknown model is a 404, whatever the body
+            raise
+        response = await plane.infer(parsed.request)
+        call.state["model"] = f"{response.model}:{response.version}"
+        body, header_length = v2.encode_response(parsed, response)
+        if header_length is None:
+            return Reply(200, body)
+        return Reply(
+            200,
+            body,
+            b"application/octet-stream",
+            [(v2.HEADER_LENGTH.lower().encode(), str(header_length).encode())],
+        )
+
+    return Route(INFER, infer)
 
 
-def _response(payload: bytes, header_length: int | None) -> Response:
-    if header_length is None:
-        return Response(payload, media_type="application/json")
-    return Response(
-        payload,
-        media_type="application/octet-stream",
-        headers={v2.HEADER_LENGTH: str(header_length)},
-    )
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLargeError(f"request body of {declared} bytes exceeds {limit}")
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
-            raise PayloadTooLargeError(f"request body exceeds {limit} bytes")
-    return bytes(body)
+def _status(ok: bool) -> int:
+    return 200 if ok else 503
 
 
 def router(plane: DataPlane) -> APIRouter:
+    """Every v2 operation but inference."""
     api = APIRouter(tags=["kserve-v2"])
 
     @api.get("/v2")
-    async def server_metadata() -> dict[str, Any]:
-        return {"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS}
+    async def metadata_of_server() -> dict[str, Any]:
+        return server_metadata()
 
     @api.get("/v2/health/live")
-    async def live() -> Response:
-        return Response(status_code=200)
+    async def live() -> JSONResponse:
+        ok = await plane.live()
+        return JSONResponse({"live": ok}, status_code=_status(ok))
 
     @api.get("/v2/health/ready")
-    async def ready() -> Response:
-        return Response(status_code=200 if plane.ready() else 503)
+    async def ready() -> JSONResponse:
+        ok = await plane.ready()
+        return JSONResponse({"ready": ok}, status_code=_status(ok))
 
     @api.get("/v2/models/{name}")
     @api.get("/v2/models/{name}/versions/{version}")
     async def metadata(name: str, version: str | None = None) -> dict[str, Any]:
-        return model_metadata(plane, name, v2.parse_version(version))
+        return asdict(await plane.metadata(name, v2.parse_version(version)))
 
     @api.get("/v2/models/{name}/ready")
     @api.get("/v2/models/{name}/versions/{version}/ready")
-    async def model_ready(name: str, version: str | None = None) -> Response:
-        try:
-            plane.model(plane.raw_base(name) or name, v2.parse_version(version))
-        except ModelNotFoundError:
-            return Response(status_code=400 if plane.accepting else 503)
-        return Response(status_code=200 if plane.accepting else 503)
-
-    @api.post("/v2/models/{name}/infer")
-    @api.post("/v2/models/{name}/versions/{version}/infer")
-    async def infer(name: str, request: Request, version: str | None = None) -> Response:
-        number = v2.parse_version(version)
-        raw = plane.raw_base(name) is not None
-        if not raw:
-            plane.model(name, number)  # 404 before reading the body
-        body = await read_body(request, plane.limits.max_body_bytes)
-        header = request.headers.get(v2.HEADER_LENGTH.lower())
-        if header is not None and not header.isdigit():
-            raise InvalidInputError(f"{v2.HEADER_LENGTH} must be an integer")
-        req = v2.parse_request(body, int(header) if header is not None else None)
-        by_name = {t.name: t for t in req.inputs}
-        timeout_s = _timeout(req.parameters)
-        if raw:
-            ids, mask = v2.raw_arrays(by_name, name)
-            model, logits = await plane.logits(name, ids, mask, version=number,
-                                               timeout_s=timeout_s)  # fmt: skip
-            out = [v2.logits_output(logits)]
-            return _response(*v2.encode_response(name, model.version, req, out))
-        texts = v2.text_input(by_name, name)
-        result = await plane.classify(name, texts, version=number, timeout_s=timeout_s)
-        outputs = v2.classification_outputs(result)
-        return _response(*v2.encode_response(result.model, result.version, req, outputs))
+    async def model_ready(name: str, version: str | None = None) -> JSONResponse:
+        ok = await plane.model_ready(name, v2.parse_version(version))
+        return JSONResponse(
+            {"name": name, "ready": ok}, status_code=200 if ok else 400 if plane.accepting else 503
+        )
 
     @api.get("/v2/models/{name}/stats")
     @api.get("/v2/models/{name}/versions/{version}/stats")
     async def stats(name: str, version: str | None = None) -> JSONResponse:
-        model = plane.model(name, v2.parse_version(version))
-        return JSONResponse({"model_stats": [plane.statistics(model)]})
+        return JSONResponse(
+            {"model_stats": await plane.statistics(name, v2.parse_version(version))}
+        )
 
     @api.post("/v2/repository/index")
     async def repository_index() -> JSONResponse:
-        return JSONResponse([
-            {"name": s.name, "version": "" if s.version is None else str(s.version),
-             "state": s.state, "reason": s.reason}
-            for s in plane.registry.index()
-        ])  # fmt: skip
+        statuses = await plane.index()
+        return JSONResponse(
+            [
+                {
+                    "name": s.name,
+                    "version": "" if s.version is None else str(s.version),
+                    "state": s.state,
+                    "reason": s.reason,
+                }
+                for s in statuses
+            ]
+        )
 
     @api.post("/v2/repository/models/{name}/load")
-    async def load(name: str) -> Response:
-        plane.check_model_control()
-        # Verifying checksums, opening the engine and warming it up block: off the loop.
-        await asyncio.to_thread(plane.registry.load, name)
-        return Response(status_code=200)
+    async def load(name: str) -> JSONResponse:
+        await plane.load(name)
+        return JSONResponse({})
 
     @api.post("/v2/repository/models/{name}/unload")
-    async def unload(name: str) -> Response:
-        plane.check_model_control()
-        await asyncio.to_thread(plane.registry.unload, name)
-        return Response(status_code=200)
+    async def unload(name: str) -> JSONResponse:
+        await plane.unload(name)
+        return JSONResponse({})
 
     return api
+
+
+_INFER = openapi.operation(
+    "kserve-v2",
+    "Inference (Open Inference Protocol)",
+    "InferenceRequest",
+    "InferenceResponse",
+    "JSON, or with Triton's binary tensor extension: the JSON header's length in "
+    "Inference-Header-Content-Length, then the binary tensors.",
+)
+_NAME = {"name": "model_name", "in": "path", "required": True, "schema": {"type": "string"}}
+_VERSION = {"name": "model_version", "in": "path", "required": True, "schema": {"type": "string"}}
+OPENAPI_PATHS = {
+    "/v2/models/{model_name}/infer": {
+        "post": {**_INFER, "operationId": "infer", "parameters": [_NAME]}
+    },
+    "/v2/models/{model_name}/versions/{model_version}/infer": {
+        "post": {**_INFER, "operationId": "infer_version", "parameters": [_NAME, _VERSION]}
+    },
+}
+"""The OpenAPI path items of the edge-served inference routes."""
+
+SCHEMA_MODELS = (v2.InferenceRequest, v2.InferenceResponse)

@@ -1,6 +1,8 @@
-"""KServe v2 (Open Inference Protocol) tensors: JSON and the binary tensor extension.
+"""KServe v2 (Open Inference Protocol) over HTTP: JSON and Triton's binary tensor extension.
 
-Pure conversions between wire bytes and numpy arrays, shared by REST and gRPC. A request
+Pure conversions between wire bytes and the data plane's types. The JSON documents are
+pydantic models, so they are validated by pydantic's parser (which also refuses invalid
+Unicode, such as a lone surrogate escape) and published in the OpenAPI document. A request
 with the binary extension is a JSON header of ``Inference-Header-Content-Length`` bytes
 followed by each binary input's raw bytes, in input order; BYTES elements are each a
 4-byte little-endian length and the bytes.
@@ -11,58 +13,161 @@ from __future__ import annotations
 import json
 import math
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError
 
-from sentiserve.errors import ModelNotFoundError
-from sentiserve.serve.dataplane import Classification, InvalidInputError
+from sentiserve.errors import InvalidInputError, ModelNotFoundError
+from sentiserve.serve.plane import InferRequest, InferResponse, Tensor
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
-TEXT_INPUT = "TEXT"
-RAW_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-"""Inputs of the raw engine model; ``token_type_ids`` is accepted and must be all zeros."""
 NUMPY_TYPES: dict[str, Any] = {
-    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
-    "UINT64": np.uint64, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32,
-    "INT64": np.int64, "FP16": np.float16, "FP32": np.float32, "FP64": np.float64,
-}  # fmt: skip
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
+}
+DATATYPES = ("BYTES", *NUMPY_TYPES)
+
+Parameters = dict[str, str | int | float | bool]
 
 
-@dataclass
-class Tensor:
-    """A named tensor; BYTES tensors hold a flat list of ``bytes``."""
+class RequestInput(BaseModel):
+    """One input tensor: ``data`` in JSON, or ``parameters.binary_data_size`` bytes after
+    the JSON header."""
 
-    name: str
-    datatype: str
-    shape: list[int]
-    data: npt.NDArray[Any] | list[bytes]
-    parameters: dict[str, Any] = field(default_factory=dict)
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    shape: list[NonNegativeInt]
+    datatype: str = Field(json_schema_extra={"enum": list(DATATYPES)})
+    parameters: Parameters = Field(default_factory=dict)
+    data: list[Any] | None = Field(default=None, description="Row-major, nested or flat.")
 
 
-@dataclass
-class InferRequest:
-    inputs: list[Tensor]
+class RequestOutput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    parameters: Parameters = Field(default_factory=dict)
+
+
+class InferenceRequest(BaseModel):
+    """The Open Inference Protocol's inference request."""
+
+    model_config = ConfigDict(extra="forbid")
+
     id: str | None = None
-    parameters: dict[str, Any] = field(default_factory=dict)
-    outputs: list[dict[str, Any]] = field(default_factory=list)
+    parameters: Parameters = Field(
+        default_factory=dict,
+        description="timeout (microseconds), binary_data_output (bool).",
+    )
+    inputs: list[RequestInput] = Field(min_length=1)
+    outputs: list[RequestOutput] = Field(default_factory=list)
 
 
-def _element_count(shape: list[int], name: str) -> int:
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise InvalidInputError(f"input {name}: shape must be a list of non-negative integers")
-    return math.prod(shape)
+class ResponseOutput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: Parameters = Field(default_factory=dict)
+    data: list[Any] | None = None
 
 
-def _flatten(data: Any) -> list[Any]:
-    if isinstance(data, list):
-        out: list[Any] = []
-        for item in data:
-            out.extend(_flatten(item))
-        return out
-    return [data]
+class InferenceResponse(BaseModel):
+    """The Open Inference Protocol's inference response."""
+
+    model_name: str
+    model_version: str
+    id: str | None = None
+    outputs: list[ResponseOutput]
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """A parsed v2 HTTP request: the data plane's request, plus which outputs go back in
+    binary (a wire choice, so it stays here)."""
+
+    request: InferRequest
+    binary_outputs: frozenset[str]
+    binary_by_default: bool
+
+    def wants_binary(self, output: str) -> bool:
+        return output in self.binary_outputs or self.binary_by_default
+
+
+def validation_message(exc: ValidationError) -> str:
+    """The first problem pydantic found, as one line (``where: what``)."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    return f"{where}: {first['msg']}" if where else str(first["msg"])
+
+
+def parse_request(
+    body: bytes, header_length: int | None, model: str, version: int | None
+) -> HttpRequest:
+    """Parse a v2 infer request body (JSON, or JSON header + binary tensor data)."""
+    if header_length is not None:
+        if not 0 < header_length <= len(body):
+            raise InvalidInputError(f"{HEADER_LENGTH} {header_length} does not fit the body")
+        header, binary = body[:header_length], body[header_length:]
+    else:
+        header, binary = body, b""
+    try:
+        doc = InferenceRequest.model_validate_json(header)
+    except ValidationError as exc:
+        raise InvalidInputError(f"invalid inference request: {validation_message(exc)}") from exc
+    tensors = []
+    offset = 0
+    for spec in doc.inputs:
+        count = math.prod(spec.shape)
+        size = spec.parameters.get("binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+                raise InvalidInputError(
+                    f"input {spec.name}: binary_data_size {size} overruns the body"
+                )
+            data = from_binary(binary[offset : offset + size], spec.datatype, count, spec.name)
+            offset += size
+        else:
+            if spec.data is None:
+                raise InvalidInputError(f"input {spec.name}: no 'data' and no binary_data_size")
+            data = _from_json(spec.data, spec.datatype, count, spec.name)
+        tensors.append(Tensor(spec.name, spec.datatype, list(spec.shape), data))
+    if offset != len(binary):
+        raise InvalidInputError(f"{len(binary) - offset} bytes of binary data belong to no input")
+    request = InferRequest(
+        model=model,
+        version=version,
+        inputs=tensors,
+        outputs=[o.name for o in doc.outputs],
+        id=doc.id,
+        timeout_s=_timeout(doc.parameters),
+    )
+    binary_outputs = frozenset(o.name for o in doc.outputs if o.parameters.get("binary_data"))
+    default = bool(doc.parameters.get("binary_data_output", False))
+    return HttpRequest(request, binary_outputs, default)
+
+
+def _timeout(parameters: Parameters) -> float | None:
+    """Triton's per-request ``timeout`` parameter (microseconds), in seconds."""
+    timeout = parameters.get("timeout")
+    if timeout is None:
+        return None
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool):
+        raise InvalidInputError("parameter 'timeout' must be a number of microseconds")
+    return float(timeout) / 1e6
 
 
 def decode_bytes_elements(raw: bytes, name: str) -> list[bytes]:
@@ -85,57 +190,6 @@ def encode_bytes_elements(items: list[bytes]) -> bytes:
     return b"".join(struct.pack("<I", len(b)) + b for b in items)
 
 
-def parse_request(body: bytes, header_length: int | None) -> InferRequest:
-    """Parse a v2 infer request body (JSON, or JSON header + binary tensor data)."""
-    if header_length is not None:
-        if not 0 < header_length <= len(body):
-            raise InvalidInputError(f"{HEADER_LENGTH} {header_length} does not fit the body")
-        header, binary = body[:header_length], body[header_length:]
-    else:
-        header, binary = body, b""
-    try:
-        doc = json.loads(header)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInputError(f"request body is not valid JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise InvalidInputError("request body must be a JSON object")
-    inputs = doc.get("inputs")
-    if not isinstance(inputs, list) or not inputs:
-        raise InvalidInputError("request needs a non-empty 'inputs' list")
-    tensors = []
-    offset = 0
-    for spec in inputs:
-        if not isinstance(spec, dict):
-            raise InvalidInputError("each input must be an object")
-        name, datatype, shape = spec.get("name"), spec.get("datatype"), spec.get("shape")
-        if not isinstance(name, str) or not isinstance(datatype, str):
-            raise InvalidInputError("each input needs a string 'name' and 'datatype'")
-        count = _element_count(shape, name)  # type: ignore[arg-type]
-        params = spec.get("parameters") or {}
-        if not isinstance(params, dict):
-            raise InvalidInputError(f"input {name}: parameters must be an object")
-        size = params.get("binary_data_size")
-        if size is not None:
-            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
-                raise InvalidInputError(f"input {name}: binary_data_size {size} overruns the body")
-            raw = binary[offset : offset + size]
-            offset += size
-            data = from_binary(raw, datatype, count, name)
-        else:
-            if "data" not in spec:
-                raise InvalidInputError(f"input {name}: no 'data' and no binary_data_size")
-            data = _from_json(spec["data"], datatype, count, name)
-        tensors.append(Tensor(name, datatype, list(shape), data, params))  # type: ignore[arg-type]
-    if offset != len(binary):
-        raise InvalidInputError(f"{len(binary) - offset} bytes of binary data belong to no input")
-    outputs = doc.get("outputs") or []
-    if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
-        raise InvalidInputError("'outputs' must be a list of objects")
-    req_id = doc.get("id")
-    return InferRequest(tensors, str(req_id) if req_id is not None else None,
-                        doc.get("parameters") or {}, outputs)  # fmt: skip
-
-
 def from_binary(raw: bytes, datatype: str, count: int, name: str) -> npt.NDArray[Any] | list[bytes]:
     """Decode one binary tensor (REST's binary extension, gRPC's raw_input_contents)."""
     if datatype == "BYTES":
@@ -156,8 +210,17 @@ def from_binary(raw: bytes, datatype: str, count: int, name: str) -> npt.NDArray
     return np.frombuffer(raw, dtype=dtype).copy()
 
 
+def _flatten(data: Any, out: list[Any]) -> list[Any]:
+    if isinstance(data, list):
+        for item in data:
+            _flatten(item, out)
+    else:
+        out.append(data)
+    return out
+
+
 def _from_json(data: Any, datatype: str, count: int, name: str) -> npt.NDArray[Any] | list[bytes]:
-    flat = _flatten(data)
+    flat = _flatten(data, [])
     if len(flat) != count:
         raise InvalidInputError(f"input {name}: shape says {count} elements, data has {len(flat)}")
     if datatype == "BYTES":
@@ -175,85 +238,14 @@ def _from_json(data: Any, datatype: str, count: int, name: str) -> npt.NDArray[A
         raise InvalidInputError(f"input {name}: {exc}") from exc
 
 
-def texts_of(tensor: Tensor) -> list[str]:
-    """Decode a BYTES tensor of UTF-8 texts."""
-    if tensor.datatype != "BYTES" or not isinstance(tensor.data, list):
-        raise InvalidInputError(
-            f"input {tensor.name}: expected datatype BYTES, got {tensor.datatype}"
-        )
-    out = []
-    for i, raw in enumerate(tensor.data):
-        try:
-            out.append(raw.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            raise InvalidInputError(f"input {tensor.name}: element {i} is not valid UTF-8") from exc
-    return out
-
-
 def parse_version(text: str | None) -> int | None:
     """A model version from a URL or message: empty means the serving version."""
     if not text:
         return None
-    if not text.isdigit():
-        raise ModelNotFoundError(f"no version {text!r}")
+    # ASCII digits only: str.isdigit() also accepts "³", which int() refuses.
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+        raise ModelNotFoundError(f"no version {text[:40]!r}")
     return int(text)
-
-
-def text_input(tensors: dict[str, Tensor], model: str) -> list[str]:
-    """The texts of a text model's request: exactly one input, ``TEXT``."""
-    if set(tensors) != {TEXT_INPUT}:
-        raise InvalidInputError(
-            f"model {model} takes one input {TEXT_INPUT} (BYTES); got "
-            f"{', '.join(sorted(tensors)) or 'none'}"
-        )
-    return texts_of(tensors[TEXT_INPUT])
-
-
-def raw_arrays(
-    tensors: dict[str, Tensor], model: str
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64] | None]:
-    """``input_ids`` and ``attention_mask`` as int64 matrices, checked against their shapes."""
-    unknown = set(tensors) - set(RAW_INPUTS)
-    if unknown or "input_ids" not in tensors:
-        raise InvalidInputError(
-            f"model {model} takes input_ids and optionally attention_mask and token_type_ids "
-            f"(INT64 or INT32); got {', '.join(sorted(tensors))}"
-        )
-    arrays: dict[str, npt.NDArray[np.int64]] = {}
-    for name, tensor in tensors.items():
-        if tensor.datatype not in ("INT64", "INT32") or isinstance(tensor.data, list):
-            raise InvalidInputError(f"input {name}: expected INT64 or INT32, got {tensor.datatype}")
-        if len(tensor.shape) != 2:
-            raise InvalidInputError(f"input {name}: expected shape [batch, sequence]")
-        arrays[name] = np.asarray(tensor.data, dtype=np.int64).reshape(tensor.shape)
-    types = arrays.get("token_type_ids")
-    if types is not None and types.any():
-        raise InvalidInputError("token_type_ids must be all zeros (single-text classifier)")
-    return arrays["input_ids"], arrays.get("attention_mask")
-
-
-def classification_outputs(result: Classification) -> list[Tensor]:
-    """``LABEL`` and ``PROBABILITIES`` of a text model's answer."""
-    shape = list(result.probabilities.shape)
-    return [
-        Tensor("LABEL", "BYTES", [shape[0]], [x.encode() for x in result.predicted()]),
-        Tensor("PROBABILITIES", "FP32", shape,
-               np.ascontiguousarray(result.probabilities, dtype=np.float32)),
-    ]  # fmt: skip
-
-
-def logits_output(logits: npt.NDArray[np.float32]) -> Tensor:
-    """``logits`` of the raw engine model's answer."""
-    return Tensor("logits", "FP32", list(logits.shape), np.ascontiguousarray(logits))
-
-
-def select_outputs(requested: list[str], outputs: list[Tensor]) -> list[Tensor]:
-    """The outputs a request asked for (all when it named none), in the model's order."""
-    wanted = set(requested)
-    unknown = wanted - {t.name for t in outputs}
-    if unknown:
-        raise InvalidInputError(f"unknown output(s) {', '.join(sorted(unknown))}")
-    return [t for t in outputs if not wanted or t.name in wanted]
 
 
 def tensor_bytes(tensor: Tensor) -> bytes:
@@ -263,34 +255,28 @@ def tensor_bytes(tensor: Tensor) -> bytes:
     return np.ascontiguousarray(tensor.data).tobytes()
 
 
-def wants_binary(request: InferRequest, output: str) -> bool:
-    for spec in request.outputs:
-        if spec.get("name") == output:
-            return bool((spec.get("parameters") or {}).get("binary_data", False))
-    return bool(request.parameters.get("binary_data_output", False))
-
-
-def encode_response(
-    model: str, version: int, request: InferRequest, outputs: list[Tensor]
-) -> tuple[bytes, int | None]:
+def encode_response(parsed: HttpRequest, response: InferResponse) -> tuple[bytes, int | None]:
     """The response body, and the JSON header length when any output is binary."""
-    chosen = select_outputs([str(o.get("name")) for o in request.outputs], outputs)
     specs = []
     blobs = []
-    for t in chosen:
+    for t in response.outputs:
         spec: dict[str, Any] = {"name": t.name, "datatype": t.datatype, "shape": t.shape}
-        if wants_binary(request, t.name):
+        if parsed.wants_binary(t.name):
             blob = tensor_bytes(t)
             spec["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         elif isinstance(t.data, list):
-            spec["data"] = [b.decode("utf-8") for b in t.data]
+            spec["data"] = [b.decode("utf-8", "replace") for b in t.data]
         else:
             spec["data"] = t.data.reshape(-1).tolist()
         specs.append(spec)
-    doc: dict[str, Any] = {"model_name": model, "model_version": str(version), "outputs": specs}
-    if request.id is not None:
-        doc["id"] = request.id
+    doc: dict[str, Any] = {
+        "model_name": response.model,
+        "model_version": str(response.version),
+        "outputs": specs,
+    }
+    if response.id is not None:
+        doc["id"] = response.id
     header = json.dumps(doc, separators=(",", ":")).encode()
     if not blobs:
         return header, None

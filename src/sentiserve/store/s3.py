@@ -70,8 +70,9 @@ def client(endpoint_url: str | None = None) -> Any:
     from botocore.config import Config
 
     attempts = int(os.environ.get("AWS_MAX_ATTEMPTS", MAX_ATTEMPTS))
-    config = Config(retries={"max_attempts": attempts, "mode": "adaptive"},
-                    connect_timeout=5, read_timeout=60)  # fmt: skip
+    config = Config(
+        retries={"max_attempts": attempts, "mode": "adaptive"}, connect_timeout=5, read_timeout=60
+    )
     return boto3.client("s3", endpoint_url=endpoint_url, config=config)
 
 
@@ -117,8 +118,13 @@ def files_to_publish(folder: Path) -> list[Path]:
     return out
 
 
-def publish(folder: Path, url: str, *, endpoint_url: str | None = None,
-            progress: Progress = lambda _f, _n: None) -> dict[str, Any]:  # fmt: skip
+def publish(
+    folder: Path,
+    url: str,
+    *,
+    endpoint_url: str | None = None,
+    progress: Progress = lambda _f, _n: None,
+) -> dict[str, Any]:
     """Upload ``folder`` to ``url`` and write its manifest last; returns the manifest."""
     from boto3.s3.transfer import TransferConfig
 
@@ -129,25 +135,33 @@ def publish(folder: Path, url: str, *, endpoint_url: str | None = None,
     if not files:
         raise RepositoryError(f"{folder} has no files to publish")
     s3 = client(endpoint_url)
-    transfer = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD,
-                              multipart_chunksize=MULTIPART_THRESHOLD)  # fmt: skip
+    transfer = TransferConfig(
+        multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD
+    )
     entries: dict[str, dict[str, Any]] = {}
     for path in files:
         relative = path.relative_to(folder).as_posix()
         entries[relative] = FileEntry.of(folder, relative).model_dump(exclude={"file"})
         upload = functools.partial(
-            s3.upload_file, str(path), target.bucket, target.key(relative), Config=transfer,
+            s3.upload_file,
+            str(path),
+            target.bucket,
+            target.key(relative),
+            Config=transfer,
             Callback=functools.partial(progress, relative),
-        )  # fmt: skip
+        )
         _call(target, upload, f"{target}: upload of {relative} failed")
     manifest = {"format": 1, "created": dt.datetime.now(dt.UTC).isoformat(), "files": entries}
     _call(
         target,
-        lambda: s3.put_object(Bucket=target.bucket, Key=target.key(MANIFEST),
-                              Body=json.dumps(manifest, indent=1).encode(),
-                              ContentType="application/json"),
+        lambda: s3.put_object(
+            Bucket=target.bucket,
+            Key=target.key(MANIFEST),
+            Body=json.dumps(manifest, indent=1).encode(),
+            ContentType="application/json",
+        ),
         f"{target}: writing {MANIFEST} failed",
-    )  # fmt: skip
+    )
     return manifest
 
 
@@ -177,9 +191,14 @@ def _safe_relative(relative: str) -> Path:
     return path
 
 
-def pull(url: str, dest: Path, *, endpoint_url: str | None = None,
-         progress: Progress = lambda _f, _n: None,
-         manifest: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+def pull(
+    url: str,
+    dest: Path,
+    *,
+    endpoint_url: str | None = None,
+    progress: Progress = lambda _f, _n: None,
+    manifest: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Download ``url`` into ``dest`` (replacing it whole), verified against the manifest
     (``manifest``: one the caller has just read with ``read_manifest``).
 
@@ -201,16 +220,21 @@ def pull(url: str, dest: Path, *, endpoint_url: str | None = None,
             local = staging / _safe_relative(relative)
             local.parent.mkdir(parents=True, exist_ok=True)
             download = functools.partial(
-                s3.download_file, source.bucket, source.key(relative), str(local),
+                s3.download_file,
+                source.bucket,
+                source.key(relative),
+                str(local),
                 Callback=functools.partial(progress, relative),
-            )  # fmt: skip
+            )
             missing = f"{source}: {relative} is listed in the manifest but missing from the bucket"
             _call(source, download, missing)
             got = FileEntry.of(staging, relative)
             if got.bytes != entry["bytes"] or got.sha256 != entry["sha256"]:
-                raise StoreError(f"{source}: {relative} is corrupted (sha256 {got.sha256[:12]}…, "
-                                 f"{got.bytes} bytes; the manifest says {entry['sha256'][:12]}…, "
-                                 f"{entry['bytes']} bytes)")  # fmt: skip
+                raise StoreError(
+                    f"{source}: {relative} is corrupted (sha256 {got.sha256[:12]}…, "
+                    f"{got.bytes} bytes; the manifest says {entry['sha256'][:12]}…, "
+                    f"{entry['bytes']} bytes)"
+                )
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
         old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
         if dest.exists():

@@ -88,8 +88,9 @@ class TritonPythonModel:
 
         loaded = ModelRepository(folder.parent).load(folder.name, version)
         threads = int(params.get("sentiserve_threads", "0")) or None
-        self.served = open_model(loaded, engine=params.get("sentiserve_engine") or None,
-                                 threads=threads)  # fmt: skip
+        self.served = open_model(
+            loaded, engine=params.get("sentiserve_engine") or None, threads=threads
+        )
         self.labels = self.served.labels
 
     def _init_tokenize(self, version_dir: Path, params: dict[str, str]) -> None:
@@ -138,10 +139,12 @@ class TritonPythonModel:
 
     def _answer(self, probs: npt.NDArray[np.float32]) -> Any:
         pb = self._pb
-        return pb.InferenceResponse(output_tensors=[
-            pb.Tensor("LABEL", label_column(self.labels, probs)),
-            pb.Tensor("PROBABILITIES", probs.astype(np.float32)),
-        ])  # fmt: skip
+        return pb.InferenceResponse(
+            output_tensors=[
+                pb.Tensor("LABEL", label_column(self.labels, probs)),
+                pb.Tensor("PROBABILITIES", probs.astype(np.float32)),
+            ]
+        )
 
     def _tokenize(self, texts: list[str]) -> Any:
         batch = self.tokenizer.pad(self.tokenizer.encode(texts))
@@ -161,8 +164,10 @@ class TritonPythonModel:
         return self._answer(softmax(logits.astype(np.float32)))
 
     def _engine(self, request: Any) -> Any:
-        ids, mask = (self._pb.get_input_tensor_by_name(request, name).as_numpy()
-                     for name in ("input_ids", "attention_mask"))  # fmt: skip
+        ids, mask = (
+            self._pb.get_input_tensor_by_name(request, name).as_numpy()
+            for name in ("input_ids", "attention_mask")
+        )
         logits = self.engine.infer(ids.astype(np.int64), mask.astype(np.int64))
         return self._pb.InferenceResponse(output_tensors=[self._pb.Tensor("logits", logits)])
 

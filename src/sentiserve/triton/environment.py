@@ -82,8 +82,12 @@ class TritonEnvironment:
         return self.server_dir / "backends"
 
     def _wanted(self) -> dict[str, object]:
-        return {"packages": list(STUB_PACKAGES), "sentiserve": _sentiserve_link()[1],
-                "version": sentiserve.__version__, "python": _python_tag()}  # fmt: skip
+        return {
+            "packages": list(STUB_PACKAGES),
+            "sentiserve": _sentiserve_link()[1],
+            "version": sentiserve.__version__,
+            "python": _python_tag(),
+        }
 
     def ready(self) -> bool:
         """Whether the environment exists, is complete and matches what this sentiserve needs."""
@@ -112,8 +116,11 @@ class TritonEnvironment:
         self._run([self.base_python, "-m", "venv", str(self.venv)], "create the venv")
         say(f"installing {', '.join(STUB_PACKAGES)} (about 500 MB)")
         pip = [str(self.python), "-m", "pip", "install", "--disable-pip-version-check"]
-        self._run([*pip, *(["--quiet"] if quiet else []), *STUB_PACKAGES], "install packages",
-                  capture=quiet)  # fmt: skip
+        self._run(
+            [*pip, *(["--quiet"] if quiet else []), *STUB_PACKAGES],
+            "install packages",
+            capture=quiet,
+        )
         kind, where = _sentiserve_link()
         if kind == "path":
             (self.site_packages / "sentiserve-source.pth").write_text(where + "\n")
@@ -121,8 +128,9 @@ class TritonEnvironment:
             shutil.copytree(where, self.site_packages / "sentiserve")
         stub = self.server_dir / "python_backend_stubs" / _python_tag() / STUB
         if not stub.is_file():
-            raise TritonUnavailableError(f"the bundled Triton has no python stub for "
-                                         f"Python {_python_tag()} ({stub})")  # fmt: skip
+            raise TritonUnavailableError(
+                f"the bundled Triton has no python stub for Python {_python_tag()} ({stub})"
+            )
         shutil.copy2(stub, self.backend_dir / "python" / STUB)
         (self.home / MARKER).write_text(json.dumps(self._wanted()))
         say("Triton's environment is ready")
@@ -131,15 +139,18 @@ class TritonEnvironment:
         done = subprocess.run(command, capture_output=capture, text=True, check=False)
         if done.returncode != 0:
             tail = "\n".join(((done.stdout or "") + (done.stderr or "")).splitlines()[-15:])
-            raise TritonUnavailableError(f"cannot {what} for Triton (exit {done.returncode}):"
-                                         f"\n{tail}")  # fmt: skip
+            raise TritonUnavailableError(
+                f"cannot {what} for Triton (exit {done.returncode}):\n{tail}"
+            )
 
     def libpython_dir(self) -> str:
         """The folder of the ``libpython3.X.so`` the venv's interpreter was built with."""
         found = subprocess.run(
             [str(self.python), "-c", "import sysconfig; print(sysconfig.get_config_var('LIBDIR'))"],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         return found.stdout.strip()
 
     def process_env(self, base: dict[str, str] | None = None) -> dict[str, str]:

@@ -87,15 +87,18 @@ class TritonServer:
             str(self.environment.binary),
             f"--model-repository={self.repository}",
             f"--backend-directory={self.environment.backend_dir}",
-            f"--http-address={self.host}", f"--http-port={self.http_port}",
-            f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
-            f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
+            f"--http-address={self.host}",
+            f"--http-port={self.http_port}",
+            f"--grpc-address={self.host}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.host}",
+            f"--metrics-port={self.metrics_port}",
             "--allow-gpu-metrics=false",
             "--strict-readiness=true",
             f"--model-control-mode={self.model_control_mode}",
             f"--log-verbose={self.log_verbose}",
             f"--exit-timeout-secs={self.exit_timeout}",
-        ]  # fmt: skip
+        ]
         args += [f"--load-model={name}" for name in self.load_models]
         return [*args, *self.extra_args]
 
@@ -115,9 +118,12 @@ class TritonServer:
         out = open(self.log_file, "ab") if self.log_file else None  # noqa: SIM115
         try:
             self._process = subprocess.Popen(
-                self.command(), env=self.environment.process_env(), stdout=out, stderr=out,
+                self.command(),
+                env=self.environment.process_env(),
+                stdout=out,
+                stderr=out,
                 start_new_session=True,
-            )  # fmt: skip
+            )
         finally:
             if out is not None:
                 out.close()
@@ -126,8 +132,9 @@ class TritonServer:
             code = self._process.poll()
             if code is not None:
                 self._cleanup_shm()
-                raise TritonUnavailableError(f"tritonserver exited with {code} while starting"
-                                             f"{self._log_tail()}")  # fmt: skip
+                raise TritonUnavailableError(
+                    f"tritonserver exited with {code} while starting{self._log_tail()}"
+                )
             if is_ready(self.url):
                 logger.info("Triton ready at %s (gRPC %s)", self.url, self.grpc_url)
                 return

@@ -88,8 +88,9 @@ def test_text_files(tmp_path: Path) -> None:
         ("empty.txt", "\n\n", "no texts"),
     ],
 )
-def test_bad_text_files_name_the_problem(tmp_path: Path, name: str, content: str,
-                                         message: str) -> None:  # fmt: skip
+def test_bad_text_files_name_the_problem(
+    tmp_path: Path, name: str, content: str, message: str
+) -> None:
     path = tmp_path / name
     path.write_text(content)
     with pytest.raises(DataError, match=message):
@@ -106,8 +107,9 @@ def test_binary_and_missing_files(tmp_path: Path) -> None:
 
 
 def test_summary_and_report_files(tmp_path: Path) -> None:
-    sample = Sample(latencies_s=[0.01, 0.02, 0.03, 0.04], errors=Counter({"http 503": 2}),
-                    window_s=2.0)  # fmt: skip
+    sample = Sample(
+        latencies_s=[0.01, 0.02, 0.03, 0.04], errors=Counter({"http 503": 2}), window_s=2.0
+    )
     row = summarize({"concurrency": 4}, sample, None)
     assert row["throughput"] == 2.0
     assert row["p50_ms"] == pytest.approx(20)
@@ -115,8 +117,9 @@ def test_summary_and_report_files(tmp_path: Path) -> None:
     assert row["errors"] == 2
     assert row["errors_by_kind"] == {"http 503": 2}
     empty = summarize({"concurrency": 8}, Sample(window_s=1.0), None)
-    report = BenchReport(settings={"url": "u", "protocol": "v1", "model": "m", "data": "d"},
-                         results=[row, empty])  # fmt: skip
+    report = BenchReport(
+        settings={"url": "u", "protocol": "v1", "model": "m", "data": "d"}, results=[row, empty]
+    )
     paths = write_outputs(report, tmp_path / "out")
     assert [p.name for p in paths] == ["bench.json", "bench.csv", "bench.png", "bench.html"]
     data = json.loads(paths[0].read_text())

@@ -11,8 +11,12 @@ from sentiserve.data import load_corpus
 from sentiserve.data.files import load_path, read_file
 from sentiserve.errors import DataError
 
-ROWS = [("a fine film", "positive"), ("a dull film", "negative"), ("loved it", "positive"),
-        ("hated it", "negative")]  # fmt: skip
+ROWS = [
+    ("a fine film", "positive"),
+    ("a dull film", "negative"),
+    ("loved it", "positive"),
+    ("hated it", "negative"),
+]
 
 
 def write(path: Path, rows: list[tuple[object, object]], kind: str) -> Path:

@@ -61,9 +61,14 @@ def test_batch_dependent_engine_is_caught(tokenizer: Tokenizer) -> None:
     assert delta > INVARIANCE_TOLERANCE
     held_out = Examples(tuple(TEXTS), tuple([0, 1] * 10))
     report, _ = check_variant(
-        BatchScaledEngine(), tokenizer, held_out, reference_predictions=None,
-        reference_accuracy=None, invariance_texts=TEXTS, throughput_texts=TEXTS,
-    )  # fmt: skip
+        BatchScaledEngine(),
+        tokenizer,
+        held_out,
+        reference_predictions=None,
+        reference_accuracy=None,
+        invariance_texts=TEXTS,
+        throughput_texts=TEXTS,
+    )
     assert not report.eligible
     assert "not batch-invariant" in report.note
 

@@ -33,12 +33,15 @@ def test_classify_config_renders() -> None:
 
 def test_batching_config_renders() -> None:
     config = ModelConfig(
-        name="sentiment_onnx", platform="onnxruntime_onnx", max_batch_size=32,
-        inputs=(IDS,), outputs=(LOGITS,),
+        name="sentiment_onnx",
+        platform="onnxruntime_onnx",
+        max_batch_size=32,
+        inputs=(IDS,),
+        outputs=(LOGITS,),
         dynamic_batching=DynamicBatching((8, 32), 2000),
         instance_groups=(InstanceGroup(InstanceKind.GPU, 1),),
         parameters={"note": 'say "hi"'},
-    )  # fmt: skip
+    )
     text = config.to_pbtxt()
     assert "preferred_batch_size: [ 8, 32 ]" in text
     assert "max_queue_delay_microseconds: 2000" in text
@@ -59,8 +62,12 @@ def test_batching_config_renders() -> None:
     ],
 )
 def test_invalid_configs_are_refused(kwargs: dict[str, object], message: str) -> None:
-    base: dict[str, object] = {"name": "m", "platform": "onnxruntime_onnx", "inputs": (IDS,),
-                               "outputs": (LOGITS,)}  # fmt: skip
+    base: dict[str, object] = {
+        "name": "m",
+        "platform": "onnxruntime_onnx",
+        "inputs": (IDS,),
+        "outputs": (LOGITS,),
+    }
     with pytest.raises(ConfigError, match=message):
         ModelConfig(**{**base, **kwargs})  # type: ignore[arg-type]
 

@@ -40,8 +40,12 @@ def test_new_versions_carry_the_python_form(repo: Path) -> None:
 
 def test_gpu_form_is_an_ensemble_the_embedded_server_still_reads(repo: Path) -> None:
     configs = write_gpu_form(repo, "sentiment", Platform.ONNXRUNTIME)
-    assert [c.name for c in configs] == ["sentiment", "sentiment_tokenizer", "sentiment_onnx",
-                                         "sentiment_postprocess"]  # fmt: skip
+    assert [c.name for c in configs] == [
+        "sentiment",
+        "sentiment_tokenizer",
+        "sentiment_onnx",
+        "sentiment_postprocess",
+    ]
     ensemble = (repo / "sentiment" / CONFIG).read_text()
     assert 'platform: "ensemble"' in ensemble
     assert ensemble.count("model_name:") == 3
@@ -63,8 +67,13 @@ def test_gpu_form_is_an_ensemble_the_embedded_server_still_reads(repo: Path) -> 
 
 
 def test_gpu_engine_follows_the_manifest_and_batching_options(repo: Path) -> None:
-    batching = TritonBatching(max_batch_size=16, preferred_batch_sizes=(4, 8, 32), delay_us=100,
-                              instances=2, trt_fp16=False)  # fmt: skip
+    batching = TritonBatching(
+        max_batch_size=16,
+        preferred_batch_sizes=(4, 8, 32),
+        delay_us=100,
+        instances=2,
+        trt_fp16=False,
+    )
     configs = write_form(repo, "sentiment", Platform.ONNXRUNTIME, batching)
     onnx = configs[2]
     assert onnx.max_batch_size == 16
@@ -94,8 +103,7 @@ def test_onnx_check_catches_disagreements(repo: Path) -> None:
     onnx_config = ensemble_configs("sentiment", manifest, Platform.ONNXRUNTIME)[2]
     graph = version.file(manifest.engines[manifest.engine_for("cuda")].file)
     check_onnx(onnx_config, graph)  # agrees
-    three = dataclasses.replace(onnx_config,
-                                outputs=(Tensor("logits", DataType.FP32, (3,)),))  # fmt: skip
+    three = dataclasses.replace(onnx_config, outputs=(Tensor("logits", DataType.FP32, (3,)),))
     with pytest.raises(ConfigError, match=r"logits: config dims \[-1, 3\]"):
         check_onnx(three, graph)
     fp16 = dataclasses.replace(onnx_config, outputs=(Tensor("logits", DataType.FP16, (2,)),))
@@ -111,8 +119,7 @@ def test_onnx_check_catches_disagreements(repo: Path) -> None:
 
 def test_ensemble_check_catches_wiring_mistakes(repo: Path) -> None:
     manifest = ModelRepository(repo).load("sentiment").manifest
-    ensemble, tokenizer, onnx, post = ensemble_configs("sentiment", manifest,
-                                                       Platform.ONNXRUNTIME)  # fmt: skip
+    ensemble, tokenizer, onnx, post = ensemble_configs("sentiment", manifest, Platform.ONNXRUNTIME)
     with pytest.raises(ConfigError, match="no member model sentiment_onnx"):
         check_ensemble(ensemble, [tokenizer, post])
     small = dataclasses.replace(onnx, max_batch_size=8, dynamic_batching=None)

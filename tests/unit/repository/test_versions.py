@@ -20,18 +20,25 @@ def sources(tmp_path: Path) -> dict[str, Path]:
     (src / "tokenizer.json").write_text('{"fake": "tokenizer"}')
     (src / "model.onnx").write_bytes(b"fp32 weights" * 100)
     (src / "model.int8.onnx").write_bytes(b"int8 weights" * 50)
-    return {"tokenizer": src / "tokenizer.json", "fp32": src / "model.onnx",
-            "int8": src / "model.int8.onnx"}  # fmt: skip
+    return {
+        "tokenizer": src / "tokenizer.json",
+        "fp32": src / "model.onnx",
+        "int8": src / "model.int8.onnx",
+    }
 
 
 def write(root: Path, sources: dict[str, Path], **overrides: object) -> object:
     kwargs: dict[str, object] = {
-        "labels": ["negative", "positive"], "max_length": 64, "pad_id": 0,
-        "inputs": ["input_ids", "attention_mask"], "tokenizer_file": sources["tokenizer"],
+        "labels": ["negative", "positive"],
+        "max_length": 64,
+        "pad_id": 0,
+        "inputs": ["input_ids", "attention_mask"],
+        "tokenizer_file": sources["tokenizer"],
         "engine_files": {"fp32": sources["fp32"], "int8": sources["int8"]},
         "default_engine": {"cpu": "int8", "cuda": "fp32"},
-        "evaluation": {"fp32": {"accuracy": 0.9}}, "provenance": {"dataset": "toy"},
-    }  # fmt: skip
+        "evaluation": {"fp32": {"accuracy": 0.9}},
+        "provenance": {"dataset": "toy"},
+    }
     kwargs.update(overrides)
     return write_version(root, "sentiment", **kwargs)  # type: ignore[arg-type]
 

@@ -1,0 +1,226 @@
+"""The data plane's interface and the types that cross it.
+
+A data plane owns the protocol (the Open Inference Protocol's operations: health, model
+metadata, inference, the repository and statistics extensions) plus the friendly
+``classify``. Two implement it: :class:`~sentiserve.serve.dataplane.EmbeddedPlane` (models
+run here) and :class:`~sentiserve.serve.gateway.TritonPlane` (a remote Triton runs them).
+Transports (``rest_v1``, ``rest_v2``, ``grpc_v2``) only convert wire types to these and
+back (the MLServer pattern), so every protocol gets the same validation, errors, limits and
+deadlines.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from sentiserve.errors import ConfigError, InvalidInputError, PayloadTooLargeError
+from sentiserve.serve.auth import ApiKey
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-request limits.
+
+    Attributes:
+        max_texts: Most texts in one request.
+        max_body_bytes: Largest request body.
+        default_timeout_s: Deadline of a request that sets none.
+        max_timeout_s: Longest deadline a request gets; a longer one asked for (a client's
+            default gRPC deadline, say) is cut to this, not refused.
+        max_in_flight: Most inference requests inside the server at once (being read,
+            tokenized, queued or run). Beyond it a request is answered 503 before its body
+            is read, so an overloaded event loop stays responsive.
+    """
+
+    max_texts: int = 256
+    max_body_bytes: int = 4 * 1024 * 1024
+    default_timeout_s: float = 10.0
+    max_timeout_s: float = 60.0
+    max_in_flight: int = 512
+
+    def __post_init__(self) -> None:
+        for name in ("max_texts", "max_body_bytes", "max_in_flight"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1")
+        if not 0 < self.default_timeout_s <= self.max_timeout_s:
+            raise ConfigError("default_timeout_s must be within (0, max_timeout_s]")
+
+    def deadline(self, timeout_s: float | None = None, transport_s: float | None = None) -> float:
+        """The ``time.monotonic()`` by which a request must be answered.
+
+        Args:
+            timeout_s: What the request asked for (None: the default).
+            transport_s: What the transport allows (a gRPC deadline), if anything.
+
+        Raises:
+            InvalidInputError: ``timeout_s`` is not a positive number of seconds.
+        """
+        if timeout_s is not None and not timeout_s > 0:  # also refuses NaN
+            raise InvalidInputError("timeout must be a positive number of seconds")
+        chosen = self.default_timeout_s if timeout_s is None else timeout_s
+        if transport_s is not None:
+            chosen = min(chosen, transport_s) if timeout_s is not None else transport_s
+        return time.monotonic() + min(chosen, self.max_timeout_s)
+
+
+def check_texts(texts: object, limits: Limits) -> list[str]:
+    """Validate a list of texts: non-empty strings of valid Unicode, within the limit."""
+    if not isinstance(texts, list | tuple):
+        raise InvalidInputError("texts must be a list of strings")
+    if not texts:
+        raise InvalidInputError("no texts given")
+    if len(texts) > limits.max_texts:
+        raise PayloadTooLargeError(
+            f"{len(texts)} texts in one request; the limit is {limits.max_texts}"
+        )
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InvalidInputError(f"text {i} must be a string, got {type(text).__name__}")
+        if not text.strip():
+            raise InvalidInputError(f"text {i} is empty")
+    return list(texts)
+
+
+@dataclass(frozen=True)
+class Classification:
+    """Results for one request, in text order."""
+
+    model: str
+    version: int
+    labels: list[str]
+    probabilities: npt.NDArray[np.float32]
+
+    @cached_property
+    def best(self) -> list[int]:
+        """Index of each text's most probable label (computed once)."""
+        best: list[int] = self.probabilities.argmax(axis=1).tolist()
+        return best
+
+    def predicted(self) -> list[str]:
+        return [self.labels[i] for i in self.best]
+
+
+@dataclass
+class Tensor:
+    """A named tensor; BYTES tensors hold a flat list of ``bytes``."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+    data: npt.NDArray[Any] | list[bytes]
+
+
+@dataclass
+class InferRequest:
+    """An inference request, whatever the wire it came over.
+
+    Attributes:
+        model: Model name.
+        version: Model version (None: the serving one).
+        inputs: Input tensors, in request order.
+        outputs: Names of the outputs asked for (empty: all).
+        id: The request's ``id``, echoed in the response.
+        timeout_s: The ``timeout`` parameter (Triton's, microseconds on the wire).
+        transport_deadline_s: What the transport leaves (a gRPC deadline), if anything.
+    """
+
+    model: str
+    version: int | None
+    inputs: list[Tensor]
+    outputs: list[str] = field(default_factory=list)
+    id: str | None = None
+    timeout_s: float | None = None
+    transport_deadline_s: float | None = None
+
+    def by_name(self) -> dict[str, Tensor]:
+        tensors: dict[str, Tensor] = {}
+        for tensor in self.inputs:
+            if tensor.name in tensors:
+                raise InvalidInputError(f"input {tensor.name} is given twice")
+            tensors[tensor.name] = tensor
+        return tensors
+
+
+@dataclass
+class InferResponse:
+    model: str
+    version: int
+    outputs: list[Tensor]
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """One model in the repository index."""
+
+    name: str
+    version: int | None
+    state: str
+    reason: str = ""
+
+
+class DataPlane(Protocol):
+    """What every transport calls. Errors are :class:`~sentiserve.errors.SentiserveError`
+    subclasses; each carries its HTTP status, and ``errors.ERROR_TABLE`` maps it to gRPC."""
+
+    api_key: ApiKey
+    limits: Limits
+    accepting: bool
+
+    async def live(self) -> bool: ...
+
+    async def ready(self) -> bool:
+        """Whether the server can serve inference now."""
+        ...
+
+    async def model_ready(self, name: str, version: int | None = None) -> bool: ...
+
+    async def metadata(self, name: str, version: int | None = None) -> ModelMetadata: ...
+
+    async def infer(self, request: InferRequest) -> InferResponse: ...
+
+    async def classify(
+        self,
+        model_name: str,
+        texts: Sequence[str],
+        *,
+        version: int | None = None,
+        timeout_s: float | None = None,
+    ) -> Classification:
+        """Label probabilities for each text (the friendly API)."""
+        ...
+
+    async def index(self) -> list[ModelStatus]: ...
+
+    async def load(self, name: str) -> None: ...
+
+    async def unload(self, name: str) -> None: ...
+
+    async def statistics(self, name: str | None, version: int | None = None) -> list[Any]:
+        """Triton's model statistics objects (every model when ``name`` is None)."""
+        ...
+
+    async def close(self) -> None: ...

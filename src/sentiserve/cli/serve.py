@@ -56,8 +56,10 @@ def serve(
     pad_to_multiple: int = typer.Option(
         B.pad_to_multiple, help="Round each batch's padded length up to a multiple of this."
     ),
-    max_padding: float = typer.Option(
-        B.max_padding, help="With grouping: most share of a batch's tokens that may be padding."
+    max_padding_tokens: int = typer.Option(
+        B.max_padding_tokens,
+        min=0,
+        help="With grouping: most padding tokens a batch may carry per text in it.",
     ),
     max_texts: int = typer.Option(L.max_texts, help="Most texts in one request (413 beyond)."),
     timeout_s: float = typer.Option(L.default_timeout_s, help="Default request deadline."),
@@ -129,7 +131,7 @@ def serve(
                 max_queue_delay_ms=max_queue_delay_ms,
                 max_queue_size=max_queue_size,
                 group_by_length=group_by_length,
-                max_padding=max_padding,
+                max_padding_tokens=max_padding_tokens,
                 pad_to_multiple=pad_to_multiple,
             ),
             limits=Limits(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,10 +29,34 @@ def providers_for(dev: str) -> tuple[str, ...]:
     return CUDA_PROVIDERS if dev == "cuda" else (CPU,)
 
 
+_SHARED_ARENA = threading.Lock()
+_shared_arena_ready = False
+
+
+def _register_shared_arena() -> None:
+    """One CPU memory arena for every session of this process (ONNX Runtime's environment
+    allocator). Each session otherwise keeps its own arena at its peak: measured with three
+    sessions of the int8 MiniLM, 452 MB resident with their own arenas, 338 MB with a shared
+    one, at the same throughput (two sessions side by side, rt texts: 805-835 and 788-818
+    seq/s; long texts: 100-101 and 100-102)."""
+    global _shared_arena_ready
+    import onnxruntime as ort
+
+    with _SHARED_ARENA:
+        if not _shared_arena_ready:
+            info = ort.OrtMemoryInfo(
+                "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
+            )
+            ort.create_and_register_allocator(info, None)
+            _shared_arena_ready = True
+
+
 def session_options(threads: int | None) -> object:
     import onnxruntime as ort
 
+    _register_shared_arena()
     opts = ort.SessionOptions()
+    opts.add_session_config_entry("session.use_env_allocators", "1")
     # The graphs we ship are fused offline, but the static int8 graph still needs the
     # extended level: it turns QDQ pairs into integer kernels (measured, 1 thread, batch 1:
     # basic 13.3 ms, extended 3.2 ms, all 3.2 ms; layout optimisations add nothing here).

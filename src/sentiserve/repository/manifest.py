@@ -31,10 +31,13 @@ class FileEntry(BaseModel):
 
 
 class EngineEntry(FileEntry):
-    """An engine file: its format and numeric precision."""
+    """An engine file: its format and numeric precision, and for ONNX its weights file
+    (ONNX external data), which ONNX Runtime maps into memory instead of copying into each
+    session, so engine instances share one copy of the weights."""
 
     format: str = "onnx"
     precision: str = "fp32"
+    data: FileEntry | None = None
 
 
 class Manifest(BaseModel):
@@ -77,7 +80,8 @@ class Manifest(BaseModel):
         return name
 
     def files(self) -> list[FileEntry]:
-        return [self.tokenizer, *self.engines.values()]
+        engines = list(self.engines.values())
+        return [self.tokenizer, *engines, *(e.data for e in engines if e.data is not None)]
 
     @classmethod
     def read(cls, folder: Path) -> Manifest:

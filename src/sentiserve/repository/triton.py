@@ -354,9 +354,12 @@ def write_gpu_form(
     if platform is Platform.ONNXRUNTIME:
         check_onnx(model, version.file(entry.file))
     number = str(manifest.version)
+    engine_files = {f"model.{wanted}": version.file(entry.file)}
+    if entry.data is not None:  # the graph names its weights file: keep that name beside it
+        engine_files[entry.data.file] = version.file(entry.data.file)
     files: dict[str, dict[str, Path]] = {
         tokenizer.name: {"tokenizer.json": version.file(manifest.tokenizer.file)},
-        model.name: {f"model.{wanted}": version.file(entry.file)},
+        model.name: engine_files,
         post.name: {},
     }
     for config in (tokenizer, model, post):

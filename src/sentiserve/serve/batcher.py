@@ -59,22 +59,30 @@ class BatchingConfig:
 
     Attributes:
         max_batch_size: Most sequences in one engine call.
-        max_batch_tokens: Most padded tokens (batch size x longest sequence) in one call.
+        max_batch_tokens: Most padded tokens (batch size x longest sequence) in one call
+            (a longer sequence still runs, alone). Per instance: with one-thread instances
+            side by side, 512 ran as fast as 1,024 or 2,048 on rt and long texts and kept
+            the peak memory of two instances at 335 MB (rt) and 375 MB (long) where 2,048
+            took 383 and 554 MB.
         max_queue_delay_ms: Longest the oldest waiting sequence waits for company.
         max_queue_size: Most sequences waiting; beyond it new requests are refused.
         group_by_length: Batch similar lengths together (off: arrival order).
-        max_padding: With grouping, the most share of a batch's padded tokens that may be
-            padding. On CPU one more sequence in a call saves little, while padding costs
-            as much as real tokens, so a batch stops growing when it would pad more.
+        max_padding_tokens: With grouping, the most padding tokens a batch may carry per
+            sequence in it. A padded token costs as much as a real one, while one more
+            sequence in a call saves only the call's fixed cost (about 0.8 ms at one thread
+            for MiniLM, the compute of roughly ten tokens), so a batch grows only while its
+            padding stays below a few tokens per sequence. Measured at 32 clients against
+            the earlier rule (at most 20% of a batch's tokens padding): rt 591 -> 650
+            req/s, long 89 -> 102.
         pad_to_multiple: Round each batch's padded length up to a multiple of this.
     """
 
     max_batch_size: int = 32
-    max_batch_tokens: int = 2048
+    max_batch_tokens: int = 512
     max_queue_delay_ms: float = 0.0
     max_queue_size: int = 512
     group_by_length: bool = True
-    max_padding: float = 0.2
+    max_padding_tokens: int = 4
     pad_to_multiple: int = 1
 
     def __post_init__(self) -> None:
@@ -86,8 +94,8 @@ class BatchingConfig:
             raise ConfigError("max_queue_delay_ms must be >= 0")
         if self.max_queue_size < self.max_batch_size:
             raise ConfigError("max_queue_size must be >= max_batch_size")
-        if not 0 <= self.max_padding <= 1:
-            raise ConfigError("max_padding must be between 0 and 1")
+        if self.max_padding_tokens < 0:
+            raise ConfigError("max_padding_tokens must be >= 0")
         if self.pad_to_multiple < 1:
             raise ConfigError("pad_to_multiple must be >= 1")
 
@@ -160,7 +168,7 @@ def select(
         assert candidate is not None
         padded = (hi - lo + 2) * new_longest
         if not fits(hi - lo + 2, new_longest) or (
-            padded - real - lengths[candidate] > config.max_padding * padded
+            padded - real - lengths[candidate] > config.max_padding_tokens * (hi - lo + 2)
         ):
             break
         real += lengths[candidate]

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from sentiserve.errors import ModelNotFoundError, RepositoryError
 from sentiserve.repository.builder import PARTIAL_PREFIX, write_version
@@ -13,13 +16,28 @@ from sentiserve.repository.layout import ModelRepository
 from sentiserve.repository.manifest import MANIFEST
 
 
+def tiny_onnx(path: Path, seed: int) -> Path:
+    """A one-node ONNX graph with a 4 KB weight, so it has a weights file in a repository."""
+    weight = np.random.default_rng(seed).standard_normal(1024).astype(np.float32)
+    node = helper.make_node("Add", ["x", "w"], ["y"])
+    graph = helper.make_graph(
+        [node],
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1024])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1024])],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    onnx.save_model(helper.make_model(graph), str(path))
+    return path
+
+
 @pytest.fixture
 def sources(tmp_path: Path) -> dict[str, Path]:
     src = tmp_path / "src"
     src.mkdir()
     (src / "tokenizer.json").write_text('{"fake": "tokenizer"}')
-    (src / "model.onnx").write_bytes(b"fp32 weights" * 100)
-    (src / "model.int8.onnx").write_bytes(b"int8 weights" * 50)
+    tiny_onnx(src / "model.onnx", 0)
+    tiny_onnx(src / "model.int8.onnx", 1)
     return {
         "tokenizer": src / "tokenizer.json",
         "fp32": src / "model.onnx",
@@ -77,9 +95,34 @@ def test_corrupt_and_incomplete_versions_are_refused(
     engine.unlink()
     with pytest.raises(RepositoryError, match=r"incomplete version: model.int8.onnx is missing"):
         repo.load("sentiment", 1)
+
     (root / "sentiment" / "1" / MANIFEST).unlink()
     with pytest.raises(RepositoryError, match=r"incomplete version \(no manifest.json\)"):
         repo.load("sentiment", 1)
+
+
+def test_onnx_engines_are_written_as_graph_plus_weights_and_load_the_same(
+    tmp_path: Path, sources: dict[str, Path]
+) -> None:
+    import onnxruntime as ort
+
+    root = tmp_path / "repo"
+    version = write(root, sources)
+    folder = root / "sentiment" / "1"
+    entry = version.manifest.engines["int8"]  # type: ignore[attr-defined]
+    assert entry.data is not None
+    assert entry.data.file == "model.int8.onnx.data"
+    assert (folder / "model.int8.onnx").stat().st_size < 1024 < entry.data.bytes
+    x = np.ones(1024, np.float32)
+    original = ort.InferenceSession(str(sources["int8"])).run(None, {"x": x})[0]
+    served = ort.InferenceSession(str(folder / "model.int8.onnx")).run(None, {"x": x})[0]
+    assert np.array_equal(original, served)
+    again = write(tmp_path / "again", sources).manifest  # type: ignore[attr-defined]
+    assert again.engines["int8"] == entry, "the same source must give the same files"
+    weights = folder / "model.int8.onnx.data"
+    weights.write_bytes(weights.read_bytes()[:-4] + b"oops")
+    with pytest.raises(RepositoryError, match=r"model.int8.onnx.data: corrupt: sha256"):
+        ModelRepository(root).load("sentiment", 1)
 
 
 def test_invalid_manifest_names_the_field(tmp_path: Path, sources: dict[str, Path]) -> None:

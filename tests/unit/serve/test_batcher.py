@@ -91,14 +91,18 @@ def test_select_respects_the_token_budget() -> None:
 def test_select_stops_before_padding_passes_the_limit() -> None:
     lengths = [20, 22, 24, 40, 19, 60]
     tight = BatchingConfig(
-        max_batch_size=32, max_batch_tokens=10_000, max_queue_size=64, max_padding=0.2
+        max_batch_size=32, max_batch_tokens=10_000, max_queue_size=64, max_padding_tokens=4
     )
     chosen = sorted(select(lengths, 0, tight))
-    assert chosen == [0, 1, 2, 4], "40 would make 6 x 40 = 240 tokens, over a third padding"
+    assert chosen == [0, 1, 2, 4], "40 would pad 5 x 40 - 125 = 75 tokens, over 4 per text"
     padded = len(chosen) * max(lengths[i] for i in chosen)
-    assert padded - sum(lengths[i] for i in chosen) <= 0.2 * padded
+    assert padded - sum(lengths[i] for i in chosen) <= 4 * len(chosen)
+    none = BatchingConfig(
+        max_batch_size=32, max_batch_tokens=10_000, max_queue_size=64, max_padding_tokens=0
+    )
+    assert select([20, 20, 21, 20], 0, none) == [0, 1, 3], "equal lengths only"
     loose = BatchingConfig(
-        max_batch_size=32, max_batch_tokens=10_000, max_queue_size=64, max_padding=1.0
+        max_batch_size=32, max_batch_tokens=10_000, max_queue_size=64, max_padding_tokens=100
     )
     assert sorted(select(lengths, 0, loose)) == list(range(6))
 
@@ -106,7 +110,7 @@ def test_select_stops_before_padding_passes_the_limit() -> None:
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"max_padding": 1.5},
+        {"max_padding_tokens": -1},
         {"max_batch_size": 0},
         {"max_queue_delay_ms": -1},
         {"max_queue_size": 4, "max_batch_size": 8},

@@ -9,10 +9,12 @@ REPO      ?= model_repository
 
 setup: $(STAMP)
 
-# Debian packages the tests need, as command:package: Chromium (the playground page test),
-# Prometheus and promtool (the monitoring tests), HAProxy (the local scale-out rehearsal). Installed only when missing and when
-# apt-get can run (root); otherwise the tests that need them skip, saying why.
-SYSTEM_PACKAGES := chromium:chromium prometheus:prometheus promtool:prometheus haproxy:haproxy
+# Debian packages the tests and benchmarks need, as command:package: Chromium (the playground
+# page test), Prometheus and promtool (the monitoring tests), HAProxy (the local scale-out
+# rehearsal), wrk and hey (C load generators: the serving benchmark's headline client).
+# Installed only when missing and when apt-get can run (root).
+SYSTEM_PACKAGES := chromium:chromium prometheus:prometheus promtool:prometheus haproxy:haproxy \
+	wrk:wrk hey:hey
 system:
 	@missing=""; for cp in $(SYSTEM_PACKAGES); do c=$${cp%%:*}; p=$${cp#*:}; \
 	  command -v $$c >/dev/null || case " $$missing " in *" $$p "*) ;; *) missing="$$missing $$p";; esac; done; \
@@ -79,12 +81,12 @@ format: setup
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 
 ## bench: engines, then servers side by side (builds the default model first if missing)
-bench: model
+bench: model system triton
 	$(PY) benchmarks/engines.py --model-repository $(REPO) --out benchmarks/RESULTS.md
 	$(PY) benchmarks/compare.py --model-repository $(REPO) --out benchmarks/RESULTS-serving.md
 
 ## bench-serving: only the serving comparison
-bench-serving: model
+bench-serving: model system triton
 	$(PY) benchmarks/compare.py --model-repository $(REPO) --out benchmarks/RESULTS-serving.md
 
 ## cluster-local: 2 replicas of the default model behind HAProxy on 127.0.0.1:8080

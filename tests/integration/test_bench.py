@@ -167,3 +167,32 @@ def test_failures_are_counted_by_kind_not_raised(server: Running, texts: Path) -
     (row,) = closed["results"]  # type: ignore[misc]
     assert row["requests"] == 0
     assert set(row["errors_by_kind"]) == {"connection"}
+
+
+@pytest.mark.parametrize("protocol", ["v1", "v2-http"])
+def test_wrk_counts_what_the_server_counted(server: Running, protocol: str) -> None:
+    """The C client's numbers agree with the server's own request counter."""
+    import httpx
+
+    from sentiserve.bench.wrk import run_wrk, wrk_binary
+
+    wrk_binary()  # `make system` installs wrk; a missing one is an error, not a skip
+    metrics = f"http://127.0.0.1:{server.metrics_port}/metrics"
+
+    def served() -> float:
+        text = httpx.get(metrics).text
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("nv_inference_request_success{")
+        )
+
+    before = served()
+    texts = [f"a {'good ' * (i % 7)}film number {i}" for i in range(50)]
+    (result,) = run_wrk(server.url, protocol, texts, [4], duration_s=2, warmup_s=0, api_key=KEY)
+    after = served()
+    assert result.errors == 0
+    assert result.requests > 20
+    assert result.p50_ms <= result.p99_ms <= result.max_ms
+    # wrk stops counting at the deadline; a few requests may still be in flight then.
+    assert result.requests <= after - before <= result.requests + 4

@@ -208,9 +208,10 @@ def test_v2_invalid_utf8_and_malformed_binary(server: Running) -> None:
 
 
 def test_sigterm_drains_in_flight_requests_then_exits(tiny_build: Path) -> None:
+    """With several engine instances busy, SIGTERM lets every accepted request finish."""
     from concurrent.futures import ThreadPoolExecutor
 
-    running = start_server(tiny_build / "model_repository")
+    running = start_server(tiny_build / "model_repository", "--instances", "3")
     body = {"texts": [" ".join(["good film"] * 60)] * 64}
     outcomes: list[str] = []
 

@@ -216,6 +216,66 @@ def test_gateway_serves_the_embedded_answers_through_triton(
         stop(gateway)
 
 
+def test_gateway_forwards_kserve_v2_over_rest_and_grpc(
+    triton: TritonServer, embedded: Running
+) -> None:
+    """tritonclient against the gateway (REST with binary tensors, and gRPC) gets Triton's
+    answers, metadata and statistics: one data plane interface, backed by Triton."""
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+
+    gateway = start_server(".", "--backend", "triton", "--triton-url", triton.grpc_url)
+    try:
+        batch = texts()
+        expected = embedded_answer(embedded, batch)
+        http = httpclient.InferenceServerClient(gateway.url.removeprefix("http://"))
+        tensor = httpclient.InferInput("TEXT", [len(batch), 1], "BYTES")
+        tensor.set_data_from_numpy(column(batch), binary_data=True)
+        result = http.infer("sentiment", [tensor])
+        assert_same(triton_answer(result), expected)
+        assert list(result.as_numpy("LABEL").shape) == [len(batch), 1]
+        direct = httpclient.InferenceServerClient(triton.url.removeprefix("http://"))
+        assert http.get_model_metadata("sentiment") == direct.get_model_metadata("sentiment")
+        stats = http.get_inference_statistics("sentiment")["model_stats"][0]
+        assert int(stats["inference_count"]) >= len(batch)
+        with pytest.raises(httpclient.InferenceServerException, match="unknown model|nope"):
+            http.infer("nope", [tensor])
+        http.close()
+        direct.close()
+        grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{gateway.grpc_port}")
+        tensor = grpcclient.InferInput("TEXT", [len(batch), 1], "BYTES")
+        tensor.set_data_from_numpy(column(batch))
+        assert_same(triton_answer(grpc.infer("sentiment", [tensor])), expected)
+        assert grpc.is_model_ready("sentiment")
+        grpc.close()
+    finally:
+        stop(gateway)
+
+
+def test_embedded_metadata_and_shapes_equal_tritons(
+    triton: TritonServer, embedded: Running
+) -> None:
+    """A client written against Triton works unchanged against the embedded server."""
+    import tritonclient.http as httpclient
+
+    ours = httpclient.InferenceServerClient(embedded.url.removeprefix("http://"))
+    theirs = httpclient.InferenceServerClient(triton.url.removeprefix("http://"))
+    try:
+        mine, tritons = ours.get_model_metadata("sentiment"), theirs.get_model_metadata("sentiment")
+        for key in ("inputs", "outputs"):
+            assert mine[key] == tritons[key], key
+        batch = texts()[:5]
+        for client in (ours, theirs):
+            tensor = httpclient.InferInput("TEXT", [len(batch), 1], "BYTES")
+            tensor.set_data_from_numpy(column(batch), binary_data=True)
+            result = client.infer("sentiment", [tensor])
+            assert list(result.as_numpy("LABEL").shape) == [5, 1]
+            assert list(result.as_numpy("PROBABILITIES").shape) == [5, 2]
+    finally:
+        ours.close()
+        theirs.close()
+
+
 def test_gateway_without_triton_is_not_ready_and_says_why() -> None:
     dead = f"127.0.0.1:{free_port()}"
     http = free_port()

@@ -12,6 +12,7 @@ made first and thrown away.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import tempfile
@@ -104,7 +105,8 @@ def run_wrk(
     timeout_s: float = 30.0,
     api_key: str | None = None,
 ) -> list[WrkResult]:
-    """One wrk run per concurrency level, each after a discarded warm-up run."""
+    """One wrk run per concurrency level, each after a discarded warm-up run. Durations
+    are rounded up to whole seconds (wrk's unit)."""
     if any(c < 1 for c in concurrency):
         raise ConfigError("concurrency levels must be >= 1")
     if any("\n" in t or "\r" in t for t in texts):
@@ -123,8 +125,8 @@ def run_wrk(
             args = [binary, "-t", "1", "-c", str(clients), "--timeout", f"{timeout_s:g}s"]
             args += ["-s", str(script), target, "--", str(data), api_key or ""]
             if warmup_s > 0:
-                _wrk([*args[:1], "-d", f"{warmup_s:g}s", *args[1:]])
-            summary = _wrk([*args[:1], "-d", f"{duration_s:g}s", *args[1:]])
+                _wrk([*args[:1], "-d", f"{math.ceil(warmup_s)}s", *args[1:]])
+            summary = _wrk([*args[:1], "-d", f"{math.ceil(duration_s)}s", *args[1:]])
             results.append(
                 WrkResult(
                     concurrency=clients,
@@ -143,7 +145,8 @@ def run_wrk(
 def _wrk(args: list[str]) -> dict[str, Any]:
     done = subprocess.run(args, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise WrkError(f"wrk failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+        said = (done.stderr.strip() or done.stdout.strip())[-500:]
+        raise WrkError(f"wrk failed ({done.returncode}): {said}")
     for line in reversed(done.stdout.splitlines()):
         if line.startswith("{"):
             summary: dict[str, Any] = json.loads(line)

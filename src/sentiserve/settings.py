@@ -29,3 +29,6 @@ class Settings(BaseSettings):
     """ONNX Runtime intra-op threads; unset means one per core."""
     api_key: str | None = Field(default=None, min_length=8, description="Serving API key.")
     """When set, inference and model control need ``Authorization: Bearer <key>``."""
+    api_keys_file: Path | None = Field(default=None, description="More API keys, one per line.")
+    """A file of API keys (one per line, ``#`` comments), all valid at once; re-read when it
+    changes or on SIGHUP, so keys rotate without a restart."""

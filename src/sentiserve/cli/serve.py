@@ -88,6 +88,15 @@ def serve(
     ),
     engine: str | None = typer.Option(None, help="Engine variant (default: manifest's)."),
     model_control: bool = typer.Option(False, help="Allow loading/unloading models over the API."),
+    api_keys_file: Path | None = typer.Option(
+        None,
+        help="API keys, one per line (# comments), all valid at once; re-read when the file "
+        "changes or on SIGHUP. Default: SENTISERVE_API_KEYS_FILE. SENTISERVE_API_KEY adds one.",
+    ),
+    tls_cert: Path | None = typer.Option(
+        None, help="PEM certificate (chain): serve HTTPS and gRPC over TLS (with --tls-key)."
+    ),
+    tls_key: Path | None = typer.Option(None, help="PEM private key of --tls-cert."),
     backend: Backend = typer.Option(
         Backend.EMBEDDED,
         envvar="SENTISERVE_BACKEND",
@@ -138,13 +147,16 @@ def serve(
                 max_texts=max_texts, default_timeout_s=timeout_s, max_in_flight=max_in_flight
             ),
             api_key=settings.api_key,
+            api_keys_file=api_keys_file or settings.api_keys_file,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
             model_control=model_control,
             triton_url=triton_url if gateway else None,
             triton_model=triton_model,
         )
 
         def ready() -> None:
-            base = f"http://{host}:{http_port}"
+            base = f"{'https' if tls_cert else 'http'}://{host}:{http_port}"
             metrics = f"http://{host}:{metrics_port}/metrics"
             if gateway:
                 console.print(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import socket
 import threading
 from collections.abc import Callable
@@ -22,9 +23,9 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from sentiserve import __version__
-from sentiserve.errors import InvalidInputError, SentiserveError
+from sentiserve.errors import ConfigError, InvalidInputError, SentiserveError
 from sentiserve.serve import openapi, playground, rest_v1, rest_v2
-from sentiserve.serve.auth import ApiKey
+from sentiserve.serve.auth import ApiKeys
 from sentiserve.serve.batcher import BatchingConfig
 from sentiserve.serve.dataplane import EmbeddedPlane
 from sentiserve.serve.edge import Edge, error_reply
@@ -52,11 +53,23 @@ class ServerConfig:
     engine: str | None = None
     drain_seconds: float = 30.0
     api_key: str | None = None
+    api_keys_file: Path | None = None
+    """More keys, one per line, re-read on change or SIGHUP (see ``serve.auth``)."""
+    tls_cert: Path | None = None
+    """PEM certificate (chain) for HTTPS and gRPC over TLS; with ``tls_key``."""
+    tls_key: Path | None = None
     model_control: bool = False
     triton_url: str | None = None
     """Gateway mode: Triton's gRPC ``host:port``; no models are loaded here."""
     triton_model: str = "sentiment"
     """Gateway mode: the Triton model whose readiness is this server's readiness."""
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("TLS needs both a certificate and a key (--tls-cert, --tls-key)")
+        for path in (self.tls_cert, self.tls_key):
+            if path is not None and not path.is_file():
+                raise ConfigError(f"TLS file {path} does not exist")
 
 
 @dataclass
@@ -141,7 +154,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 def build_plane(config: ServerConfig, metrics: Metrics) -> DataPlane:
     """The embedded plane (every model loaded, verified and warmed up), or in gateway mode
     (``triton_url`` set) the plane backed by Triton."""
-    api_key = ApiKey(config.api_key)
+    api_key = ApiKeys(config.api_key, config.api_keys_file)
     if config.triton_url:
         return TritonPlane(
             config.triton_url,
@@ -250,6 +263,8 @@ def run(config: ServerConfig, on_ready: Callable[[], None] = lambda: None) -> No
             log_level="warning",
             timeout_graceful_shutdown=int(config.drain_seconds),
             lifespan="off",
+            ssl_certfile=config.tls_cert,
+            ssl_keyfile=config.tls_key,
         )
     )
 
@@ -259,10 +274,19 @@ def run(config: ServerConfig, on_ready: Callable[[], None] = lambda: None) -> No
             if config.grpc_port is not None:
                 from sentiserve.serve.grpc_v2 import start_grpc
 
+                tls = None
+                if config.tls_cert is not None and config.tls_key is not None:
+                    tls = (config.tls_cert.read_bytes(), config.tls_key.read_bytes())
                 try:
-                    grpc_server = await start_grpc(server.plane, config.host, config.grpc_port)
+                    grpc_server = await start_grpc(
+                        server.plane, config.host, config.grpc_port, tls=tls
+                    )
                 except (OSError, RuntimeError) as exc:
                     raise bind_error("gRPC", config.host, config.grpc_port, exc) from exc
+            # SIGHUP re-reads the API keys file (rotation without a restart).
+            asyncio.get_running_loop().add_signal_handler(
+                signal.SIGHUP, server.plane.api_key.reload
+            )
             task = asyncio.create_task(uv.serve(sockets=[http_socket]))
             while not uv.started and not task.done():
                 await asyncio.sleep(0.01)

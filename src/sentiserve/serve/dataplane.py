@@ -29,7 +29,7 @@ from sentiserve.errors import (
     QueueFullError,
     SentiserveError,
 )
-from sentiserve.serve.auth import ApiKey
+from sentiserve.serve.auth import ApiKeys
 from sentiserve.serve.metrics import Metrics
 from sentiserve.serve.plane import (
     Classification,
@@ -156,14 +156,14 @@ class EmbeddedPlane:
         registry: Registry,
         metrics: Metrics,
         limits: Limits,
-        api_key: ApiKey | None = None,
+        api_key: ApiKeys | None = None,
         *,
         model_control: bool = False,
     ) -> None:
         self.registry = registry
         self.metrics = metrics
         self.limits = limits
-        self.api_key = api_key or ApiKey(None)
+        self.api_key = api_key or ApiKeys()
         self.model_control = model_control
         self.accepting = True
 

@@ -20,6 +20,7 @@ document (see ``openapi_paths``).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
@@ -28,10 +29,11 @@ import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 from sentiserve.errors import PayloadTooLargeError, QueueFullError, SentiserveError
-from sentiserve.serve.auth import ApiKey
+from sentiserve.serve.auth import ApiKeys
 
 logger = logging.getLogger(__name__)
 access_log = logging.getLogger("sentiserve.access")
@@ -73,6 +75,32 @@ class Route:
 
     pattern: re.Pattern[str]
     handler: Handler
+
+
+class RequestTimeoutError(SentiserveError):
+    """The request body did not arrive in time."""
+
+    status = HTTPStatus.REQUEST_TIMEOUT
+
+
+class UnsupportedMediaTypeError(SentiserveError):
+    """The request body is declared as something this route does not read."""
+
+    status = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
+
+
+def check_content_type(call: Call, *allowed: str) -> None:
+    """Refuse (415) a body declared as another media type than ``allowed`` (JSON types
+    include ``+json`` suffixes); a body with no Content-Type is read as the first one."""
+    declared = call.headers.get(b"content-type")
+    if declared is None:
+        return
+    media = declared.split(b";", 1)[0].strip().lower().decode("latin-1")
+    if media in allowed or (media.endswith("+json") and "application/json" in allowed):
+        return
+    raise UnsupportedMediaTypeError(
+        f"Content-Type {media or '(empty)'} is not accepted here; send {' or '.join(allowed)}"
+    )
 
 
 class OverloadedError(QueueFullError):
@@ -140,6 +168,8 @@ class Edge:
         api_key: The API key check.
         max_in_flight: Most inference requests inside at once.
         max_body_bytes: Largest inference request body.
+        body_timeout_s: Longest an inference request's body may take to arrive (a client
+            that sends it byte by byte would otherwise hold an in-flight slot forever).
         on_overload: Called for each request refused for ``max_in_flight``.
     """
 
@@ -147,10 +177,11 @@ class Edge:
         self,
         app: ASGIApp,
         routes: list[Route],
-        api_key: ApiKey,
+        api_key: ApiKeys,
         *,
         max_in_flight: int,
         max_body_bytes: int,
+        body_timeout_s: float = 30.0,
         on_overload: Callable[[], None] = lambda: None,
     ) -> None:
         self.app = app
@@ -158,6 +189,7 @@ class Edge:
         self.api_key = api_key
         self.max_in_flight = max_in_flight
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
         self.on_overload = on_overload
         self.in_flight = 0
         self._ids = RequestIds()
@@ -229,7 +261,13 @@ class Edge:
         handler, params = route
         call = Call(params, headers, b"")
         try:
-            call.body = await read_body(receive, headers, self.max_body_bytes)
+            try:
+                async with asyncio.timeout(self.body_timeout_s):
+                    call.body = await read_body(receive, headers, self.max_body_bytes)
+            except TimeoutError:
+                raise RequestTimeoutError(
+                    f"the request body did not arrive within {self.body_timeout_s:g} s"
+                ) from None
             reply = await handler(call)
         except SentiserveError as exc:
             reply = error_reply(exc)

@@ -32,7 +32,7 @@ from sentiserve.errors import (
     from_grpc_code,
 )
 from sentiserve.repository.triton import LABELS
-from sentiserve.serve.auth import ApiKey
+from sentiserve.serve.auth import ApiKeys
 from sentiserve.serve.metrics import Metrics
 from sentiserve.serve.plane import (
     Classification,
@@ -88,7 +88,7 @@ class TritonPlane:
         url: str,
         metrics: Metrics,
         limits: Limits,
-        api_key: ApiKey | None = None,
+        api_key: ApiKeys | None = None,
         *,
         readiness_model: str = "sentiment",
         model_control: bool = False,
@@ -96,7 +96,7 @@ class TritonPlane:
         self.url = url
         self.metrics = metrics
         self.limits = limits
-        self.api_key = api_key or ApiKey(None)
+        self.api_key = api_key or ApiKeys()
         self.readiness_model = readiness_model
         self.model_control = model_control
         self.accepting = True

@@ -196,15 +196,25 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
         return await self._call(context, call, protected=True)
 
 
-async def start_grpc(plane: DataPlane, host: str, port: int) -> Any:
-    """Start the gRPC server on the running event loop; returns it (call ``stop``)."""
+async def start_grpc(
+    plane: DataPlane, host: str, port: int, *, tls: tuple[bytes, bytes] | None = None
+) -> Any:
+    """Start the gRPC server on the running event loop; returns it (call ``stop``).
+
+    Args:
+        tls: PEM certificate chain and private key: serve gRPC over TLS.
+    """
     # Beyond max_in_flight concurrent calls gRPC answers RESOURCE_EXHAUSTED at once.
     server = grpc.aio.server(
         options=[("grpc.max_receive_message_length", plane.limits.max_body_bytes)],
         maximum_concurrent_rpcs=plane.limits.max_in_flight,
     )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(plane), server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    if tls is None:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    else:
+        credentials = grpc.ssl_server_credentials([(tls[1], tls[0])])
+        bound = server.add_secure_port(f"{host}:{port}", credentials)
     if bound == 0:
         raise OSError("the port is in use or not permitted")
     await server.start()

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sentiserve.errors import ConfigError, InvalidInputError, PayloadTooLargeError
-from sentiserve.serve.auth import ApiKey
+from sentiserve.serve.auth import ApiKeys
 
 
 @dataclass(frozen=True)
@@ -83,9 +83,15 @@ def check_texts(texts: object, limits: Limits) -> list[str]:
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise InvalidInputError(f"text {i} must be a string, got {type(text).__name__}")
-        if not text.strip():
+        if not text.strip() or not (text.isprintable() or _has_visible(text)):
             raise InvalidInputError(f"text {i} is empty")
     return list(texts)
+
+
+def _has_visible(text: str) -> bool:
+    """Whether ``text`` has a character that is neither space nor a control character (the
+    tokenizer drops those, so a text of only NULs and controls is empty)."""
+    return any(c.isprintable() and not c.isspace() for c in text)
 
 
 @dataclass(frozen=True)
@@ -186,7 +192,7 @@ class DataPlane(Protocol):
     """What every transport calls. Errors are :class:`~sentiserve.errors.SentiserveError`
     subclasses; each carries its HTTP status, and ``errors.ERROR_TABLE`` maps it to gRPC."""
 
-    api_key: ApiKey
+    api_key: ApiKeys
     limits: Limits
     accepting: bool
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from sentiserve.errors import InvalidInputError
 from sentiserve.serve import openapi
-from sentiserve.serve.edge import Call, Reply, Route
+from sentiserve.serve.edge import Call, Reply, Route, check_content_type
 from sentiserve.serve.plane import DataPlane
 from sentiserve.serve.v2 import validation_message
 
@@ -54,6 +54,7 @@ def route(plane: DataPlane) -> Route:
     probability, and the probability of every label."""
 
     async def sentiment(call: Call) -> Reply:
+        check_content_type(call, "application/json")
         try:
             body = SentimentRequest.model_validate_json(call.body)
         except ValidationError as exc:

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from sentiserve import __version__
 from sentiserve.errors import InvalidInputError
 from sentiserve.serve import openapi, v2
-from sentiserve.serve.edge import Call, Reply, Route
+from sentiserve.serve.edge import Call, Reply, Route, check_content_type
 from sentiserve.serve.plane import DataPlane
 
 SERVER_NAME = "sentiserve"
@@ -37,6 +37,7 @@ def infer_route(plane: DataPlane) -> Route:
     async def infer(call: Call) -> Reply:
         name = call.path_params["model"]
         version = v2.parse_version(call.path_params.get("version"))
+        check_content_type(call, "application/json", "application/octet-stream")
         header = call.headers.get(v2.HEADER_LENGTH.lower().encode())
         if header is not None and not header.isdigit():
             raise InvalidInputError(f"{v2.HEADER_LENGTH} must be an integer")

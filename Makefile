@@ -5,7 +5,7 @@ SENTI     := $(VENV)/bin/sentiserve
 STAMP     := $(VENV)/.installed
 REPO      ?= model_repository
 
-.PHONY: cluster-local setup system tools triton serve-triton model serve test test-fast fuzz lint format bench bench-serving monitor clean
+.PHONY: cluster-local setup system tools triton kserve serve-triton model serve test test-fast fuzz lint format bench bench-serving soak monitor clean
 
 setup: $(STAMP)
 
@@ -48,6 +48,15 @@ $(HELM):
 triton: setup
 	$(SENTI) triton --setup-only
 
+## kserve: KServe's own Python client in its own environment (.kserve/; its pins clash with
+## ours), for the conformance test of a client nobody here wrote
+KSERVE_PACKAGE := kserve==0.21.0
+kserve: .kserve/.installed
+.kserve/.installed:
+	test -x .kserve/bin/python || python3 -m venv .kserve
+	.kserve/bin/python -m pip install --quiet --disable-pip-version-check '$(KSERVE_PACKAGE)'
+	touch $@
+
 ## serve-triton: the real Triton (bundled, CPU, python backend) over the default model
 serve-triton: model triton
 	$(SENTI) triton --model-repository $(REPO)
@@ -61,15 +70,16 @@ serve: model
 	$(SENTI) serve --model-repository $(REPO)
 
 ## test: lint, type-check and the whole test suite (what CI runs)
-test: setup system tools triton lint
+test: setup system tools triton kserve lint
 	$(PY) -m pytest -q
 
-test-fast: setup system tools triton
+test-fast: setup system tools triton kserve
 	$(PY) -m pytest -q -m "not slow"
 
 ## fuzz: a long property-based run of the HTTP API from its OpenAPI document
 fuzz: setup
-	SENTISERVE_FUZZ_EXAMPLES=1000 $(PY) -m pytest -q tests/integration/test_fuzz.py
+	SENTISERVE_FUZZ_EXAMPLES=1000 $(PY) -m pytest -q tests/integration/test_fuzz.py \
+	  tests/unit/serve/test_v2_codec.py
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
@@ -89,6 +99,10 @@ bench: model system triton
 bench-serving: model system triton
 	$(PY) benchmarks/compare.py --model-repository $(REPO) --out benchmarks/RESULTS-serving.md
 
+## soak: 70% of measured capacity for 30 minutes; start against end (benchmarks/RESULTS-soak.md)
+soak: model system
+	$(PY) benchmarks/soak.py --model-repository $(REPO)
+
 ## cluster-local: 2 replicas of the default model behind HAProxy on 127.0.0.1:8080
 cluster-local: model system
 	$(PY) -m sentiserve.localcluster --model-repository $(REPO) --replicas 2
@@ -98,4 +112,4 @@ monitor: setup system
 	$(SENTI) monitor
 
 clean:
-	rm -rf build $(REPO) .triton .pytest_cache .mypy_cache .ruff_cache
+	rm -rf build $(REPO) .triton .kserve .pytest_cache .mypy_cache .ruff_cache

@@ -187,3 +187,16 @@ def from_grpc_code(code: str, message: str) -> SentiserveError:
         if kind.reverse and kind.grpc_code == code:
             return kind.error(message)
     return UnavailableError(message)
+
+
+def from_http_status(status: int, message: str) -> SentiserveError:
+    """The error a client of the HTTP API raises for an error answer, through the same
+    table (a status not in it is the server's failure: a plain SentiserveError)."""
+    for kind in ERROR_TABLE:
+        if kind.reverse and kind.status == status:
+            return kind.error(message)
+    if status == HTTPStatus.REQUEST_ENTITY_TOO_LARGE:
+        return PayloadTooLargeError(message)
+    error = SentiserveError(message)
+    error.status = HTTPStatus(status) if status in HTTPStatus._value2member_map_ else error.status
+    return error

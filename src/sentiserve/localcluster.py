@@ -55,10 +55,19 @@ class ClusterError(SentiserveError):
     """A replica or the load balancer did not start."""
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free on 127.0.0.1 now, and not handed out before by this process (the kernel
+    may give the same ephemeral port to two binds in a row once the first is closed)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def is_ready(url: str) -> bool:

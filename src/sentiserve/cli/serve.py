@@ -66,6 +66,12 @@ def serve(
     max_in_flight: int = typer.Option(
         L.max_in_flight, help="Most inference requests inside at once (503 beyond, at once)."
     ),
+    body_timeout_s: float = typer.Option(
+        L.body_timeout_s, help="Longest an inference request's body may take to arrive (408)."
+    ),
+    keep_alive_s: int = typer.Option(
+        L.keep_alive_s, help="Close a keep-alive connection idle this long."
+    ),
     instances: int | None = typer.Option(
         None,
         min=1,
@@ -144,7 +150,11 @@ def serve(
                 pad_to_multiple=pad_to_multiple,
             ),
             limits=Limits(
-                max_texts=max_texts, default_timeout_s=timeout_s, max_in_flight=max_in_flight
+                max_texts=max_texts,
+                default_timeout_s=timeout_s,
+                max_in_flight=max_in_flight,
+                body_timeout_s=body_timeout_s,
+                keep_alive_s=keep_alive_s,
             ),
             api_key=settings.api_key,
             api_keys_file=api_keys_file or settings.api_keys_file,

@@ -132,6 +132,7 @@ def build_app(plane: DataPlane, metrics: Metrics) -> tuple[FastAPI, Edge]:
         plane.api_key,
         max_in_flight=plane.limits.max_in_flight,
         max_body_bytes=plane.limits.max_body_bytes,
+        body_timeout_s=plane.limits.body_timeout_s,
         on_overload=metrics.overload_rejected.inc,
     )
     return app, edge
@@ -262,6 +263,7 @@ def run(config: ServerConfig, on_ready: Callable[[], None] = lambda: None) -> No
             port=config.http_port,
             log_level="warning",
             timeout_graceful_shutdown=int(config.drain_seconds),
+            timeout_keep_alive=config.limits.keep_alive_s,
             lifespan="off",
             ssl_certfile=config.tls_cert,
             ssl_keyfile=config.tls_key,

@@ -44,11 +44,17 @@ class Limits:
     default_timeout_s: float = 10.0
     max_timeout_s: float = 60.0
     max_in_flight: int = 512
+    body_timeout_s: float = 30.0
+    """Longest an inference request's body may take to arrive (408 after)."""
+    keep_alive_s: int = 5
+    """An idle keep-alive connection is closed after this long."""
 
     def __post_init__(self) -> None:
         for name in ("max_texts", "max_body_bytes", "max_in_flight"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1")
+        if not (self.body_timeout_s > 0 and self.keep_alive_s > 0):
+            raise ConfigError("body_timeout_s and keep_alive_s must be > 0")
         if not 0 < self.default_timeout_s <= self.max_timeout_s:
             raise ConfigError("default_timeout_s must be within (0, max_timeout_s]")
 

@@ -69,6 +69,11 @@ class InferenceRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str | None = None
+    model_name: str | None = Field(
+        default=None,
+        description="Sent by KServe's client; must name the model in the URL when given.",
+    )
+    model_version: str | None = Field(default=None, description="Likewise, the URL's version.")
     parameters: Parameters = Field(
         default_factory=dict,
         description="timeout (microseconds), binary_data_output (bool).",
@@ -128,6 +133,10 @@ def parse_request(
         doc = InferenceRequest.model_validate_json(header)
     except ValidationError as exc:
         raise InvalidInputError(f"invalid inference request: {validation_message(exc)}") from exc
+    if doc.model_name is not None and doc.model_name != model:
+        raise InvalidInputError(f"model_name {doc.model_name!r} is not the URL's {model!r}")
+    if doc.model_version and parse_version(doc.model_version) != version and version is not None:
+        raise InvalidInputError(f"model_version {doc.model_version!r} is not the URL's {version}")
     tensors = []
     offset = 0
     for spec in doc.inputs:

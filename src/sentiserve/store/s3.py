@@ -96,6 +96,7 @@ def _explain(exc: Exception, url: S3Url) -> StoreError:
 
 def _call(source: S3Url, action: Callable[[], Any], missing: str) -> Any:
     """Run one S3 call; a missing object becomes ``missing``, anything else one clear line."""
+    from boto3.exceptions import Boto3Error
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
@@ -104,7 +105,9 @@ def _call(source: S3Url, action: Callable[[], Any], missing: str) -> Any:
         if exc.response.get("Error", {}).get("Code", "") in ("NoSuchKey", "404"):
             raise StoreError(missing) from exc
         raise _explain(exc, source) from exc
-    except BotoCoreError as exc:
+    except (BotoCoreError, Boto3Error) as exc:
+        # Boto3Error: the transfer manager's own (a download whose body kept arriving cut
+        # short, after its retries), found with a fault-injecting proxy.
         raise _explain(exc, source) from exc
 
 

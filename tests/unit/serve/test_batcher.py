@@ -45,9 +45,9 @@ class RecordingEngine:
         self.gate.wait(10)
         self.shapes.append(input_ids.shape)
         self.threads.append(threading.current_thread().name)
+        time.sleep(self.delay)
         if self.fail:
             raise RuntimeError("engine broke")
-        time.sleep(self.delay)
         n = attention_mask.sum(axis=1).astype(np.float32)
         return np.stack([n / 10, -n / 10], axis=1)
 
@@ -255,32 +255,28 @@ async def test_instances_run_in_parallel_and_share_a_short_queue(tokenizer: Toke
 
 
 async def test_a_deep_queue_makes_length_grouped_batches(tokenizer: Tokenizer) -> None:
-    engines = [RecordingEngine(), RecordingEngine()]
-    for engine in engines:
-        engine.gate.clear()
-    batcher = Batcher(engines, tokenizer, BatchingConfig(max_batch_size=8))
+    engine = RecordingEngine()
+    engine.gate.clear()
+    batcher = Batcher([engine], tokenizer, BatchingConfig(max_batch_size=8))
     batcher.start()
     try:
         deadline = time.monotonic() + 10
-        busy = asyncio.ensure_future(batcher.infer(seqs(9, 9), deadline))
-        for engine in engines:
-            await entered(engine)
+        busy = asyncio.ensure_future(batcher.infer(seqs(9), deadline))
+        await entered(engine)
         lengths = [10, 40, 11, 41, 12, 42, 13, 43]
         deep = asyncio.ensure_future(batcher.infer(seqs(*lengths), deadline))
         await queued()
-        for engine in engines:
-            engine.gate.set()
+        engine.gate.set()
         await asyncio.gather(busy, deep)
     finally:
         batcher.stop()
-    later = sorted(shape for e in engines for shape in e.shapes[1:])
-    assert later == [(4, 13), (4, 43)], "grouped by length, padded to each group's longest"
+    assert engine.shapes[1:] == [(4, 13), (4, 43)], "grouped by length, oldest group first"
 
 
 async def test_a_failing_instance_fails_its_batch_and_the_others_carry_on(
     tokenizer: Tokenizer,
 ) -> None:
-    broken, good = RecordingEngine(fail=True), RecordingEngine()
+    broken, good = RecordingEngine(delay=0.01, fail=True), RecordingEngine(delay=0.01)
     batcher = Batcher([broken, good], tokenizer, BatchingConfig(max_batch_size=1))
     batcher.start()
     try:

@@ -1,0 +1,292 @@
+"""A Python client for the friendly API (``POST /v1/sentiment``), sync and async.
+
+```python
+from sentiserve.client import Client
+
+with Client("http://127.0.0.1:8000", api_key=None) as client:
+    print(client.classify("A gorgeous, heartfelt film.").label)
+```
+
+One text or many per call; an API key; a timeout per call (sent to the server as the
+request's deadline too, so it drops work nobody waits for); retries with exponential
+backoff and jitter on connection errors and on 503, honouring ``Retry-After``; typed
+results; errors as the project's error types (``errors.ERROR_TABLE`` read backwards: a 400
+is an :class:`~sentiserve.errors.InvalidInputError`, a 404 a
+:class:`~sentiserve.errors.ModelNotFoundError`, ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+
+from sentiserve.errors import (
+    DeadlineExceededError,
+    SentiserveError,
+    UnavailableError,
+    from_http_status,
+)
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+RETRY_AFTER_CAP_S = 10.0
+"""The longest a ``Retry-After`` is honoured for, whatever the server says."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One text's result: the label, its probability, and every label's probability."""
+
+    label: str
+    score: float
+    scores: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Result:
+    """One call's results, in text order, with the model version that answered."""
+
+    model: str
+    version: int
+    predictions: list[Prediction]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries of connection errors and 503s.
+
+    Attributes:
+        attempts: Tries in all (1: no retry).
+        backoff_s: First wait; doubled each retry, with up to 50% random jitter.
+        max_backoff_s: Longest wait between tries.
+    """
+
+    attempts: int = 4
+    backoff_s: float = 0.1
+    max_backoff_s: float = 2.0
+
+    def wait(self, attempt: int, retry_after: str | None) -> float:
+        if retry_after is not None:
+            try:
+                return min(max(float(retry_after), 0.0), RETRY_AFTER_CAP_S)
+            except ValueError:
+                pass
+        base = min(self.backoff_s * 2**attempt, self.max_backoff_s)
+        return float(base * (1 + random.random() / 2))
+
+
+class _Base:
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None,
+        timeout_s: float,
+        retry: RetryPolicy | None,
+        model: str,
+    ) -> None:
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be > 0")
+        self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.retry = retry or RetryPolicy()
+        self.model = model
+        self.headers = {"Content-Type": "application/json"}
+        if api_key:
+            self.headers["Authorization"] = f"Bearer {api_key}"
+
+    def _body(self, texts: Sequence[str], model: str | None, timeout_s: float) -> dict[str, Any]:
+        return {
+            "texts": list(texts),
+            "model": model or self.model,
+            "timeout_ms": max(1, int(timeout_s * 1000)),
+        }
+
+    @staticmethod
+    def _result(response: httpx.Response) -> Result:
+        if response.status_code != 200:
+            raise _error_of(response)
+        doc = response.json()
+        predictions = [
+            Prediction(r["label"], float(r["score"]), {k: float(v) for k, v in r["scores"].items()})
+            for r in doc["results"]
+        ]
+        return Result(doc["model"], int(doc["version"]), predictions)
+
+    def _retryable(self, response: httpx.Response | None) -> bool:
+        return response is None or response.status_code == 503
+
+
+class Client(_Base):
+    """The friendly API over HTTP, synchronously.
+
+    Args:
+        url: The server's base URL.
+        api_key: Sent as ``Authorization: Bearer <key>``.
+        timeout_s: Each call's deadline, retries included.
+        retry: Retries of connection errors and 503s.
+        model: The model name to ask for by default.
+        transport: An httpx transport (tests, custom TLS).
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        api_key: str | None = None,
+        timeout_s: float = 10.0,
+        retry: RetryPolicy | None = None,
+        model: str = "sentiment",
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(url, api_key, timeout_s, retry, model)
+        self._http = httpx.Client(headers=self.headers, transport=transport)
+
+    def classify(self, text: str, *, model: str | None = None) -> Prediction:
+        """The prediction for one text."""
+        return self.classify_many([text], model=model).predictions[0]
+
+    def classify_many(self, texts: Sequence[str], *, model: str | None = None) -> Result:
+        """Predictions for several texts, in order, from one request."""
+        deadline = time.monotonic() + self.timeout_s
+        for attempt in range(self.retry.attempts):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            response = None
+            try:
+                response = self._http.post(
+                    f"{self.url}/v1/sentiment",
+                    json=self._body(texts, model, remaining),
+                    timeout=remaining,
+                )
+            except httpx.TimeoutException:
+                break
+            except httpx.TransportError as exc:
+                last: SentiserveError = UnavailableError(f"cannot reach {self.url}: {exc}")
+            else:
+                if not self._retryable(response):
+                    return self._result(response)
+                last = _error_of(response)
+            if attempt + 1 < self.retry.attempts:
+                retry_after = response.headers.get("retry-after") if response else None
+                pause = self.retry.wait(attempt, retry_after)
+                if time.monotonic() + pause >= deadline:
+                    raise last
+                time.sleep(pause)
+        else:
+            raise last
+        raise _timed_out(self.timeout_s)
+
+    def ready(self) -> bool:
+        """Whether the server is ready (``/v2/health/ready``)."""
+        try:
+            return self._http.get(f"{self.url}/v2/health/ready", timeout=self.timeout_s).is_success
+        except httpx.HTTPError:
+            return False
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncClient(_Base):
+    """The friendly API over HTTP, for asyncio (same arguments as :class:`Client`)."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        api_key: str | None = None,
+        timeout_s: float = 10.0,
+        retry: RetryPolicy | None = None,
+        model: str = "sentiment",
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(url, api_key, timeout_s, retry, model)
+        self._http = httpx.AsyncClient(headers=self.headers, transport=transport)
+
+    async def classify(self, text: str, *, model: str | None = None) -> Prediction:
+        """The prediction for one text."""
+        return (await self.classify_many([text], model=model)).predictions[0]
+
+    async def classify_many(self, texts: Sequence[str], *, model: str | None = None) -> Result:
+        """Predictions for several texts, in order, from one request."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s
+        for attempt in range(self.retry.attempts):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            response = None
+            try:
+                response = await self._http.post(
+                    f"{self.url}/v1/sentiment",
+                    json=self._body(texts, model, remaining),
+                    timeout=remaining,
+                )
+            except httpx.TimeoutException:
+                break
+            except httpx.TransportError as exc:
+                last: SentiserveError = UnavailableError(f"cannot reach {self.url}: {exc}")
+            else:
+                if not self._retryable(response):
+                    return self._result(response)
+                last = _error_of(response)
+            if attempt + 1 < self.retry.attempts:
+                retry_after = response.headers.get("retry-after") if response else None
+                pause = self.retry.wait(attempt, retry_after)
+                if loop.time() + pause >= deadline:
+                    raise last
+                await asyncio.sleep(pause)
+        else:
+            raise last
+        raise _timed_out(self.timeout_s)
+
+    async def ready(self) -> bool:
+        """Whether the server is ready (``/v2/health/ready``)."""
+        try:
+            response = await self._http.get(f"{self.url}/v2/health/ready", timeout=self.timeout_s)
+        except httpx.HTTPError:
+            return False
+        return response.is_success
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+def _error_of(response: httpx.Response) -> SentiserveError:
+    """The error an error answer stands for (its ``{"error": ...}`` message kept)."""
+    try:
+        message = str(response.json()["error"])
+    except (ValueError, KeyError, TypeError):
+        message = response.text[:200] or response.reason_phrase
+    return from_http_status(response.status_code, message)
+
+
+def _timed_out(timeout_s: float) -> SentiserveError:
+    return DeadlineExceededError(f"no answer within {timeout_s:g} s")
+
+
+__all__ = ["AsyncClient", "Client", "Prediction", "Result", "RetryPolicy"]

@@ -1,0 +1,45 @@
+"""A 2-minute soak with the checks of benchmarks/soak.py (which the 30-minute run uses): 70%
+of measured capacity, no errors, and no growth over 5% from start to end in resident memory,
+open descriptors, threads or p99."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import toy_texts
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "soak.py"
+
+
+def test_two_minute_soak_grows_nothing(tiny_build: Path, tmp_path: Path) -> None:
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(text for text, _ in toy_texts(200)) + "\n")
+    out = tmp_path / "RESULTS-soak.md"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--model-repository",
+            str(tiny_build / "model_repository"),
+            "--minutes",
+            "2",
+            "--segment",
+            "20",
+            "--data",
+            str(texts),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert done.returncode == 0, (done.stderr[-3000:], result["verdicts"])
+    assert len(result["samples"]) >= 5
+    assert sum(s["requests"] for s in result["samples"]) > 1000
+    assert all(v["ok"] for v in result["verdicts"])

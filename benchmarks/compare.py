@@ -46,8 +46,8 @@ from sentiserve.bench.report import machine
 from sentiserve.bench.runner import BenchConfig, run_levels
 from sentiserve.bench.texts import BenchTexts, load_texts
 from sentiserve.bench.wrk import run_wrk
-from sentiserve.localcluster import free_port, is_ready
-from sentiserve.serve.instances import available_cores
+from sentiserve.engine.instances import available_cores
+from sentiserve.local.ready import free_port, is_ready
 
 HERE = Path(__file__).resolve().parent
 PLAIN = ("plain, 1 thread", "plain, 2 threads")
@@ -224,7 +224,7 @@ def ceiling(repo: Path, texts: BenchTexts) -> dict[str, float]:
     """The engine alone: batch-1 latency with every core, and length-sorted batches of 32
     through one session with every core or through one one-thread session per core."""
     from sentiserve.repository.layout import ModelRepository
-    from sentiserve.runtime import open_model
+    from sentiserve.repository.served import open_model
 
     cores = available_cores()
     model = open_model(ModelRepository(repo).load("sentiment"), threads=cores)

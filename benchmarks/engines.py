@@ -85,6 +85,16 @@ def time_batches(infer: Infer, batches: list[Batch]) -> tuple[float, list[float]
     return sum(len(b.input_ids) for b in batches) / seconds, latencies
 
 
+KEPT_MARKER = "<!-- sections below are written by other benchmarks; engines.py keeps them -->"
+
+
+def kept_sections(path: Path) -> str:
+    """What other benchmarks (benchmarks/score.py) wrote below the marker, kept as it is."""
+    if not path.exists() or KEPT_MARKER not in path.read_text():
+        return ""
+    return "\n" + KEPT_MARKER + path.read_text().split(KEPT_MARKER, 1)[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-repository", type=Path, default=Path("model_repository"))
@@ -211,7 +221,7 @@ def main() -> None:
             f"`{build['command']}` on this machine: **{build['total_seconds'] / 60:.1f} min** "
             f"end to end ({stages}); target ≤ 20 min.",
         ]
-    args.out.write_text("\n".join(lines) + "\n")
+    args.out.write_text("\n".join(lines) + "\n" + kept_sections(args.out))
     print("\n".join(lines))
 
 

@@ -1,6 +1,7 @@
 """Engines on an NVIDIA GPU, side by side in one run: PyTorch eager fp32 and fp16, ONNX
 Runtime with the CUDA execution provider, and the TensorRT execution provider where it is
-installed, at batch 1, 8 and 32 and sequence length 128 and 512, for the default MiniLM-L6
+installed, and sentiserve's own PyTorch engine (fp32, fp16, bf16; CUDA graphs on and off), at
+batch 1, 8, 32 and 128 and sequence length 32, 128 and 512, for the default MiniLM-L6
 model and a BERT-base-sized one (randomly initialised: speed does not depend on the weights).
 Engines that cannot run here are listed with the reason. Writes benchmarks/RESULTS-gpu.md
 with the GPU model and versions.
@@ -22,26 +23,70 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-BATCHES = (1, 8, 32)
-LENGTHS = (128, 512)
+BATCHES = (1, 8, 32, 128)
+LENGTHS = (32, 128, 512)
 HERE = Path(__file__).resolve().parent
 
 
-def models(workdir: Path) -> dict[str, Path]:
-    """Save MiniLM-L6 (the default base) and a BERT-base-sized model, random heads/weights."""
-    from transformers import (
-        AutoConfig,
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-        BertConfig,
+def save_word_tokenizer(folder: Path) -> None:
+    """A small WordPiece tokenizer (letters and a few words): enough for the export's parity
+    texts. Benchmarks feed random token ids, so the vocabulary does not matter, and no
+    tokenizer has to travel to a GPU machine with no network."""
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordPiece
+    from transformers import BertTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    words = [
+        "the",
+        "a",
+        "film",
+        "movie",
+        "good",
+        "bad",
+        "great",
+        "dull",
+        "plot",
+        "it",
+        "is",
+        "was",
+        "and",
+        "of",
+        "to",
+    ]
+    vocab = {t: i for i, t in enumerate(specials + words + letters + [f"##{c}" for c in letters])}
+    rust = Tokenizer(WordPiece(vocab, unk_token="[UNK]"))
+    rust.normalizer = normalizers.BertNormalizer(lowercase=True)
+    rust.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    rust.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
     )
+    BertTokenizerFast(
+        tokenizer_object=rust,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=512,
+    ).save_pretrained(folder)
 
-    from sentiserve.train.trainer import resolve_base_model
 
-    base = resolve_base_model("minilm")
-    tokenizer = AutoTokenizer.from_pretrained(base)
+def models(workdir: Path) -> dict[str, Path]:
+    """MiniLM-L6-shaped (the default base) and BERT-base-sized classifiers with random
+    weights, built from their configs: speed does not depend on the weights, and nothing
+    over a few KB has to be carried to the GPU machine."""
+    from transformers import AutoModelForSequenceClassification, BertConfig
+
     configs = {
-        "MiniLM-L6-H384": AutoConfig.from_pretrained(base, num_labels=2),
+        "MiniLM-L6-H384 (random)": BertConfig(
+            hidden_size=384,
+            num_hidden_layers=6,
+            num_attention_heads=12,
+            intermediate_size=1536,
+            num_labels=2,
+        ),
         "BERT-base (random)": BertConfig(num_labels=2),
     }
     out = {}
@@ -49,7 +94,7 @@ def models(workdir: Path) -> dict[str, Path]:
         folder = workdir / name.split()[0]
         model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
         model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
+        save_word_tokenizer(folder)
         out[name] = folder
     return out
 
@@ -102,6 +147,31 @@ def measure(
             rows.append(
                 {"engine": label, "batch": shape[0], "length": shape[1], "seconds": seconds}
             )
+
+    # sentiserve's own PyTorch engine (SDPA attention, length buckets, optional CUDA graphs):
+    # what `sentiserve serve` runs on a GPU without TensorRT.
+    from sentiserve.engine.torch import TorchEngine
+
+    variants = (
+        [("fp32", False)]
+        if device == "cpu"
+        else [("fp32", False), ("fp16", False), ("fp16", True), ("bf16", False), ("bf16", True)]
+    )
+    for dtype, graphs in variants:
+        engine = TorchEngine(folder, device=device, dtype=dtype, max_length=512, cuda_graphs=graphs)
+        label = f"sentiserve torch {dtype}" + (" + CUDA graphs" if graphs else "")
+        for shape in shapes:
+            mask = np.ones(shape, dtype=np.int64)
+            run = partial(engine.infer, inputs[shape], mask)
+            rows.append(
+                {
+                    "engine": label,
+                    "batch": shape[0],
+                    "length": shape[1],
+                    "seconds": time_it(run, sync, runs),
+                }
+            )
+        del engine
 
     onnx_path = workdir / f"{folder.name}.onnx"
     export(folder, onnx_path, max_length=512)

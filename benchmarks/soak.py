@@ -36,7 +36,7 @@ from pathlib import Path
 from sentiserve.bench.report import machine
 from sentiserve.bench.texts import load_texts
 from sentiserve.bench.wrk import run_wrk
-from sentiserve.localcluster import free_port, is_ready
+from sentiserve.local.ready import free_port, is_ready
 
 HERE = Path(__file__).resolve().parent
 LOAD_SHARE = 0.7

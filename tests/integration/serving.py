@@ -7,12 +7,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
-
-from sentiserve.localcluster import free_port
+from sentiserve.local.ready import free_port, is_ready, wait_until
 
 
 class Running:
@@ -49,17 +46,14 @@ def start_server(
         env={**os.environ, "SENTISERVE_LOG_LEVEL": "WARNING", **(env or {})},
     )
     running = Running(proc, http, grpc, metrics)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def still_running() -> None:
         if proc.poll() is not None:
             err = proc.stderr.read() if proc.stderr else ""
             raise RuntimeError(f"server exited {proc.returncode}: {err[-2000:]}")
-        try:
-            if httpx.get(f"{running.url}/v2/health/ready", timeout=1).status_code == 200:
-                return running
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
+
+    if wait_until(lambda: is_ready(running.url), timeout, check=still_running):
+        return running
     proc.kill()
     raise RuntimeError("server did not become ready")
 
@@ -71,3 +65,13 @@ def stop(running: Running) -> None:
             running.proc.wait(30)
         except subprocess.TimeoutExpired:
             running.proc.kill()
+
+
+def bytes_tensor(items: list[bytes]) -> bytes:
+    """A BYTES tensor's wire bytes, encoded by tritonclient (not by the code under test)."""
+    import numpy as np
+    from tritonclient.utils import serialize_byte_tensor
+
+    if not items:
+        return b""
+    return bytes(serialize_byte_tensor(np.array(items, dtype=np.object_)).item())

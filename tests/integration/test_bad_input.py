@@ -18,7 +18,7 @@ import pytest
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from tests.integration.serving import Running, start_server, stop
+from tests.integration.serving import Running, bytes_tensor, start_server, stop
 
 HTTP_TO_GRPC = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
@@ -107,7 +107,7 @@ def test_v2_json(server: Running, case: Case) -> None:
 
 
 def binary_request(items: list[bytes]) -> tuple[bytes, dict[str, str]]:
-    blob = b"".join(struct.pack("<I", len(b)) + b for b in items)
+    blob = bytes_tensor(items)
     spec = {
         "name": "TEXT",
         "datatype": "BYTES",
@@ -143,7 +143,7 @@ def grpc_request(model: str, items: list[bytes]) -> pb.ModelInferRequest:
     tensor = request.inputs.add()
     tensor.name, tensor.datatype = "TEXT", "BYTES"
     tensor.shape.extend((len(items), 1))
-    request.raw_input_contents.append(b"".join(struct.pack("<I", len(b)) + b for b in items))
+    request.raw_input_contents.append(bytes_tensor(items))
     return request
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sentiserve.localcluster import LocalCluster, free_port
+from sentiserve.local.cluster import LocalCluster
+from sentiserve.local.ready import free_port
 
 pytestmark = pytest.mark.skipif(
     shutil.which("haproxy") is None, reason="haproxy missing (Debian package haproxy)"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.integration.serving import Running, start_server, stop
+from tests.integration.serving import Running, bytes_tensor, start_server, stop
 
 EXAMPLES = int(os.environ.get("SENTISERVE_FUZZ_EXAMPLES", "30"))
 
@@ -70,7 +69,7 @@ def fuzzed(tiny_build: Path) -> Iterator[Running]:
 
 
 def _elements(items: list[bytes]) -> bytes:
-    return b"".join(struct.pack("<I", len(b)) + b for b in items)
+    return bytes_tensor(items)
 
 
 tensor_specs = st.lists(

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sentiserve.engine.instances import InstanceConfig
 from sentiserve.serve.batcher import BatchingConfig
 from sentiserve.serve.dataplane import EmbeddedPlane
-from sentiserve.serve.instances import InstanceConfig
 from sentiserve.serve.metrics import Metrics
 from sentiserve.serve.plane import Limits
 from sentiserve.serve.registry import Registry

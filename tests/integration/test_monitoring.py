@@ -15,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from sentiserve import monitoring
+from sentiserve.monitoring import prometheus as monitoring
 from tests.integration.serving import Running, free_port, start_server, stop
 
 ROOT = Path(__file__).resolve().parents[2]

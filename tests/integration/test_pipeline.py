@@ -34,7 +34,12 @@ def test_build_writes_a_verified_repository(tiny_build: Path) -> None:
     version = ModelRepository(tiny_build / "model_repository").load("sentiment")
     m = version.manifest
     assert m.labels == ["negative", "positive"]
-    assert set(m.engines) == {"fp32", "int8"}, "dynamic int8 is measured, never shipped"
+    assert set(m.engines) == {"fp32", "int8", "torch"}, "dynamic int8 is measured, never shipped"
+    assert m.engines["torch"].config, "the PyTorch engine ships its model config"
+    # No TensorRT here, so the PyTorch engine is the GPU default; the CPU default is the
+    # faster of the eligible ONNX variants.
+    assert m.default_engine["cuda"] == "torch", m.default_engine
+    assert m.default_engine["cpu"] in {"fp32", "int8"}
     assert m.inputs == ["input_ids", "attention_mask", "token_type_ids"]
     ev = m.evaluation
     assert ev["fp32"]["agreement"] == 1.0

@@ -16,8 +16,8 @@ import boto3
 import httpx
 import pytest
 
-from sentiserve.store import s3
-from sentiserve.store.s3 import MANIFEST, StoreError
+from sentiserve.repository.stores import s3
+from sentiserve.repository.stores.s3 import MANIFEST, StoreError
 from tests.integration.serving import free_port, start_server, stop
 
 CREDENTIALS = {

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from sentiserve.store import s3
-from sentiserve.store.s3 import StoreError
+from sentiserve.repository.stores import s3
+from sentiserve.repository.stores.s3 import StoreError
 from tests.integration.serving import free_port
 from tests.integration.test_s3 import CREDENTIALS, Moto, _keys, leftovers, tree
 

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.integration.serving import Running, free_port, start_server, stop
+from tests.integration.serving import Running, bytes_tensor, free_port, start_server, stop
 
 TEXTS = ["a wonderful, moving film", "boring and dull", "the plot was a mess"]
 
@@ -108,7 +107,7 @@ def raw_v2(
 
 
 def binary_text_request(items: list[bytes]) -> tuple[bytes, dict[str, str]]:
-    blob = b"".join(struct.pack("<I", len(b)) + b for b in items)
+    blob = bytes_tensor(items)
     spec = {
         "name": "TEXT",
         "datatype": "BYTES",
@@ -426,7 +425,7 @@ def test_raw_engine_model_matches_text_model(server: Running, tiny_build: Path) 
 
     from sentiserve.engine.base import softmax
     from sentiserve.repository.layout import ModelRepository
-    from sentiserve.runtime import open_model
+    from sentiserve.repository.served import open_model
 
     served = open_model(ModelRepository(tiny_build / "model_repository").load("sentiment"))
     batch = served.tokenizer(TEXTS)

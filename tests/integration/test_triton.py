@@ -13,8 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import httpx
 import numpy as np
 import pytest
 
-from sentiserve.localcluster import free_port, is_ready
+from sentiserve.local.ready import free_port, is_ready, wait_until
 from sentiserve.repository.layout import CONFIG
 from sentiserve.repository.triton import Platform, write_gpu_form, write_python_form
 from sentiserve.triton.environment import TritonEnvironment
@@ -276,45 +275,65 @@ def test_embedded_metadata_and_shapes_equal_tritons(
         theirs.close()
 
 
-def test_gateway_without_triton_is_not_ready_and_says_why() -> None:
-    dead = f"127.0.0.1:{free_port()}"
-    http = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sentiserve",
-            "serve",
-            "--backend",
-            "triton",
-            "--triton-url",
-            dead,
-            "--http-port",
-            str(http),
-            "--metrics-port",
-            str(free_port()),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def backend_ready(gateway: Running) -> float | None:
+    metrics = httpx.get(f"http://127.0.0.1:{gateway.metrics_port}/metrics").text
+    found = re.search(r"^sentiserve_backend_ready (\S+)$", metrics, re.M)
+    return float(found.group(1)) if found else None
+
+
+def test_gateway_without_triton_stays_ready_and_says_why() -> None:
+    """Readiness means "this gateway can serve": a missing Triton turns requests into clear
+    503s and shows in sentiserve_backend_ready, but does not empty the gateway's Service."""
+    gateway = start_server(".", "--backend", "triton", "--triton-url", f"127.0.0.1:{free_port()}")
     try:
-        url = f"http://127.0.0.1:{http}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                live = httpx.get(f"{url}/v2/health/live", timeout=1)
-                if live.status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        assert httpx.get(f"{url}/v2/health/ready").status_code == 503
-        answer = httpx.post(f"{url}/v1/sentiment", json={"text": "fine"}, timeout=30)
+        assert httpx.get(f"{gateway.url}/v2/health/ready").status_code == 200
+        answer = httpx.post(f"{gateway.url}/v1/sentiment", json={"text": "fine"}, timeout=30)
         assert answer.status_code == 503
         assert "Triton is unavailable" in answer.json()["error"]
+        assert wait_until(lambda: backend_ready(gateway) == 0.0, 30, interval_s=0.2)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+        stop(gateway)
+
+
+def triton_successes(server: TritonServer) -> float:
+    metrics = httpx.get(server.metrics_url).text
+    found = re.search(
+        r'^nv_inference_request_success\{model="sentiment",version="\d+"\} (\S+)$', metrics, re.M
+    )
+    return float(found.group(1)) if found else 0.0
+
+
+def test_gateway_spreads_requests_over_every_triton(
+    environment: TritonEnvironment, triton: TritonServer, python_repo: Path, tmp_path: Path
+) -> None:
+    """Two Triton processes behind one gRPC target (an address list here; a headless
+    Service's DNS name on Kubernetes): the gateway's round-robin channel sends each a share,
+    where one connection to a ClusterIP would pin every request to one pod."""
+    second = start_triton(environment, python_repo, tmp_path / "second.log")
+    both = [triton, second]
+    target = "ipv4:" + ",".join(s.grpc_url for s in both)
+    gateway = start_server(".", "--backend", "triton", "--triton-url", target)
+    try:
+        before = [triton_successes(s) for s in both]
+        with ThreadPoolExecutor(4) as pool:
+            codes = list(
+                pool.map(
+                    lambda t: (
+                        httpx.post(
+                            f"{gateway.url}/v1/sentiment", json={"text": t}, timeout=30
+                        ).status_code
+                    ),
+                    [t for t, _ in toy_texts(40, seed=5)],
+                )
+            )
+        assert codes == [200] * 40
+        served = [triton_successes(s) - b for s, b in zip(both, before, strict=True)]
+        assert sum(served) == 40
+        assert min(served) >= 10, f"requests per Triton: {served}"
+        assert wait_until(lambda: backend_ready(gateway) == 1.0, 30, interval_s=0.2)
+    finally:
+        stop(gateway)
+        second.stop()
 
 
 def test_gpu_form_ensemble_runs_on_triton(
@@ -323,7 +342,7 @@ def test_gpu_form_ensemble_runs_on_triton(
     """The GPU form's ensemble, tokenizer and postprocess run unchanged; only the ONNX
     member is swapped for a python stand-in (the bundled Triton has no onnxruntime backend)."""
     from sentiserve.repository.layout import ModelRepository
-    from sentiserve.runtime import open_model
+    from sentiserve.repository.served import open_model
 
     repo = copy_repository(tiny_build, tmp_path / "repo")
     configs = write_gpu_form(repo, "sentiment", Platform.ONNXRUNTIME)
@@ -376,6 +395,13 @@ def shm_regions() -> set[str]:
     return {p.name for p in SHM.iterdir() if p.name.startswith(SHM_PREFIX)}
 
 
+def alive(proc: subprocess.Popen[str]) -> Callable[[], None]:
+    def check() -> None:
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+
+    return check
+
+
 def triton_cli(environment: TritonEnvironment, repo: Path, http: int) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
@@ -408,11 +434,10 @@ def test_sigterm_while_triton_loads_leaves_nothing_behind(
     repo = copy_repository(tiny_build, tmp_path / "repo")
     shm_before = shm_regions()
     proc = triton_cli(environment, repo, free_port())
-    deadline = time.monotonic() + 60
-    while not processes_mentioning("tritonserver", str(repo)):
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-        assert time.monotonic() < deadline, "tritonserver never started"
-        time.sleep(0.05)
+    started = wait_until(
+        lambda: bool(processes_mentioning("tritonserver", str(repo))), 60, check=alive(proc)
+    )
+    assert started, "tritonserver never started"
     proc.send_signal(signal.SIGTERM)  # while Triton is still loading the model
     assert proc.wait(60) == 0
     assert not processes_mentioning(str(repo)), "tritonserver or a stub outlived the CLI"
@@ -430,11 +455,7 @@ def test_triton_cli_prepares_serves_and_stops_cleanly(
     proc = triton_cli(environment, repo, http)
     url = f"http://127.0.0.1:{http}"
     try:
-        deadline = time.monotonic() + 120
-        while not is_ready(url):
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            assert time.monotonic() < deadline, "Triton did not become ready"
-            time.sleep(0.2)
+        assert wait_until(lambda: is_ready(url), 120, interval_s=0.2, check=alive(proc))
         assert all((v / "model.py").is_file() for v in repo.glob("sentiment/[0-9]*"))
         tensor = {"name": "TEXT", "datatype": "BYTES", "shape": [1, 1], "data": ["great fun"]}
         answer = httpx.post(f"{url}/v2/models/sentiment/infer", json={"inputs": [tensor]})

@@ -7,7 +7,6 @@ sending rather than on JSON: on a 2-core machine the client shares the cores wit
 from __future__ import annotations
 
 import json
-import struct
 from collections.abc import Sequence
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -84,18 +83,34 @@ def _auth(api_key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
-def http_request(protocol: str, model: str, texts: Sequence[str]) -> tuple[str, list[bytes]]:
-    """The URL path and the JSON bodies (one text each) of an HTTP protocol's requests; the
-    aiohttp client and the wrk runner send the same bytes."""
+def groups(texts: Sequence[str], per_request: int) -> list[list[str]]:
+    """The texts of each request: one each, or ``per_request`` consecutive texts (wrapping
+    around), as many requests as there are texts."""
+    if per_request < 1:
+        raise ConfigError("texts per request must be >= 1")
+    n = len(texts)
+    return [[texts[(i + k) % n] for k in range(per_request)] for i in range(0, n, per_request)]
+
+
+def http_request(
+    protocol: str, model: str, texts: Sequence[str], per_request: int = 1
+) -> tuple[str, list[bytes]]:
+    """The URL path and the JSON bodies of an HTTP protocol's requests (``per_request``
+    texts each); the aiohttp client and the wrk runner send the same bytes."""
+    batches = groups(texts, per_request)
     if protocol == "v1":
-        return "/v1/sentiment", [json.dumps({"text": t, "model": model}).encode() for t in texts]
+        if per_request == 1:
+            return "/v1/sentiment", [
+                json.dumps({"text": b[0], "model": model}).encode() for b in batches
+            ]
+        return "/v1/sentiment", [json.dumps({"texts": b, "model": model}).encode() for b in batches]
     if protocol == "v2-http":
 
-        def body(text: str) -> bytes:
-            tensor = {"name": "TEXT", "datatype": "BYTES", "shape": [1, 1], "data": [text]}
+        def body(batch: list[str]) -> bytes:
+            tensor = {"name": "TEXT", "datatype": "BYTES", "shape": [len(batch), 1], "data": batch}
             return json.dumps({"inputs": [tensor]}).encode()
 
-        return f"/v2/models/{model}/infer", [body(t) for t in texts]
+        return f"/v2/models/{model}/infer", [body(b) for b in batches]
     raise ConfigError(f"protocol {protocol!r} is not an HTTP protocol (v1, v2-http)")
 
 
@@ -106,18 +121,27 @@ def http_client(
     texts: Sequence[str],
     timeout_s: float,
     api_key: str | None = None,
+    per_request: int = 1,
 ) -> _HttpClient:
-    path, bodies = http_request(protocol, model, texts)
+    path, bodies = http_request(protocol, model, texts, per_request)
     return _HttpClient(f"{http_base(url)}{path}", bodies, timeout_s, _auth(api_key))
 
 
 class _GrpcClient:
     def __init__(
-        self, url: str, model: str, texts: Sequence[str], timeout_s: float, api_key: str | None
+        self,
+        url: str,
+        model: str,
+        texts: Sequence[str],
+        timeout_s: float,
+        api_key: str | None,
+        per_request: int = 1,
     ) -> None:
         import grpc
+        import numpy as np
         from tritonclient.grpc import service_pb2 as pb
         from tritonclient.grpc import service_pb2_grpc as pb_grpc
+        from tritonclient.utils import serialize_byte_tensor
 
         self._grpc = grpc
         self._channel = grpc.aio.insecure_channel(
@@ -131,13 +155,13 @@ class _GrpcClient:
         self._timeout = timeout_s
         self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else None
         self._requests = []
-        for text in texts:
-            raw = text.encode()
+        for batch in groups(texts, per_request):
             request = pb.ModelInferRequest(model_name=model)
             tensor = request.inputs.add()
             tensor.name, tensor.datatype = "TEXT", "BYTES"
-            tensor.shape.extend((1, 1))  # [batch, 1]: Triton's batched TEXT input
-            request.raw_input_contents.append(struct.pack("<I", len(raw)) + raw)
+            tensor.shape.extend((len(batch), 1))  # [batch, 1]: Triton's batched TEXT input
+            encoded = serialize_byte_tensor(np.array([t.encode() for t in batch], np.object_))
+            request.raw_input_contents.append(bytes(encoded.item()))
             self._requests.append(request)
 
     async def send(self, index: int) -> None:
@@ -164,9 +188,10 @@ def make_client(
     texts: Sequence[str],
     timeout_s: float = 30.0,
     api_key: str | None = None,
+    per_request: int = 1,
 ) -> Client:
     if protocol in ("v1", "v2-http"):
-        return http_client(protocol, url, model, texts, timeout_s, api_key)
+        return http_client(protocol, url, model, texts, timeout_s, api_key, per_request)
     if protocol == "v2-grpc":
-        return _GrpcClient(url, model, texts, timeout_s, api_key)
+        return _GrpcClient(url, model, texts, timeout_s, api_key, per_request)
     raise ConfigError(f"--protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}")

@@ -25,6 +25,7 @@ class BenchConfig:
     timeout_s: float = 30.0
     metrics_url: str | None = None
     api_key: str | None = None
+    texts_per_request: int = 1
 
 
 Progress = Callable[[str, float], None]
@@ -46,10 +47,17 @@ async def run_levels(
             "warmup_s": config.warmup_s,
             "metrics_url": config.metrics_url,
             "mode": "open loop (Poisson)" if config.rate else "closed loop",
+            "texts_per_request": config.texts_per_request,
         }
     )
     client = make_client(
-        config.protocol, config.url, config.model, texts.texts, config.timeout_s, config.api_key
+        config.protocol,
+        config.url,
+        config.model,
+        texts.texts,
+        config.timeout_s,
+        config.api_key,
+        config.texts_per_request,
     )
     levels: Sequence[dict[str, Any]] = (
         [{"rate": config.rate}] if config.rate else [{"concurrency": c} for c in config.concurrency]

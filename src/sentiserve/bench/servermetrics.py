@@ -6,11 +6,7 @@ and compute time per request and the average batch size (perf_analyzer's server 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 COUNTERS = (
     "nv_inference_request_success",
@@ -24,19 +20,21 @@ COUNTERS = (
 
 
 def parse_totals(text: str, model: str | None = None) -> dict[str, float]:
-    """Sum each of COUNTERS over its label sets (only ``model``'s when given)."""
+    """Sum each of COUNTERS over its label sets (only ``model``'s when given), read with
+    prometheus_client's own parser of the text format."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     totals = dict.fromkeys(COUNTERS, 0.0)
-    for line in text.splitlines():
-        match = _SAMPLE.match(line)
-        if not match or match.group(1) not in totals:
-            continue
-        labels = dict(_LABEL.findall(match.group(2) or ""))
-        if model is not None and labels.get("model") != model:
-            continue
-        try:
-            totals[match.group(1)] += float(match.group(3))
-        except ValueError:
-            continue
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            # The parser names a counter's samples <name>_total; Triton's counters have no
+            # such suffix on the wire, so the family's own name is the one to match.
+            name = family.name if family.type == "counter" else sample.name
+            if name not in totals:
+                continue
+            if model is not None and sample.labels.get("model") != model:
+                continue
+            totals[name] += float(sample.value)
     return totals
 
 

@@ -27,11 +27,11 @@ class BenchTexts:
     description: str = ""
 
 
-def rt_texts() -> BenchTexts:
+def rt_texts(cache_dir: Path | None = None) -> BenchTexts:
     """The rt held-out (test) split: what the model never saw in training."""
     from sentiserve.data import load_corpus
 
-    test = load_corpus("rt").test
+    test = load_corpus("rt", cache_dir=cache_dir).test
     return BenchTexts("rt", test.texts, description=f"rt held-out reviews ({len(test)})")
 
 
@@ -61,8 +61,8 @@ def compose_long(
     return tuple(out)
 
 
-def long_texts() -> BenchTexts:
-    texts = compose_long(rt_texts().texts)
+def long_texts(cache_dir: Path | None = None) -> BenchTexts:
+    texts = compose_long(rt_texts(cache_dir).texts)
     return BenchTexts(
         "long",
         texts,
@@ -105,10 +105,10 @@ def file_texts(path: Path) -> BenchTexts:
     return BenchTexts(path.name, tuple(texts), description=f"{len(texts)} texts from {path}")
 
 
-def load_texts(spec: str) -> BenchTexts:
-    """``rt``, ``long``, or a path."""
+def load_texts(spec: str, cache_dir: Path | None = None) -> BenchTexts:
+    """``rt``, ``long``, or a path (``cache_dir``: where the rt corpus is cached)."""
     if spec == "rt":
-        return rt_texts()
+        return rt_texts(cache_dir)
     if spec == "long":
-        return long_texts()
+        return long_texts(cache_dir)
     return file_texts(Path(spec))

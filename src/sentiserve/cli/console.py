@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -46,7 +45,6 @@ def setup(settings: Settings) -> None:
     root = logging.getLogger("sentiserve")
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
-    os.environ.setdefault("SENTISERVE_CACHE_DIR", str(settings.cache_dir))
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from sentiserve.cli.console import console, emit_json, user_errors
+from sentiserve.cli.console import console, current_settings, emit_json, user_errors
 
 
 def data(
@@ -22,7 +22,9 @@ def data(
     from sentiserve.data.stats import corpus_stats
 
     with user_errors():
-        corpus = load_corpus(source, tuple(labels.split(",")))
+        corpus = load_corpus(
+            source, tuple(labels.split(",")), cache_dir=current_settings().cache_dir
+        )
     stats = corpus_stats(corpus)
     if json_out:
         emit_json({"sources": BUILTIN_SOURCES, **stats})

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
 
-from sentiserve.cli.console import console, emit_json, user_errors
+from sentiserve.cli.console import console, current_settings, emit_json, user_errors
 from sentiserve.repository.layout import DEFAULT_MODEL, DEFAULT_ROOT
 
 
@@ -22,34 +23,48 @@ def evaluate(
     limit: int | None = typer.Option(None, help="Score the first N examples only."),
     threads: int | None = typer.Option(None, help="ONNX Runtime threads."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on one line."),
+    out: Path | None = typer.Option(
+        None, help="Also write reliability.png and by_length.json (accuracy per length) here."
+    ),
 ) -> None:
-    """Accuracy, F1 and confusion matrix of the model exactly as the server runs it
-    (the repository's tokenizer and engine)."""
+    """Accuracy, F1, confusion matrix and calibration (ECE, 15 bins) of the model exactly as
+    the server runs it (the repository's tokenizer, engine and temperature)."""
     from sentiserve.data import load_corpus
     from sentiserve.evaluate import evaluate as run_evaluate
+    from sentiserve.evaluate import reliability_png
     from sentiserve.repository.layout import ModelRepository
-    from sentiserve.runtime import open_model
+    from sentiserve.repository.served import open_model
 
     with user_errors():
         loaded = ModelRepository(model_repository).load(model, version)
         served = open_model(loaded, engine=engine, threads=threads)
-        corpus = load_corpus(data, tuple(loaded.manifest.labels))
+        corpus = load_corpus(
+            data, tuple(loaded.manifest.labels), cache_dir=current_settings().cache_dir
+        )
         examples = corpus.split(split).take(limit)
-        scores = run_evaluate(served, examples)
+        evaluation = run_evaluate(served, examples)
+    scores = evaluation.scores
     result = {
         "model": model,
         "version": loaded.version,
         "engine": served.variant,
         "data": corpus.name,
         "split": split,
-        **scores.to_dict(),
+        "temperature": served.temperature,
+        **evaluation.to_dict(),
     }
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        title = f"{model} v{loaded.version} ({served.variant}), {corpus.name}/{split}"
+        reliability_png(evaluation, out / "reliability.png", title)
+        (out / "by_length.json").write_text(json.dumps(evaluation.by_length, indent=1) + "\n")
     if json_out:
         emit_json(result)
         return
     console.print(
         f"{model} v{loaded.version} ({served.variant}) on {corpus.name}/{split}: "
-        f"accuracy [bold]{scores.accuracy:.4f}[/], F1 {scores.f1:.4f}, n={scores.n}"
+        f"accuracy [bold]{scores.accuracy:.4f}[/], F1 {scores.f1:.4f}, "
+        f"ECE {evaluation.ece:.4f} (temperature {served.temperature:g}), n={scores.n}"
     )
     console.print("confusion (rows true, columns predicted):")
     width = max(len(label) for label in scores.labels)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from sentiserve.cli.console import console, user_errors
+from sentiserve.cli.console import console, current_settings, user_errors
 from sentiserve.export.onnx import OPSET, PARITY_TOLERANCE, SAMPLE_TEXTS
 
 
@@ -28,7 +28,7 @@ def export(
         if data:
             from sentiserve.data import load_corpus
 
-            texts = load_corpus(data).validation.texts[:64]
+            texts = load_corpus(data, cache_dir=current_settings().cache_dir).validation.texts[:64]
         result = run_export(model, out, texts=texts, max_length=max_length, opset=opset)
     console.print(
         f"wrote [bold]{result.path}[/] (inputs {', '.join(result.input_names)}); parity: "

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from sentiserve.cli.console import console, user_errors
-from sentiserve.monitoring import DEFAULT_RULES
+from sentiserve.monitoring.prometheus import DEFAULT_RULES
 
 
 def monitor(
@@ -21,7 +21,7 @@ def monitor(
 ) -> None:
     """Start Prometheus against a running server (sentiserve or Triton) with the recording
     and alerting rules, print the URL of its graph page, and run until Ctrl-C."""
-    from sentiserve import monitoring
+    from sentiserve.monitoring import prometheus as monitoring
 
     with user_errors(), tempfile.TemporaryDirectory(prefix="sentiserve-prometheus-") as tmp:
         workdir = data_dir or Path(tmp)

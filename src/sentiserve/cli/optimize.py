@@ -7,7 +7,14 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from sentiserve.cli.console import console, emit_json, engines_line, step_printer, user_errors
+from sentiserve.cli.console import (
+    console,
+    current_settings,
+    emit_json,
+    engines_line,
+    step_printer,
+    user_errors,
+)
 from sentiserve.optimize.variants import OptimizeResult, OptimizeSettings
 
 
@@ -69,7 +76,7 @@ def optimize(
             threads=threads,
             variants=tuple(v.strip() for v in variants.split(",") if v.strip()),
         )
-        corpus = load_corpus(data)
+        corpus = load_corpus(data, cache_dir=current_settings().cache_dir)
         result = run_optimize(
             onnx,
             model,

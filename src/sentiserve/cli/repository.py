@@ -37,7 +37,7 @@ def build(
 ) -> None:
     """Write a new, verified version of NAME from a build folder (atomically), in the form
     Triton serves on PLATFORM. The embedded server reads every form."""
-    from sentiserve.pipeline import write_from_build
+    from sentiserve.repository.from_build import write_from_build
     from sentiserve.repository.triton import write_form
 
     with user_errors():

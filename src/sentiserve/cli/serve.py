@@ -21,20 +21,6 @@ class Backend(StrEnum):
     TRITON = "triton"
 
 
-def local_repository(location: str) -> Path:
-    """A folder as is; an s3:// URL pulled (verified) into the cache, or reused from it when
-    the cached copy already matches the bucket's manifest."""
-    if not location.startswith("s3://"):
-        return Path(location)
-    from sentiserve.settings import Settings
-    from sentiserve.store import s3
-
-    local = s3.cache_path(location, Settings().cache_dir)
-    console.print(f"[cyan]•[/] pulling {location} into {local}")
-    s3.pull(location, local)
-    return local
-
-
 def serve(
     model_repository: str = typer.Option(
         str(DEFAULT_ROOT),
@@ -46,20 +32,28 @@ def serve(
     http_port: int = typer.Option(8000, help="REST port (friendly API and KServe v2)."),
     grpc_port: int = typer.Option(8001, help="KServe v2 gRPC port (0 turns gRPC off)."),
     metrics_port: int = typer.Option(8002, help="Prometheus metrics port (/metrics)."),
-    max_batch_size: int = typer.Option(B.max_batch_size, help="Most texts per engine call."),
-    max_batch_tokens: int = typer.Option(B.max_batch_tokens, help="Most padded tokens per call."),
+    max_batch_size: int | None = typer.Option(
+        None, help=f"Most texts per engine call (default: {B.max_batch_size} on CPU, 128 on GPU)."
+    ),
+    max_batch_tokens: int | None = typer.Option(
+        None,
+        help=f"Most padded tokens per call (default: {B.max_batch_tokens} on CPU, 16384 on GPU).",
+    ),
     max_queue_delay_ms: float = typer.Option(
         B.max_queue_delay_ms, help="Longest wait for a batch."
     ),
-    max_queue_size: int = typer.Option(B.max_queue_size, help="Most queued texts before 503."),
+    max_queue_size: int | None = typer.Option(
+        None, help=f"Most queued texts before 503 (default: {B.max_queue_size}; 2048 on GPU)."
+    ),
     group_by_length: bool = typer.Option(True, help="Batch texts of similar length together."),
     pad_to_multiple: int = typer.Option(
         B.pad_to_multiple, help="Round each batch's padded length up to a multiple of this."
     ),
-    max_padding_tokens: int = typer.Option(
-        B.max_padding_tokens,
+    max_padding_tokens: int | None = typer.Option(
+        None,
         min=0,
-        help="With grouping: most padding tokens a batch may carry per text in it.",
+        help=f"With grouping: most padding tokens a batch may carry per text in it (default: "
+        f"{B.max_padding_tokens} on CPU, 8 on GPU).",
     ),
     max_texts: int = typer.Option(L.max_texts, help="Most texts in one request (413 beyond)."),
     timeout_s: float = typer.Option(L.default_timeout_s, help="Default request deadline."),
@@ -110,7 +104,11 @@ def serve(
         "metrics, playground) in front of a remote Triton over gRPC (--triton-url).",
     ),
     triton_url: str = typer.Option(
-        "127.0.0.1:8001", envvar="SENTISERVE_TRITON_URL", help="Triton's gRPC host:port."
+        "127.0.0.1:8001",
+        envvar="SENTISERVE_TRITON_URL",
+        help="Triton's gRPC target: host:port, dns:///host:port (every address the name "
+        "resolves to, e.g. a headless Service) or ipv4:a:port,b:port; requests are spread "
+        "round-robin.",
     ),
     triton_model: str = typer.Option(
         "sentiment", help="With --backend triton: the model whose readiness is ours."
@@ -121,13 +119,19 @@ def serve(
     With --backend triton: a gateway with the friendly API only (/v1/sentiment, /, health,
     metrics) in front of Triton, which serves KServe v2 itself; the repository is not read.
     """
+    from sentiserve.engine.instances import InstanceConfig
+    from sentiserve.repository.served import detect_device
+    from sentiserve.repository.stores import open_repository
     from sentiserve.serve.app import ServerConfig, run
-    from sentiserve.serve.instances import InstanceConfig
 
     settings = current_settings()
     gateway = backend is Backend.TRITON
     with user_errors():
-        repository = Path(".") if gateway else local_repository(model_repository)
+        repository = Path(".")
+        if not gateway:
+            console.print(f"[cyan]•[/] model repository {model_repository}")
+            store = open_repository(model_repository, settings.cache_dir)
+            repository = store.local()
         config = ServerConfig(
             repository=repository,
             host=host,
@@ -140,7 +144,8 @@ def serve(
                 threads=intra_op_threads or settings.threads,
                 solo_threads=solo_threads,
             ),
-            batching=BatchingConfig(
+            batching=BatchingConfig.for_device(
+                detect_device() if not gateway else "cpu",
                 max_batch_size=max_batch_size,
                 max_batch_tokens=max_batch_tokens,
                 max_queue_delay_ms=max_queue_delay_ms,

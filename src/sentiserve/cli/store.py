@@ -41,7 +41,7 @@ def publish(
 ) -> None:
     """Upload a model repository to S3 (multipart for large files) with a sha256 manifest
     written last; Triton's --model-repository=s3://... reads the same layout."""
-    from sentiserve.store import s3
+    from sentiserve.repository.stores import s3
 
     with user_errors():
         total = sum(p.stat().st_size for p in s3.files_to_publish(folder)) if folder.is_dir() else 0
@@ -58,7 +58,7 @@ def pull(
 ) -> None:
     """Download a published model repository, verify every file's sha256, then move it into
     place; a missing or corrupted object is refused and leaves nothing half-written."""
-    from sentiserve.store import s3
+    from sentiserve.repository.stores import s3
 
     with user_errors():
         manifest = s3.read_manifest(url, endpoint_url=endpoint_url)

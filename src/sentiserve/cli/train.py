@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
 
-from sentiserve.cli.console import console, emit_json, user_errors
+from sentiserve.cli.console import console, current_settings, emit_json, user_errors
 from sentiserve.train.trainer import DEFAULT_BASE_MODEL, TrainConfig
 
 
@@ -57,8 +58,10 @@ def train(
             max_train_examples=max_train_examples,
             label_names=tuple(labels.split(",")),
         )
-        corpus = load_corpus(data, config.label_names)
+        corpus = load_corpus(data, config.label_names, cache_dir=current_settings().cache_dir)
         result = run_train(corpus, out, config, resume=resume)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun, the first process reports for all
     summary = {
         "model_dir": str(result.model_dir),
         "steps": result.steps,

@@ -8,9 +8,9 @@ from types import FrameType
 
 import typer
 
-from sentiserve.cli.console import console, user_errors
-from sentiserve.cli.serve import local_repository
+from sentiserve.cli.console import console, current_settings, user_errors
 from sentiserve.repository.layout import DEFAULT_ROOT
+from sentiserve.repository.stores import open_repository
 from sentiserve.triton.environment import DEFAULT_HOME
 
 
@@ -58,7 +58,7 @@ def triton(
         if setup_only:
             console.print(f"Triton's environment is ready in {home}")
             return
-        repository = local_repository(model_repository)
+        repository = open_repository(model_repository, current_settings().cache_dir).local()
         if prepare:
             batching = TritonBatching(max_batch_size=max_batch_size, instances=instances)
             for name in ModelRepository(repository).servable():

@@ -18,6 +18,7 @@ is an :class:`~sentiserve.errors.InvalidInputError`, a 404 a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Sequence
@@ -72,12 +73,15 @@ class RetryPolicy:
     max_backoff_s: float = 2.0
 
     def wait(self, attempt: int, retry_after: str | None) -> float:
-        if retry_after is not None:
-            try:
-                return min(max(float(retry_after), 0.0), RETRY_AFTER_CAP_S)
-            except ValueError:
-                pass
+        """Seconds to wait before try ``attempt + 1``.
+
+        ``Retry-After`` sets the base when the server sends one; jitter applies either way,
+        so clients turned away together do not all come back in the same instant.
+        """
         base = min(self.backoff_s * 2**attempt, self.max_backoff_s)
+        if retry_after is not None:
+            with contextlib.suppress(ValueError):  # an HTTP date: keep the backoff
+                base = min(max(float(retry_after), 0.0), RETRY_AFTER_CAP_S)
         return float(base * (1 + random.random() / 2))
 
 

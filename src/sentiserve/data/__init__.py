@@ -13,15 +13,22 @@ BUILTIN_SOURCES: dict[str, str] = {
 }
 
 
-def _loaders() -> dict[str, Callable[[], Corpus]]:
+def _loaders(cache_dir: Path | None) -> dict[str, Callable[[], Corpus]]:
     from sentiserve.data import imdb, rt
 
-    return {"rt": rt.load, "imdb": imdb.load}
+    return {"rt": lambda: rt.load(cache_dir), "imdb": imdb.load}
 
 
-def load_corpus(source: str, label_names: Sequence[str] = DEFAULT_LABELS) -> Corpus:
-    """Load a built-in source by name, or a local file or aclImdb folder by path."""
-    loaders = _loaders()
+def load_corpus(
+    source: str, label_names: Sequence[str] = DEFAULT_LABELS, *, cache_dir: Path | None = None
+) -> Corpus:
+    """Load a built-in source by name, or a local file or aclImdb folder by path.
+
+    Args:
+        cache_dir: Where downloaded data is kept (the settings' ``cache_dir``; None: the
+            default, ``~/.cache/sentiserve``).
+    """
+    loaders = _loaders(cache_dir)
     if source in loaders:
         return loaders[source]()
     from sentiserve.data.files import load_path

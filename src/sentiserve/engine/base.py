@@ -21,9 +21,11 @@ class Engine(Protocol):
         ...
 
 
-def softmax(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """Row-wise softmax, computed stably in float64 and returned as float32."""
-    shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
+def softmax(logits: npt.NDArray[np.float32], temperature: float = 1.0) -> npt.NDArray[np.float32]:
+    """Row-wise softmax of ``logits / temperature`` (the model's calibration; 1.0: none),
+    computed stably in float64 and returned as float32."""
+    scaled = logits.astype(np.float64) / temperature
+    shifted = scaled - scaled.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
     probs: npt.NDArray[np.float32] = (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
     return probs

@@ -1,12 +1,17 @@
-"""Offline prediction: many texts through an engine in length-sorted padded batches.
+"""Offline prediction: many texts through one or more engines in length-sorted padded
+batches.
 
-Used wherever a whole data set is scored outside the server (``sentiserve evaluate``, the
-optimize checks), so they batch the way the server's length-grouping batcher does.
+Used wherever a whole data set is scored outside the server (``sentiserve evaluate``,
+``sentiserve score``, the optimize checks), so they batch the way the server's
+length-grouping batcher does. With several engines (one session each, like the server's
+instances), batches run on them side by side, each engine used by one thread at a time.
 """
 
 from __future__ import annotations
 
+import queue
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import numpy.typing as npt
@@ -15,22 +20,75 @@ from sentiserve.engine.base import Engine, softmax
 from sentiserve.engine.tokenizer import Tokenizer
 
 SORTED_BATCH = 32
-"""Batch size for offline scoring; texts are sorted by length first."""
+"""Most texts per batch for offline scoring; texts are sorted by length first."""
+MAX_BATCH_TOKENS = 4096
+"""Most padded tokens per batch: long texts go in smaller batches, so memory stays bounded."""
+
+
+def sorted_batches(
+    lengths: Sequence[int], batch_size: int = SORTED_BATCH, max_tokens: int = MAX_BATCH_TOKENS
+) -> list[list[int]]:
+    """Indices grouped into batches of similar length (sorted by length), each within
+    ``batch_size`` texts and ``max_tokens`` padded tokens (a longer text runs alone)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        longest = lengths[index]  # sorted: the newest is the longest so far
+        if current and (len(current) == batch_size or (len(current) + 1) * longest > max_tokens):
+            batches.append(current)
+            current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches
 
 
 def predict_probabilities(
-    engine: Engine, tokenizer: Tokenizer, texts: Sequence[str], batch_size: int = SORTED_BATCH
+    engines: Engine | Sequence[Engine],
+    tokenizer: Tokenizer,
+    texts: Sequence[str],
+    batch_size: int = SORTED_BATCH,
+    temperature: float = 1.0,
 ) -> npt.NDArray[np.float32]:
-    """Probabilities for ``texts`` in their order, computed in length-sorted padded batches."""
+    """Probabilities for ``texts`` in their order (softmax of the logits over
+    ``temperature``, the model's calibration)."""
     if not texts:
         return np.zeros((0, 0), dtype=np.float32)
+    return softmax(predict_logits(engines, tokenizer, texts, batch_size), temperature)
+
+
+def predict_logits(
+    engines: Engine | Sequence[Engine],
+    tokenizer: Tokenizer,
+    texts: Sequence[str],
+    batch_size: int = SORTED_BATCH,
+) -> npt.NDArray[np.float32]:
+    """Logits for ``texts`` in their order, computed in length-sorted padded batches on
+    ``engines`` (one or several, side by side)."""
+    if not texts:
+        return np.zeros((0, 0), dtype=np.float32)
+    pool = [engines] if not isinstance(engines, Sequence) else list(engines)
     encoded = tokenizer.encode(texts)
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    chunks = []
-    for start in range(0, len(order), batch_size):
-        batch = tokenizer.pad([encoded[i] for i in order[start : start + batch_size]])
-        chunks.append(softmax(engine.infer(batch.input_ids, batch.attention_mask)))
-    sorted_probs = np.concatenate(chunks)
-    probs = np.empty_like(sorted_probs)
-    probs[order] = sorted_probs
-    return probs
+    batches = sorted_batches([len(e) for e in encoded], batch_size)
+    free: queue.SimpleQueue[Engine] = queue.SimpleQueue()
+    for engine in pool:
+        free.put(engine)
+
+    def run(indices: list[int]) -> npt.NDArray[np.float32]:
+        batch = tokenizer.pad([encoded[i] for i in indices])
+        engine = free.get()
+        try:
+            return np.asarray(engine.infer(batch.input_ids, batch.attention_mask), np.float32)
+        finally:
+            free.put(engine)
+
+    if len(pool) == 1:
+        results = [run(b) for b in batches]
+    else:
+        with ThreadPoolExecutor(len(pool), thread_name_prefix="predict") as workers:
+            results = list(workers.map(run, batches))
+    logits = np.empty((len(texts), results[0].shape[1]), dtype=np.float32)
+    for indices, rows in zip(batches, results, strict=True):
+        logits[indices] = rows
+    return logits

@@ -38,6 +38,19 @@ class TextTooLongError(SentiserveError):
     status = HTTPStatus.BAD_REQUEST
 
 
+def text_problem(text: object) -> str | None:
+    """Why ``text`` cannot be classified (``"is empty"``, ``"must be a string, got int"``),
+    or None. Whitespace and control characters do not count: the tokenizer drops them, so a
+    text of only those is empty. The server and batch scoring refuse the same texts."""
+    if not isinstance(text, str):
+        return f"must be a string, got {type(text).__name__}"
+    if not text.strip():
+        return "is empty"
+    if not text.isprintable() and not any(c.isprintable() and not c.isspace() for c in text):
+        return "is empty"
+    return None
+
+
 @dataclass(frozen=True)
 class Batch:
     """Padded model inputs for a batch of texts (int64, shape ``[batch, longest]``)."""

@@ -42,14 +42,14 @@ class ExportResult:
 
 def load_classifier(model_dir: Path) -> tuple[Any, Any]:
     """Load a fine-tuned model (eager attention, eval mode) and its tokenizer."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from sentiserve.engine.models import load_classifier as load_model
 
     logging.getLogger("transformers").setLevel(logging.ERROR)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        model = AutoModelForSequenceClassification.from_pretrained(
-            str(model_dir), attn_implementation="eager"
-        )
+        model = load_model(model_dir, attn_implementation="eager")
     except (OSError, ValueError) as exc:
         raise ModelLoadError(
             f"cannot load a fine-tuned classifier from {model_dir}: {exc}"

@@ -16,7 +16,7 @@ from sentiserve.data.types import Examples
 from sentiserve.engine.base import Engine, softmax
 from sentiserve.engine.predict import predict_probabilities
 from sentiserve.engine.tokenizer import Tokenizer
-from sentiserve.scoring import score
+from sentiserve.evaluate.scores import score
 
 INVARIANCE_TOLERANCE = 1e-4
 """Largest change in any probability, alone versus batched, for a default-eligible engine."""

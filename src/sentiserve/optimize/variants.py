@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from sentiserve.data.types import Corpus
+from sentiserve.data.types import Corpus, Examples
 from sentiserve.engine.onnxruntime import OnnxRuntimeEngine, device, providers_for
 from sentiserve.engine.tokenizer import Tokenizer
 from sentiserve.errors import OptimizeError
@@ -68,6 +68,7 @@ class OptimizeResult:
     skipped: dict[str, str] = field(default_factory=dict)
     fusions: dict[str, int] = field(default_factory=dict)
     defaults: dict[str, str] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -76,6 +77,7 @@ class OptimizeResult:
             "skipped": self.skipped,
             "fusions": self.fusions,
             "defaults": self.defaults,
+            "calibration": self.calibration,
         }
 
 
@@ -187,5 +189,34 @@ def optimize(
             ref_pred, ref_acc = predictions, report.accuracy
         logger.info("%s: %s", name, json.dumps(report.to_dict()))
     result.defaults = choose_defaults(result.reports)
+    progress("calibrating probabilities (temperature on the validation split)")
+    served = OnnxRuntimeEngine(
+        out / result.files[result.defaults["cpu"]],
+        threads=settings.threads,
+        providers=providers_for(dev),
+    )
+    result.calibration = calibrate(served, tokenizer, corpus.validation, held_out)
     (out / REPORT_FILE).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     return result
+
+
+def calibrate(
+    engine: OnnxRuntimeEngine, tokenizer: Tokenizer, validation: Examples, held_out: Examples
+) -> dict[str, Any]:
+    """Fit the temperature on ``validation`` with the served engine; the expected
+    calibration error before and after, on validation and on the held-out split."""
+    from sentiserve.engine.base import softmax
+    from sentiserve.engine.predict import predict_logits
+    from sentiserve.evaluate.calibration import ece, fit_temperature
+
+    val_logits = predict_logits(engine, tokenizer, validation.texts)
+    temperature = fit_temperature(val_logits, validation.labels)
+    test_logits = predict_logits(engine, tokenizer, held_out.texts)
+    return {
+        "temperature": temperature,
+        "fitted_on": "validation",
+        "validation_ece_before": ece(softmax(val_logits), validation.labels),
+        "validation_ece_after": ece(softmax(val_logits, temperature), validation.labels),
+        "test_ece_before": ece(softmax(test_logits), held_out.labels),
+        "test_ece_after": ece(softmax(test_logits, temperature), held_out.labels),
+    }

@@ -20,14 +20,19 @@ from typing import Any
 from sentiserve import __version__
 from sentiserve.engine.tokenizer import Truncation
 from sentiserve.errors import RepositoryError
-from sentiserve.repository.layout import CONFIG, ModelRepository, ModelVersion, write_text_atomic
+from sentiserve.files import write_text_atomic
+from sentiserve.repository.layout import CONFIG, ModelRepository, ModelVersion
 from sentiserve.repository.manifest import MANIFEST, EngineEntry, FileEntry, Manifest
 from sentiserve.repository.triton import classify_config, is_gpu_form, write_model_py
 
 logger = logging.getLogger(__name__)
 
 PARTIAL_PREFIX = ".partial-"
-PRECISION = {"fp32": "fp32", "int8": "int8", "fp16": "fp16", "tensorrt": "fp16"}
+PRECISION = {"fp32": "fp32", "int8": "int8", "fp16": "fp16", "tensorrt": "fp16", "torch": "fp32"}
+FORMATS = {".onnx": "onnx", ".plan": "plan", ".safetensors": "torch"}
+"""Engine file suffix -> format. The torch engine's weights stay fp32 on disk: the CPU runs
+them as they are (and is tested against the ONNX engine), a GPU casts them to fp16 when it
+loads them (milliseconds), so one file serves both."""
 
 
 def code_version() -> str:
@@ -69,6 +74,7 @@ def write_version(
     provenance: Mapping[str, Any] | None = None,
     truncation: Truncation = Truncation.HEAD_TAIL,
     version: int | None = None,
+    calibration: Mapping[str, Any] | None = None,
 ) -> ModelVersion:
     """Write one version of ``name`` under ``root`` and (re)generate its python-form
     ``config.pbtxt`` (see :mod:`sentiserve.repository.triton`).
@@ -84,7 +90,11 @@ def write_version(
     final = model_dir / str(number)
     if final.exists():
         raise RepositoryError(f"{final} exists already; versions are immutable")
-    for source in (tokenizer_file, *engine_files.values()):
+    needed = [*engine_files.values()]
+    needed += [
+        s.parent / "config.json" for s in engine_files.values() if s.suffix == ".safetensors"
+    ]
+    for source in (tokenizer_file, *needed):
         if not source.is_file():
             raise RepositoryError(f"cannot build {name} v{number}: {source} is missing")
     missing = [e for e in default_engine.values() if e not in engine_files]
@@ -97,17 +107,21 @@ def write_version(
         shutil.copyfile(tokenizer_file, partial / "tokenizer.json")
         engines: dict[str, EngineEntry] = {}
         for variant, source in engine_files.items():
-            data = None
+            data = model_config = None
             if source.suffix == ".onnx":
                 data = FileEntry.of(partial, write_onnx_with_weights_file(source, partial))
             else:
                 shutil.copyfile(source, partial / source.name)
+            if source.suffix == ".safetensors":  # the torch engine: weights + model config
+                shutil.copyfile(source.parent / "config.json", partial / "config.json")
+                model_config = FileEntry.of(partial, "config.json")
             entry = FileEntry.of(partial, source.name)
             engines[variant] = EngineEntry(
                 **entry.model_dump(),
-                format="plan" if source.suffix == ".plan" else "onnx",
+                format=FORMATS.get(source.suffix, "onnx"),
                 precision=PRECISION.get(variant, "fp32"),
                 data=data,
+                config=model_config,
             )
         manifest = Manifest(
             model=name,
@@ -120,6 +134,7 @@ def write_version(
             tokenizer=FileEntry.of(partial, "tokenizer.json"),
             engines=engines,
             default_engine=dict(default_engine),
+            calibration=dict(calibration or {}),
             evaluation={k: dict(v) for k, v in (evaluation or {}).items()},
             provenance={
                 "code_version": code_version(),

@@ -11,7 +11,6 @@ Folders whose names start with a dot are work in progress of a writer and are ig
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,10 +114,3 @@ class ModelRepository:
         if verify:
             manifest.verify(folder)
         return ModelVersion(folder, manifest)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``path`` through a dot-file renamed over it: readers see the old text or the new."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)

@@ -7,9 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sentiserve.checksums import sha256_file
 from sentiserve.engine.tokenizer import Truncation
 from sentiserve.errors import RepositoryError
+from sentiserve.files import sha256_file
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -38,6 +38,8 @@ class EngineEntry(FileEntry):
     format: str = "onnx"
     precision: str = "fp32"
     data: FileEntry | None = None
+    config: FileEntry | None = None
+    """A torch engine's model config (``config.json``, beside ``model.safetensors``)."""
 
 
 class Manifest(BaseModel):
@@ -52,6 +54,8 @@ class Manifest(BaseModel):
         tokenizer: The fast tokenizer's ``tokenizer.json``.
         engines: Engine variant name -> file.
         default_engine: Device (``cpu``, ``cuda``) -> engine variant.
+        calibration: The temperature every serving path divides logits by, and the
+            expected calibration error before and after (``evaluate.calibration``).
         evaluation: Variant -> held-out metrics (accuracy, f1, agreement, batch invariance,
             throughput), plus ``pytorch`` for the fine-tuned model itself.
         provenance: Base model, dataset, split seed, code version, date.
@@ -72,6 +76,13 @@ class Manifest(BaseModel):
     default_engine: dict[str, str]
     evaluation: dict[str, dict[str, Any]] = Field(default_factory=dict)
     provenance: dict[str, Any] = Field(default_factory=dict)
+    calibration: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def temperature(self) -> float:
+        """Logits are divided by this before the softmax (fitted on the validation split;
+        1.0 when the version was built without calibration)."""
+        return float(self.calibration.get("temperature", 1.0))
 
     def engine_for(self, device: str) -> str:
         name = self.default_engine.get(device) or self.default_engine.get("cpu")
@@ -81,7 +92,8 @@ class Manifest(BaseModel):
 
     def files(self) -> list[FileEntry]:
         engines = list(self.engines.values())
-        return [self.tokenizer, *engines, *(e.data for e in engines if e.data is not None)]
+        extra = [f for e in engines for f in (e.data, e.config) if f is not None]
+        return [self.tokenizer, *engines, *extra]
 
     @classmethod
     def read(cls, folder: Path) -> Manifest:

@@ -28,6 +28,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from sentiserve.errors import ConfigError, RepositoryError
+from sentiserve.files import write_text_atomic
 from sentiserve.repository.config import (
     DataType,
     DynamicBatching,
@@ -38,12 +39,7 @@ from sentiserve.repository.config import (
     Tensor,
     TensorRTAccelerator,
 )
-from sentiserve.repository.layout import (
-    CONFIG,
-    ModelRepository,
-    ModelVersion,
-    write_text_atomic,
-)
+from sentiserve.repository.layout import CONFIG, ModelRepository, ModelVersion
 from sentiserve.repository.manifest import Manifest
 
 logger = logging.getLogger(__name__)
@@ -168,7 +164,11 @@ def ensemble_configs(
         outputs=text_out,
         dynamic_batching=now,
         instance_groups=cpu,
-        parameters={"sentiserve_role": "postprocess", LABELS: json.dumps(manifest.labels)},
+        parameters={
+            "sentiserve_role": "postprocess",
+            LABELS: json.dumps(manifest.labels),
+            "sentiserve_temperature": repr(manifest.temperature),
+        },
     )
     same = {n: n for n in manifest.inputs}
     ensemble = ModelConfig(
@@ -374,7 +374,13 @@ def _gpu_engine(version: ModelVersion, platform: Platform) -> str:
     if platform is Platform.TENSORRT:
         plans = [k for k, e in manifest.engines.items() if e.format == "plan"]
         return plans[0] if plans else "tensorrt"
-    return manifest.engine_for("cuda")
+    default = manifest.engine_for("cuda")
+    if manifest.engines[default].format == "onnx":
+        return default
+    # The GPU default is the torch engine (no TensorRT plan): Triton's onnxruntime backend
+    # takes the fp32 ONNX engine (its TensorRT accelerator runs it in fp16).
+    onnx = [k for k, e in manifest.engines.items() if e.format == "onnx"]
+    return "fp32" if "fp32" in onnx else onnx[0]
 
 
 def _write_member(root: Path, config: ModelConfig, number: str, files: Mapping[str, Path]) -> None:

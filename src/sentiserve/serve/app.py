@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from sentiserve import __version__
+from sentiserve.engine.instances import InstanceConfig
 from sentiserve.errors import ConfigError, InvalidInputError, SentiserveError
 from sentiserve.serve import openapi, playground, rest_v1, rest_v2
 from sentiserve.serve.auth import ApiKeys
@@ -30,7 +31,6 @@ from sentiserve.serve.batcher import BatchingConfig
 from sentiserve.serve.dataplane import EmbeddedPlane
 from sentiserve.serve.edge import Edge, error_reply
 from sentiserve.serve.gateway import TritonPlane
-from sentiserve.serve.instances import InstanceConfig
 from sentiserve.serve.metrics import Metrics
 from sentiserve.serve.plane import DataPlane, Limits
 from sentiserve.serve.registry import Registry

@@ -36,6 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -84,6 +85,22 @@ class BatchingConfig:
     group_by_length: bool = True
     max_padding_tokens: int = 4
     pad_to_multiple: int = 1
+
+    @classmethod
+    def for_device(cls, device: str, **overrides: Any) -> BatchingConfig:
+        """The defaults for ``device`` (``cpu`` or ``cuda``) with ``overrides`` (None values
+        ignored). A GPU runs one instance that needs big batches to be busy: 128 texts and
+        16,384 padded tokens per call, and padding is cheap there (8 tokens per text)."""
+        defaults: dict[str, Any] = {}
+        if device != "cpu":
+            defaults = {
+                "max_batch_size": 128,
+                "max_batch_tokens": 16_384,
+                "max_queue_size": 2048,
+                "max_padding_tokens": 8,
+            }
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return cls(**{**defaults, **given})
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:

@@ -274,7 +274,8 @@ class EmbeddedPlane:
                 sequences = tokenizer.encode(checked, parallel=False)
             count.texts = len(sequences)
             logits = await self._batch(model, sequences, deadline)
-        return Classification(model.name, model.version, model.served.labels, softmax(logits))
+        probabilities = softmax(logits, model.served.temperature)
+        return Classification(model.name, model.version, model.served.labels, probabilities)
 
     async def logits(
         self,

@@ -8,8 +8,21 @@ and reads LABEL and PROBABILITIES; KServe v2 operations are forwarded as they ar
 tokenizes, applies the long-text policy, batches and runs the model. Friendly requests with
 more texts than the model's ``max_batch_size`` are cut into chunks that run concurrently.
 
-Only ``sentiserve_request_duration_seconds`` and the overload counter are recorded here; the
-``nv_*`` counters come from Triton itself, so Prometheus never counts a request twice.
+Several Triton pods: ``--triton-url dns:///triton-headless:8001`` (a headless Service) or
+``ipv4:10.0.0.1:8001,10.0.0.2:8001`` gives the gRPC channel every address, and the channel
+spreads requests over them round-robin. A ClusterIP Service would not: kube-proxy balances
+per TCP connection, and the gateway's one HTTP/2 connection would stay on one pod. The
+channel is replaced every ``CHANNEL_REFRESH_S`` so that new pods (a scale-up) are resolved
+too; gRPC re-resolves on its own only when a connection fails.
+
+The gateway is ready when it can serve (it is accepting): a Triton restart turns requests
+into 503s with a clear message, but does not take every gateway out of its Service.
+Triton's state is ``sentiserve_backend_ready`` (checked every ``BACKEND_CHECK_S``) for
+dashboards and alerts.
+
+Only ``sentiserve_request_duration_seconds``, the overload counter and the backend gauge are
+recorded here; the ``nv_*`` counters come from Triton itself, so Prometheus never counts a
+request twice.
 """
 
 from __future__ import annotations
@@ -47,7 +60,26 @@ from sentiserve.serve.plane import (
 )
 
 MODEL_INFO_TTL_S = 30.0
+CHANNEL_REFRESH_S = 30.0
+"""A new channel (a fresh DNS resolution) this often; the old one closes after a grace."""
+CHANNEL_GRACE_S = 60.0
+BACKEND_CHECK_S = 5.0
+MAX_MESSAGE_BYTES = 2**31 - 1
 T = TypeVar("T")
+
+
+def channel_args() -> list[tuple[str, Any]]:
+    """gRPC channel options: round-robin over every resolved address, keepalive so a dead
+    pod is noticed, and no message size limit below Triton's."""
+    return [
+        ("grpc.lb_policy_name", "round_robin"),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
 
 
 @dataclass(frozen=True)
@@ -75,7 +107,8 @@ class TritonPlane:
     """The gateway's data plane (see the module docstring).
 
     Args:
-        url: Triton's gRPC endpoint, ``host:port``.
+        url: Triton's gRPC target: ``host:port``, ``dns:///host:port`` (every address the
+            name resolves to) or ``ipv4:a:port,b:port``.
         metrics: Where request latencies go.
         limits: Per-request limits, enforced before anything reaches Triton.
         api_key: The API key, if one is required.
@@ -101,13 +134,26 @@ class TritonPlane:
         self.model_control = model_control
         self.accepting = True
         self._client: Any = None
+        self._created = 0.0
+        self._retired: set[asyncio.Task[None]] = set()
         self._models: dict[str, RemoteModel] = {}
+        self._checked = 0.0
+        self._checking: asyncio.Task[None] | None = None
 
     def _triton(self) -> Any:
-        if self._client is None:  # created on the event loop that uses it
+        """The client, created on the event loop that uses it and replaced every
+        ``CHANNEL_REFRESH_S`` (the old one closes once its calls have had time to end)."""
+        now = time.monotonic()
+        if self._client is not None and now - self._created > CHANNEL_REFRESH_S:
+            old, self._client = self._client, None
+            task = asyncio.get_running_loop().create_task(_close_later(old, CHANNEL_GRACE_S))
+            self._retired.add(task)
+            task.add_done_callback(self._retired.discard)
+        if self._client is None:
             import tritonclient.grpc.aio as grpcclient
 
-            self._client = grpcclient.InferenceServerClient(self.url)
+            self._client = grpcclient.InferenceServerClient(self.url, channel_args=channel_args())
+            self._created = now
         return self._client
 
     async def _ask(self, what: str, call: Awaitable[T]) -> T:
@@ -119,6 +165,10 @@ class TritonPlane:
             raise map_error(exc, what) from exc
 
     async def close(self) -> None:
+        for task in list(self._retired):
+            task.cancel()
+        if self._checking is not None:
+            self._checking.cancel()
         if self._client is not None:
             await self._client.close()
             self._client = None
@@ -129,12 +179,28 @@ class TritonPlane:
         return True
 
     async def ready(self) -> bool:
-        """Ready when accepting and Triton says the readiness model is ready."""
-        return self.accepting and await self.model_ready(self.readiness_model)
+        """Ready when accepting (see the module docstring); Triton's own readiness goes to
+        ``sentiserve_backend_ready``, refreshed in the background at most every
+        ``BACKEND_CHECK_S``, so this answers at once even when Triton is unreachable."""
+        now = time.monotonic()
+        if self._checking is None and now - self._checked >= BACKEND_CHECK_S:
+            self._checked = now
+            self._checking = asyncio.get_running_loop().create_task(self._check_backend())
+        return self.accepting
+
+    async def _check_backend(self) -> None:
+        try:
+            up = await self.model_ready(self.readiness_model)
+            self.metrics.backend_ready.set(1 if up else 0)
+        finally:
+            self._checking = None
 
     async def model_ready(self, name: str, version: int | None = None) -> bool:
         try:
-            return bool(await self._triton().is_model_ready(name, _version(version)))
+            call = self._triton().is_model_ready(
+                name, _version(version), client_timeout=BACKEND_CHECK_S
+            )
+            return bool(await call)
         except Exception:  # unreachable Triton is "not ready", never a crash
             return False
 
@@ -308,3 +374,8 @@ class TritonPlane:
 
 def _version(version: int | None) -> str:
     return "" if version is None else str(version)
+
+
+async def _close_later(client: Any, delay_s: float) -> None:
+    await asyncio.sleep(delay_s)
+    await client.close()

@@ -13,12 +13,14 @@ from collections.abc import Iterable
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     ProcessCollector,
     generate_latest,
 )
 
 from sentiserve.serve.batcher import BatchStats
+from sentiserve.serve.gpu_metrics import GpuMetrics
 
 LABELS = ("model", "version")
 
@@ -97,7 +99,8 @@ def _escape(value: str) -> str:
 class Metrics:
     """All of the server's metrics (one instance per app, so tests stay isolated)."""
 
-    def __init__(self) -> None:
+    def __init__(self, gpu: GpuMetrics | None = None) -> None:
+        self.gpu = gpu if gpu is not None else GpuMetrics()
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         t = TritonMetric
@@ -151,6 +154,12 @@ class Metrics:
             "body was read, because max_in_flight requests were already inside.",
             registry=r,
         )
+        self.backend_ready = Gauge(
+            "sentiserve_backend_ready",
+            "Gateway mode: 1 when Triton answered that the readiness model is ready at the "
+            "last check (every few seconds), else 0. The gateway stays ready either way.",
+            registry=r,
+        )
         self.request_latency = Histogram(
             "sentiserve_request_duration_seconds",
             "Request latency inside the server.",
@@ -198,4 +207,5 @@ class Metrics:
     def exposition(self) -> bytes:
         """Prometheus text format: Triton's metrics, then histograms and process metrics."""
         lines = [line for metric in self.triton for line in metric.render()]
+        lines += self.gpu.render()
         return ("\n".join(lines) + "\n").encode() + generate_latest(self.registry)

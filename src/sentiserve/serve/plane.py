@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from sentiserve.engine.tokenizer import text_problem
 from sentiserve.errors import ConfigError, InvalidInputError, PayloadTooLargeError
 from sentiserve.serve.auth import ApiKeys
 
@@ -87,17 +88,10 @@ def check_texts(texts: object, limits: Limits) -> list[str]:
             f"{len(texts)} texts in one request; the limit is {limits.max_texts}"
         )
     for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise InvalidInputError(f"text {i} must be a string, got {type(text).__name__}")
-        if not text.strip() or not (text.isprintable() or _has_visible(text)):
-            raise InvalidInputError(f"text {i} is empty")
+        problem = text_problem(text)
+        if problem is not None:
+            raise InvalidInputError(f"text {i} {problem}")
     return list(texts)
-
-
-def _has_visible(text: str) -> bool:
-    """Whether ``text`` has a character that is neither space nor a control character (the
-    tokenizer drops those, so a text of only NULs and controls is empty)."""
-    return any(c.isprintable() and not c.isspace() for c in text)
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sentiserve.engine.onnxruntime import device
+from sentiserve.engine.instances import InstanceConfig, ResolvedInstances
 from sentiserve.engine.predict import predict_probabilities
 from sentiserve.errors import ModelNotFoundError, SentiserveError
 from sentiserve.repository.layout import ModelRepository
-from sentiserve.runtime import ServedModel, open_model
+from sentiserve.repository.served import ServedModel, detect_device, open_model
 from sentiserve.serve.batcher import Batcher, BatchingConfig, BatchStats
-from sentiserve.serve.instances import InstanceConfig, ResolvedInstances
 from sentiserve.serve.plane import ModelStatus
 
 logger = logging.getLogger(__name__)
@@ -95,8 +94,9 @@ class Registry:
         """Load (or reload) ``name`` atomically; on failure the old version keeps serving."""
         try:
             loaded = self.repository.load(name, version)
-            plan = self.instances.resolve(device())
-            served = open_model(loaded, engine=self.engine, threads=plan.threads)
+            dev = detect_device()
+            plan = self.instances.resolve(dev)
+            served = open_model(loaded, engine=self.engine, threads=plan.threads, device=dev)
             engines = [served.engine]
             engines += [served.open_engine(plan.threads) for _ in range(plan.count - 1)]
             solo = served.open_engine(plan.solo_threads) if plan.solo_threads else None

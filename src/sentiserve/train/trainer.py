@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from sentiserve.data.types import Corpus, Examples
+from sentiserve.engine.models import POOLINGS, classifier_class
 from sentiserve.errors import ConfigError, ModelLoadError
-from sentiserve.scoring import Scores, score
+from sentiserve.evaluate.scores import Scores, score
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ class TrainConfig:
         max_steps: Stop after this many optimiser steps (overrides ``epochs``; for quick runs).
         max_train_examples: Use only the first N training examples.
         eval_steps: Evaluate and checkpoint every N steps instead of every epoch.
+        pooling: ``cls`` (Hugging Face's pooler head) or ``mean`` (mean over the real
+            tokens: the default base model was trained that way; see ``engine.models``).
     """
 
     base_model: str = DEFAULT_BASE_MODEL
@@ -73,6 +76,7 @@ class TrainConfig:
     max_steps: int | None = None
     max_train_examples: int | None = None
     eval_steps: int | None = None
+    pooling: str = "cls"
     label_names: tuple[str, ...] = field(default=("negative", "positive"))
 
     def __post_init__(self) -> None:
@@ -82,6 +86,8 @@ class TrainConfig:
             raise ConfigError(f"max_length must be within 8..512, got {self.max_length}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError("max_steps must be at least 1")
+        if self.pooling not in POOLINGS:
+            raise ConfigError(f"pooling {self.pooling!r}: expected one of {', '.join(POOLINGS)}")
 
 
 class _Encoded:
@@ -139,7 +145,6 @@ def train(
 
     import torch
     from transformers import (
-        AutoModelForSequenceClassification,
         AutoTokenizer,
         DataCollatorWithPadding,
         Trainer,
@@ -153,7 +158,7 @@ def train(
     label_names = corpus.label_names
     try:
         tokenizer = AutoTokenizer.from_pretrained(base)
-        model = AutoModelForSequenceClassification.from_pretrained(
+        model = classifier_class(config.pooling).from_pretrained(
             base,
             num_labels=len(label_names),
             id2label=dict(enumerate(label_names)),
@@ -221,9 +226,12 @@ def train(
     seconds = time.perf_counter() - start
 
     out.mkdir(parents=True, exist_ok=True)
-    trainer.save_model(str(out))
-    tokenizer.save_pretrained(str(out))
+    trainer.save_model(str(out))  # by the main process only, under torchrun
+    main_process = trainer.is_world_process_zero()
+    if main_process:
+        tokenizer.save_pretrained(str(out))
     with contextlib.redirect_stdout(sys.stderr):
+        # Under torchrun every process predicts its share; Trainer gathers them.
         validation = _predict_scores(trainer, val_set, corpus.validation, label_names)
         test_set = _Encoded(tokenizer, corpus.test, config.max_length)
         test = _predict_scores(trainer, test_set, corpus.test, label_names)
@@ -235,10 +243,11 @@ def train(
         "validation": validation.to_dict(),
         "test": test.to_dict(),
     }
-    (out / METRICS_FILE).write_text(json.dumps(record, indent=2) + "\n")
-    (out / TRAIN_CONFIG_FILE).write_text(
-        json.dumps({**asdict(config), "resolved_base_model": base}, indent=2) + "\n"
-    )
+    if main_process:
+        (out / METRICS_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        (out / TRAIN_CONFIG_FILE).write_text(
+            json.dumps({**asdict(config), "resolved_base_model": base}, indent=2) + "\n"
+        )
     return TrainResult(out, validation, test, output.global_step, seconds)
 
 

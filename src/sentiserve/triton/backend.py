@@ -5,7 +5,7 @@ the code Triton runs is this module, typed and tested with the rest of sentiserv
 ``sentiserve_role`` parameter of the model's ``config.pbtxt`` picks what the model does:
 
 - ``classify`` (the CPU form): TEXT -> LABEL, PROBABILITIES. Tokenizes and runs ONNX Runtime
-  through :func:`sentiserve.runtime.open_model`, exactly as the embedded server does.
+  through :func:`sentiserve.repository.served.open_model`, exactly as the embedded server does.
 - ``tokenize`` (first step of the GPU ensemble): TEXT -> input_ids, attention_mask, padded
   to ``sentiserve_pad_to`` tokens so Triton's dynamic batcher can join requests.
 - ``postprocess`` (last step of the GPU ensemble): logits -> LABEL, PROBABILITIES.
@@ -75,6 +75,7 @@ class TritonPythonModel:
             self.outputs = [tensor["name"] for tensor in config["output"]]
         elif self.role == "postprocess":
             self.labels = json.loads(params["sentiserve_labels"])
+            self.temperature = float(params.get("sentiserve_temperature", "1.0"))
         elif self.role == "engine":
             from sentiserve.engine.onnxruntime import OnnxRuntimeEngine
 
@@ -84,7 +85,7 @@ class TritonPythonModel:
 
     def _init_classify(self, folder: Path, version: int, params: dict[str, str]) -> None:
         from sentiserve.repository.layout import ModelRepository
-        from sentiserve.runtime import open_model
+        from sentiserve.repository.served import open_model
 
         loaded = ModelRepository(folder.parent).load(folder.name, version)
         threads = int(params.get("sentiserve_threads", "0")) or None
@@ -161,7 +162,7 @@ class TritonPythonModel:
         from sentiserve.engine.base import softmax
 
         logits = self._pb.get_input_tensor_by_name(request, "logits").as_numpy()
-        return self._answer(softmax(logits.astype(np.float32)))
+        return self._answer(softmax(logits.astype(np.float32), self.temperature))
 
     def _engine(self, request: Any) -> Any:
         ids, mask = (

@@ -14,13 +14,12 @@ import logging
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from sentiserve.localcluster import is_ready
+from sentiserve.local.ready import is_ready, wait_until
 from sentiserve.triton.environment import TritonEnvironment, TritonUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -127,18 +126,19 @@ class TritonServer:
         finally:
             if out is not None:
                 out.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            code = self._process.poll()
+        process = self._process
+
+        def alive() -> None:
+            code = process.poll()
             if code is not None:
                 self._cleanup_shm()
                 raise TritonUnavailableError(
                     f"tritonserver exited with {code} while starting{self._log_tail()}"
                 )
-            if is_ready(self.url):
-                logger.info("Triton ready at %s (gRPC %s)", self.url, self.grpc_url)
-                return
-            time.sleep(0.2)
+
+        if wait_until(lambda: is_ready(self.url), timeout, interval_s=0.2, check=alive):
+            logger.info("Triton ready at %s (gRPC %s)", self.url, self.grpc_url)
+            return
         self.stop()
         raise TritonUnavailableError(f"Triton not ready after {timeout:.0f} s{self._log_tail()}")
 

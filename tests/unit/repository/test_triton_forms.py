@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sentiserve.errors import ConfigError, RepositoryError
-from sentiserve.repository.config import DataType, Tensor
+from sentiserve.repository.config import TRT_ENGINE_CACHE, DataType, Tensor
 from sentiserve.repository.layout import CONFIG, ModelRepository
 from sentiserve.repository.triton import (
     MODEL_PY,
@@ -54,6 +54,9 @@ def test_gpu_form_is_an_ensemble_the_embedded_server_still_reads(repo: Path) -> 
     assert "KIND_GPU" in onnx
     assert 'name: "tensorrt"' in onnx
     assert 'value: "FP16"' in onnx
+    # Engines are cached on the volume the Helm chart mounts, not rebuilt on every start.
+    assert 'key: "trt_engine_cache_enable" value: "1"' in onnx
+    assert f'key: "trt_engine_cache_path" value: "{TRT_ENGINE_CACHE}"' in onnx
     number = str(ModelRepository(repo).versions("sentiment")[-1])
     assert (repo / "sentiment_onnx" / number / "model.onnx").is_file()
     assert (repo / "sentiment_tokenizer" / number / "tokenizer.json").is_file()
@@ -101,7 +104,7 @@ def test_onnx_check_catches_disagreements(repo: Path) -> None:
     version = ModelRepository(repo).load("sentiment")
     manifest = version.manifest
     onnx_config = ensemble_configs("sentiment", manifest, Platform.ONNXRUNTIME)[2]
-    graph = version.file(manifest.engines[manifest.engine_for("cuda")].file)
+    graph = version.file(manifest.engines["fp32"].file)  # what the GPU form serves
     check_onnx(onnx_config, graph)  # agrees
     three = dataclasses.replace(onnx_config, outputs=(Tensor("logits", DataType.FP32, (3,)),))
     with pytest.raises(ConfigError, match=r"logits: config dims \[-1, 3\]"):

@@ -262,3 +262,18 @@ def cache_path(url: str, cache_dir: Path) -> Path:
     """Where ``sentiserve serve --model-repository s3://...`` keeps its verified copy."""
     source = S3Url.parse(url)
     return cache_dir / "s3" / source.bucket / (source.prefix or "_root")
+
+
+@dataclass(frozen=True)
+class S3Store:
+    """A model repository at an S3 prefix, served from a verified copy in the cache."""
+
+    location: str
+    cache_dir: Path
+    progress: Progress = lambda _f, _n: None
+
+    def local(self) -> Path:
+        local = cache_path(self.location, self.cache_dir)
+        logger.info("pulling %s into %s", self.location, local)
+        pull(self.location, local, progress=self.progress)
+        return local

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from sentiserve.errors import ConfigError, SentiserveError
+from sentiserve.local.ready import wait_until
 
 DEFAULT_RULES = Path("deploy/monitoring/rules")
 
@@ -98,17 +98,20 @@ def start(
         stderr=subprocess.STDOUT,
     )
     running = Prometheus(process, url)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+
+    def alive() -> None:
         if process.poll() is not None:
             tail = (workdir / "prometheus.log").read_text(errors="replace")[-1500:]
             raise PrometheusError(f"prometheus exited with {process.returncode}: {tail}")
+
+    def ready() -> bool:
         try:
             with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as response:
-                if response.status == 200:
-                    return running
+                return bool(response.status == 200)
         except OSError:
-            pass
-        time.sleep(0.1)
+            return False
+
+    if wait_until(ready, timeout_s, interval_s=0.1, check=alive):
+        return running
     running.stop()
     raise PrometheusError(f"prometheus not ready on {url} after {timeout_s:g} s")

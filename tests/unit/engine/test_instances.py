@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from sentiserve.engine.instances import InstanceConfig, available_cores
 from sentiserve.errors import ConfigError
-from sentiserve.serve.instances import InstanceConfig, available_cores
 
 
 @pytest.mark.parametrize(
@@ -62,10 +62,10 @@ def test_bad_settings_are_refused(kwargs: dict[str, int], message: str) -> None:
 
 
 def test_more_threads_than_cores_warns(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="sentiserve.serve.instances"):
+    with caplog.at_level(logging.WARNING, logger="sentiserve.engine.instances"):
         InstanceConfig(count=3, threads=2).resolve("cpu", cores=2)
     assert "3 instances x 2 intra-op threads = 6 threads on 2 cores" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="sentiserve.serve.instances"):
+    with caplog.at_level(logging.WARNING, logger="sentiserve.engine.instances"):
         InstanceConfig(count=2, threads=1).resolve("cpu", cores=2)
     assert not caplog.text

@@ -10,17 +10,17 @@ passively, so it keeps sending requests to a dead replica until they fail.
 from __future__ import annotations
 
 import argparse
+import functools
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from sentiserve.errors import ConfigError, SentiserveError
+from sentiserve.local.ready import free_port, is_ready, wait_until
 
 HAPROXY_CONFIG = """\
 global
@@ -53,30 +53,6 @@ backend replicas
 
 class ClusterError(SentiserveError):
     """A replica or the load balancer did not start."""
-
-
-_HANDED_OUT: set[int] = set()
-
-
-def free_port() -> int:
-    """A port free on 127.0.0.1 now, and not handed out before by this process (the kernel
-    may give the same ephemeral port to two binds in a row once the first is closed)."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
-
-
-def is_ready(url: str) -> bool:
-    """Whether the server at ``url`` answers ``/v2/health/ready`` with 200."""
-    try:
-        with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=1) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 class LocalCluster:
@@ -126,10 +102,15 @@ class LocalCluster:
                 self.replicas.append((proc, http))
             deadline = time.monotonic() + timeout_s
             for proc, http in self.replicas:
-                while not is_ready(f"http://127.0.0.1:{http}"):
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise ClusterError(f"replica on port {http} did not become ready")
-                    time.sleep(0.1)
+
+                def alive(proc: subprocess.Popen[bytes] = proc, http: int = http) -> None:
+                    if proc.poll() is not None:
+                        raise ClusterError(f"replica on port {http} exited while starting")
+
+                url = f"http://127.0.0.1:{http}"
+                left = deadline - time.monotonic()
+                if not wait_until(functools.partial(is_ready, url), left, check=alive):
+                    raise ClusterError(f"replica on port {http} did not become ready")
             servers = "\n".join(
                 f"    server r{i} 127.0.0.1:{http} check"
                 for i, (_, http) in enumerate(self.replicas)
@@ -146,10 +127,15 @@ class LocalCluster:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            while not is_ready(self.url):
-                if self.balancer.poll() is not None or time.monotonic() > deadline:
-                    raise ClusterError(f"haproxy did not start on {self.url}")
-                time.sleep(0.1)
+            balancer = self.balancer
+
+            def balancing() -> None:
+                if balancer.poll() is not None:
+                    raise ClusterError(f"haproxy exited while starting on {self.url}")
+
+            left = deadline - time.monotonic()
+            if not wait_until(lambda: is_ready(self.url), left, check=balancing):
+                raise ClusterError(f"haproxy did not start on {self.url}")
         except BaseException:
             self.stop()
             raise
@@ -193,8 +179,8 @@ def main() -> None:
     )
     signal.signal(signal.SIGTERM, lambda *_: cluster.stop())
     try:
-        while cluster.balancer is not None and cluster.balancer.poll() is None:
-            time.sleep(1)
+        if cluster.balancer is not None:
+            cluster.balancer.wait()
     except KeyboardInterrupt:
         pass
     finally:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from sentiserve.scoring import score
+from sentiserve.evaluate.scores import score
 
 
 def test_scores_match_hand_computation() -> None:

@@ -1,0 +1,2 @@
+"""Running things on this machine: ports and readiness (``ready``), and the scale-out
+rehearsal behind a local load balancer (``cluster``, ``make cluster-local``)."""

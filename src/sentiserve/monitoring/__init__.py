@@ -1,0 +1,1 @@
+"""Monitoring: a local Prometheus with the shipped rules (``prometheus``)."""

@@ -1,0 +1,164 @@
+"""The HTTP edge, in process (httpx's ASGI transport): request ids, the API key, overload
+refusals before the body is read, body limits and timeouts, media types, and that anything
+else reaches the app behind it. The inference handlers here are the test's own."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import httpx
+import pytest
+
+from sentiserve.errors import InvalidInputError
+from sentiserve.serve.auth import ApiKeys
+from sentiserve.serve.edge import Call, Edge, Reply, RequestIds, Route, check_content_type
+
+KEY = "edge-key-123"
+
+
+async def downstream(scope: Any, receive: Any, send: Any) -> None:
+    """The app behind the edge: answers 200 "app" to anything."""
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"app"})
+
+
+def make_edge(handler: Any, **kwargs: Any) -> Edge:
+    route = Route(re.compile(r"^/v1/sentiment$"), handler)
+    options: dict[str, Any] = {"max_in_flight": 4, "max_body_bytes": 100}
+    options.update(kwargs)
+    return Edge(downstream, [route], options.pop("keys", ApiKeys()), **options)
+
+
+async def echo(call: Call) -> Reply:
+    check_content_type(call, "application/json")
+    if call.body == b"bad":
+        raise InvalidInputError("bad body")
+    if call.body == b"crash":
+        raise RuntimeError("a bug")
+    return Reply(200, b'{"echo": ' + str(len(call.body)).encode() + b"}")
+
+
+def client(edge: Edge) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=edge), base_url="http://t")
+
+
+async def test_routes_go_to_handlers_and_the_rest_to_the_app() -> None:
+    async with client(make_edge(echo)) as c:
+        r = await c.post("/v1/sentiment", content=b"hello")
+        assert (r.status_code, r.json()) == (200, {"echo": 5})
+        assert (await c.get("/v1/sentiment")).text == "app", "only POST is an inference route"
+        assert (await c.get("/v2/health/ready")).text == "app"
+
+
+async def test_request_ids_are_echoed_or_made_unique() -> None:
+    async with client(make_edge(echo)) as c:
+        given = await c.post("/v1/sentiment", content=b"x", headers={"x-request-id": "abc"})
+        assert given.headers["x-request-id"] == "abc"
+        made = {
+            (await c.post("/v1/sentiment", content=b"x")).headers["x-request-id"] for _ in range(5)
+        }
+        assert len(made) == 5
+        assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in made)
+        assert (await c.get("/other")).headers["x-request-id"]
+
+
+def test_request_ids_never_repeat() -> None:
+    ids = RequestIds()
+    assert len({ids.next() for _ in range(10_000)}) == 10_000
+
+
+async def test_errors_are_one_line_json_and_never_tracebacks() -> None:
+    async with client(make_edge(echo)) as c:
+        bad = await c.post("/v1/sentiment", content=b"bad")
+        assert (bad.status_code, bad.json()) == (400, {"error": "bad body"})
+        crash = await c.post("/v1/sentiment", content=b"crash")
+        assert crash.status_code == 500
+        assert crash.json() == {"error": "internal error; see the server log"}
+        typed = await c.post("/v1/sentiment", content=b"x", headers={"content-type": "text/plain"})
+        assert typed.status_code == 415
+
+
+async def test_api_key_guards_inference() -> None:
+    async with client(make_edge(echo, keys=ApiKeys(KEY))) as c:
+        denied = await c.post("/v1/sentiment", content=b"x")
+        assert denied.status_code == 401
+        assert denied.headers["www-authenticate"] == "Bearer"
+        ok = await c.post("/v1/sentiment", content=b"x", headers={"authorization": f"Bearer {KEY}"})
+        assert ok.status_code == 200
+        assert (await c.get("/v2/health/ready")).status_code == 200
+
+
+async def test_bodies_over_the_limit_are_413_declared_or_not() -> None:
+    async with client(make_edge(echo)) as c:
+        r = await c.post("/v1/sentiment", content=b"x" * 101)
+        assert r.status_code == 413
+
+        async def chunks():  # no Content-Length: streamed, counted as it arrives
+            for _ in range(20):
+                yield b"x" * 10
+
+        streamed = await c.post("/v1/sentiment", content=chunks())
+        assert streamed.status_code == 413
+
+
+async def test_beyond_max_in_flight_is_503_before_the_body_is_read() -> None:
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(call: Call) -> Reply:
+        entered.set()
+        await release.wait()
+        return Reply(200, b"{}")
+
+    edge = make_edge(slow, max_in_flight=1)
+    async with client(edge) as c:
+        first = asyncio.create_task(c.post("/v1/sentiment", content=b"x"))
+        await entered.wait()
+        refused = await c.post("/v1/sentiment", content=b"x")
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "1"
+        assert "1 requests in flight" in refused.json()["error"]
+        release.set()
+        assert (await first).status_code == 200
+    assert edge.in_flight == 0
+
+
+async def test_a_body_that_stalls_gets_408() -> None:
+    edge = make_edge(echo, body_timeout_s=0.2)
+    sent: list[dict[str, Any]] = []
+    messages = [{"type": "http.request", "body": b"x", "more_body": True}]
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop()
+        await asyncio.sleep(10)  # the rest of the body never comes
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/sentiment", "headers": []}
+    await edge(scope, receive, send)
+    assert sent[0]["status"] == 408
+    assert b"did not arrive within 0.2 s" in sent[1]["body"]
+
+
+@pytest.mark.parametrize(
+    ("header", "ok"),
+    [
+        (None, True),
+        (b"application/json", True),
+        (b"application/json; charset=utf-8", True),
+        (b"application/problem+json", True),
+        (b"text/plain", False),
+        (b"", False),
+    ],
+)
+def test_content_types(header: bytes | None, ok: bool) -> None:
+    call = Call({}, {} if header is None else {b"content-type": header}, b"")
+    if ok:
+        check_content_type(call, "application/json")
+    else:
+        with pytest.raises(Exception, match="not accepted here"):
+            check_content_type(call, "application/json")

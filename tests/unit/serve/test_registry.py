@@ -1,0 +1,67 @@
+"""The registry with real engines on the tiny model: load, hot reload that swaps only a
+complete version, a failed load that keeps the old one serving, unload, the index."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from sentiserve.engine.instances import InstanceConfig
+from sentiserve.errors import ModelNotFoundError, RepositoryError
+from sentiserve.serve.batcher import BatchingConfig
+from sentiserve.serve.registry import Registry
+
+
+@pytest.fixture
+def repo(tiny_build: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "repo"
+    shutil.copytree(tiny_build / "model_repository", target)
+    return target
+
+
+def new_version(repo: Path, number: int, corrupt: bool = False) -> None:
+    folder = repo / "sentiment" / str(number)
+    shutil.copytree(repo / "sentiment" / "1", folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "version": number}))
+    if corrupt:
+        weights = folder / "model.int8.onnx.data"
+        weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")
+
+
+def test_load_reload_fail_and_unload(repo: Path) -> None:
+    registry = Registry(repo, BatchingConfig(), instances=InstanceConfig(count=2, threads=1))
+    registry.load_all()
+    try:
+        first = registry.get("sentiment")
+        assert first.version == 1
+        assert first.instances.count == 2
+        assert len(first.batcher.engines) == 2
+        with pytest.raises(ModelNotFoundError, match="no ready version 2"):
+            registry.get("sentiment", 2)
+        new_version(repo, 2)
+        assert registry.load("sentiment").version == 2
+        assert registry.get("sentiment").version == 2
+        new_version(repo, 3, corrupt=True)
+        with pytest.raises(RepositoryError, match="corrupt"):
+            registry.load("sentiment")
+        assert registry.get("sentiment").version == 2, "the serving version must stay"
+        statuses = registry.index()
+        assert [(s.name, s.version, s.state) for s in statuses] == [("sentiment", 2, "READY")]
+        registry.unload("sentiment")
+        with pytest.raises(ModelNotFoundError):
+            registry.get("sentiment")
+        (status,) = registry.index()
+        assert status.state == "UNAVAILABLE"
+        assert "corrupt" in status.reason
+    finally:
+        registry.stop()
+
+
+def test_an_empty_repository_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelNotFoundError, match="no models"):
+        Registry(tmp_path / "empty", BatchingConfig()).load_all()

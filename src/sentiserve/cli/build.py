@@ -18,6 +18,8 @@ BUILD_EPOCHS = 2.0
 """Default epochs for ``sentiserve build``: keeps the whole build within 20 minutes on two
 CPU cores (``sentiserve train`` keeps the tutorial's 3)."""
 BUILD_LEARNING_RATE = 8e-5
+BUILD_POOLING = "cls"
+BUILD_LAYER_DECAY = 1.0
 
 
 def build(
@@ -32,6 +34,10 @@ def build(
     batch_size: int = typer.Option(32, help="Fine-tuning batch size."),
     learning_rate: float = typer.Option(BUILD_LEARNING_RATE, help="Peak learning rate."),
     max_length: int = typer.Option(TrainConfig.max_length, help="Longest text in tokens."),
+    pooling: str = typer.Option(BUILD_POOLING, help="Classifier head: cls or mean."),
+    layer_decay: float = typer.Option(
+        BUILD_LAYER_DECAY, help="Layer-wise learning-rate decay (1: off)."
+    ),
     max_steps: int | None = typer.Option(
         None, help="Stop fine-tuning after N steps (quick builds)."
     ),
@@ -58,6 +64,8 @@ def build(
                 batch_size=batch_size,
                 learning_rate=learning_rate,
                 max_length=max_length,
+                pooling=pooling,
+                layer_decay=layer_decay,
                 max_steps=max_steps,
             ),
             truncation=truncation,

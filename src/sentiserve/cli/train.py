@@ -28,6 +28,12 @@ def train(
     ),
     max_length: int = typer.Option(TrainConfig.max_length, help="Longest text in tokens."),
     seed: int = typer.Option(TrainConfig.seed, help="Random seed."),
+    pooling: str = typer.Option(
+        TrainConfig.pooling, help="Classifier head: cls (Hugging Face's pooler) or mean."
+    ),
+    layer_decay: float = typer.Option(
+        TrainConfig.layer_decay, help="Layer-wise learning-rate decay (1: off)."
+    ),
     max_steps: int | None = typer.Option(
         None, help="Stop after this many steps (overrides --epochs)."
     ),
@@ -54,6 +60,8 @@ def train(
             warmup_ratio=warmup_ratio,
             max_length=max_length,
             seed=seed,
+            pooling=pooling,
+            layer_decay=layer_decay,
             max_steps=max_steps,
             max_train_examples=max_train_examples,
             label_names=tuple(labels.split(",")),
@@ -62,6 +70,7 @@ def train(
         result = run_train(corpus, out, config, resume=resume)
     if int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun, the first process reports for all
+    assert result.test is not None  # the CLI always scores the held-out split
     summary = {
         "model_dir": str(result.model_dir),
         "steps": result.steps,

@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import math
+import re
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -63,6 +64,9 @@ class TrainConfig:
         eval_steps: Evaluate and checkpoint every N steps instead of every epoch.
         pooling: ``cls`` (Hugging Face's pooler head) or ``mean`` (mean over the real
             tokens: the default base model was trained that way; see ``engine.models``).
+        layer_decay: Layer-wise learning-rate decay: the head learns at ``learning_rate``,
+            each encoder layer below it at this factor times the one above, the embeddings
+            last. 1.0 (the default) is one learning rate for all.
     """
 
     base_model: str = DEFAULT_BASE_MODEL
@@ -77,6 +81,7 @@ class TrainConfig:
     max_train_examples: int | None = None
     eval_steps: int | None = None
     pooling: str = "cls"
+    layer_decay: float = 1.0
     label_names: tuple[str, ...] = field(default=("negative", "positive"))
 
     def __post_init__(self) -> None:
@@ -88,6 +93,40 @@ class TrainConfig:
             raise ConfigError("max_steps must be at least 1")
         if self.pooling not in POOLINGS:
             raise ConfigError(f"pooling {self.pooling!r}: expected one of {', '.join(POOLINGS)}")
+        if not 0 < self.layer_decay <= 1:
+            raise ConfigError(f"layer_decay must be within (0, 1], got {self.layer_decay}")
+
+
+_LAYER = re.compile(r"\.layer\.(\d+)\.")
+
+
+def parameter_groups(model: Any, config: TrainConfig) -> list[dict[str, Any]]:
+    """AdamW parameter groups: layer-wise learning rates (``config.layer_decay``), and no
+    weight decay on biases and normalisation weights (as Trainer does by default)."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    layers = 1 + max((int(m.group(1)) for n, _ in named if (m := _LAYER.search(n))), default=-1)
+
+    def depth(name: str) -> int:
+        # Embeddings 0, encoder layer i at i + 1, everything above (pooler, head) at layers + 1.
+        if "embeddings" in name:
+            return 0
+        found = _LAYER.search(name)
+        return int(found.group(1)) + 1 if found else layers + 1
+
+    groups: dict[tuple[int, bool], dict[str, Any]] = {}
+    for name, param in named:
+        d = depth(name)
+        decays = not (name.endswith("bias") or "norm" in name.lower())
+        group = groups.setdefault(
+            (d, decays),
+            {
+                "params": [],
+                "lr": config.learning_rate * config.layer_decay ** (layers + 1 - d),
+                "weight_decay": config.weight_decay if decays else 0.0,
+            },
+        )
+        group["params"].append(param)
+    return [groups[key] for key in sorted(groups)]
 
 
 class _Encoded:
@@ -122,7 +161,7 @@ class TrainResult:
 
     model_dir: Path
     validation: Scores
-    test: Scores
+    test: Scores | None
     steps: int
     seconds: float
 
@@ -134,6 +173,7 @@ def train(
     *,
     resume: bool | str = False,
     progress: bool = True,
+    held_out: bool = True,
 ) -> TrainResult:
     """Fine-tune ``config.base_model`` on ``corpus`` and save model + tokenizer into ``out``.
 
@@ -210,8 +250,11 @@ def train(
         dataloader_num_workers=0,
         use_cpu=not cuda,
     )
+    optimizer = torch.optim.AdamW(parameter_groups(model, config), lr=config.learning_rate)
     trainer = Trainer(
         model=model,
+        # Trainer makes the warm-up + linear schedule over these groups' own learning rates.
+        optimizers=(optimizer, None),
         args=args,
         train_dataset=train_set,
         eval_dataset=val_set,
@@ -233,15 +276,17 @@ def train(
     with contextlib.redirect_stdout(sys.stderr):
         # Under torchrun every process predicts its share; Trainer gathers them.
         validation = _predict_scores(trainer, val_set, corpus.validation, label_names)
-        test_set = _Encoded(tokenizer, corpus.test, config.max_length)
-        test = _predict_scores(trainer, test_set, corpus.test, label_names)
+        test = None
+        if held_out:
+            test_set = _Encoded(tokenizer, corpus.test, config.max_length)
+            test = _predict_scores(trainer, test_set, corpus.test, label_names)
     record = {
         "corpus": corpus.name,
         "provenance": corpus.provenance,
         "steps": output.global_step,
         "train_seconds": round(seconds, 1),
         "validation": validation.to_dict(),
-        "test": test.to_dict(),
+        **({"test": test.to_dict()} if test is not None else {}),
     }
     if main_process:
         (out / METRICS_FILE).write_text(json.dumps(record, indent=2) + "\n")

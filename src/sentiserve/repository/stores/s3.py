@@ -141,6 +141,14 @@ def publish(
     transfer = TransferConfig(
         multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD
     )
+    # A manifest left from an earlier publish would vouch for objects this one is about to
+    # replace: remove it first, so that until the new one is written last, the prefix has none
+    # (a pull then fails clearly) instead of one that mixes two versions.
+    _call(
+        target,
+        lambda: s3.delete_object(Bucket=target.bucket, Key=target.key(MANIFEST)),
+        f"{target}: removing the old {MANIFEST} failed",
+    )
     entries: dict[str, dict[str, Any]] = {}
     for path in files:
         relative = path.relative_to(folder).as_posix()
@@ -210,6 +218,8 @@ def pull(
             cannot be reached; ``dest`` is then left as it was.
     """
     source = S3Url.parse(url)
+    if dest.parent.is_dir():
+        _recover(dest)
     s3 = client(endpoint_url)
     manifest = manifest or read_manifest(url, s3=s3)
     if _same_files(dest / MANIFEST, manifest):
@@ -244,10 +254,31 @@ def pull(
             dest.rename(old)
         staging.rename(dest)
         shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        # botocore turns network faults into its own errors: an OSError here is the local
+        # disk (full, a file-size limit, permissions).
+        shutil.rmtree(staging, ignore_errors=True)
+        raise StoreError(
+            f"cannot write the copy of {source} under {dest.parent}: {exc.strerror or exc} "
+            f"({dest} is left as it was)"
+        ) from exc
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return manifest
+
+
+def _recover(dest: Path) -> None:
+    """Undo what a pull killed midway left next to ``dest``: its staging folders go, and if
+    it died between moving the old copy aside and moving the new one in, the old copy comes
+    back. (One puller per destination: a pod's init container, or one command.)"""
+    for stale in dest.parent.glob(f".{dest.name}.pulling-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    olds = sorted(dest.parent.glob(f".{dest.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if olds and not dest.exists():
+        olds.pop().rename(dest)
+    for stale in olds:
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def _same_files(local_manifest: Path, manifest: dict[str, Any]) -> bool:

@@ -1,0 +1,212 @@
+"""Where the server's time goes at 32 clients: per-thread CPU and a py-spy profile.
+
+Starts ``sentiserve serve`` (its defaults) on the model repository, loads it with wrk (32
+connections, rt held-out texts, one text per request) and, during the measured window,
+reads every server thread's CPU time from /proc and samples the process with py-spy
+(``--native --idle``: C frames included, waiting threads too). Writes
+benchmarks/RESULTS-profile.md: throughput, CPU per thread (as cores and per request),
+the process's CPU by component (ONNX Runtime, tokenizer, HTTP edge, event loop, batching),
+and the hottest Python frames.
+
+Usage: python benchmarks/profile_serve.py [--model-repository DIR] [--seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+TICKS = os.sysconf("SC_CLK_TCK")
+
+# Leaf-frame substrings -> component, first match wins (py-spy's collapsed stacks name
+# native frames by symbol and Python frames as "function (file:line)").
+COMPONENTS = [
+    ("ONNX Runtime", ("onnxruntime", "libonnxruntime", "MlasGemm", "Mlas", "InferenceSession")),
+    ("tokenizer", ("tokenizers", "encode_batch", "tokenizer")),
+    ("HTTP edge / JSON", ("httptools", "uvicorn", "json", "edge.py", "app.py", "pydantic")),
+    ("batching / queues", ("batcher.py", "instances.py", "queue", "plane.py", "dataplane.py")),
+    ("event loop / sockets", ("uvloop", "asyncio", "epoll", "socket", "send", "recv")),
+    ("metrics", ("prometheus", "metrics.py")),
+]
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """Seconds of CPU per thread name (threads with one name summed)."""
+    out: dict[str, float] = collections.defaultdict(float)
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+            name = (task / "comm").read_text().strip()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[name] += (int(fields[11]) + int(fields[12])) / TICKS
+    return out
+
+
+def component(stack: str) -> str:
+    frames = stack.split(";")
+    for frame in reversed(frames):
+        for name, keys in COMPONENTS:
+            if any(k in frame for k in keys):
+                return name
+    return "other"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-repository", default="model_repository")
+    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--out", type=Path, default=HERE / "RESULTS-profile.md")
+    args = parser.parse_args()
+
+    from sentiserve.bench.texts import rt_texts
+    from sentiserve.bench.wrk import run_wrk
+    from sentiserve.local.ready import free_port
+
+    port, grpc, metrics = free_port(), free_port(), free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sentiserve",
+            "serve",
+            "--model-repository",
+            args.model_repository,
+            "--http-port",
+            str(port),
+            "--grpc-port",
+            str(grpc),
+            "--metrics-port",
+            str(metrics),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        import httpx
+
+        from sentiserve.local.ready import wait_until
+
+        wait_until(lambda: httpx.get(f"{url}/v2/health/ready").status_code == 200, 60)
+        texts = rt_texts().texts
+        run_wrk(url, "v1", texts, [args.clients], duration_s=5, warmup_s=0)  # warm
+        with tempfile.TemporaryDirectory() as tmp:
+            raw = Path(tmp) / "profile.txt"
+            spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+            before = thread_cpu(server.pid)
+            wall = time.perf_counter()
+            sampler = subprocess.Popen(
+                [
+                    spy,
+                    "record",
+                    "--pid",
+                    str(server.pid),
+                    "--duration",
+                    str(args.seconds - 2),
+                    "--rate",
+                    "200",
+                    "--native",
+                    "--idle",
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(raw),
+                    "--nonblocking",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            result: list[object] = []
+            load = threading.Thread(
+                target=lambda: result.extend(
+                    run_wrk(url, "v1", texts, [args.clients], duration_s=args.seconds, warmup_s=0)
+                )
+            )
+            load.start()
+            load.join()
+            wall = time.perf_counter() - wall
+            after = thread_cpu(server.pid)
+            sampler.wait(timeout=120)
+            stacks = collections.Counter[str]()
+            if raw.exists():
+                for line in raw.read_text().splitlines():
+                    stack, _, count = line.rpartition(" ")
+                    if count.isdigit():
+                        stacks[stack] += int(count)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    wrk = result[0]
+    requests = wrk.requests  # type: ignore[attr-defined]
+    rate = wrk.throughput  # type: ignore[attr-defined]
+    cpu = {name: after.get(name, 0.0) - before.get(name, 0.0) for name in after}
+    total = sum(cpu.values())
+    # Busy samples only (py-spy's --idle keeps waiting threads too; their leaf is a wait).
+    waits = ("epoll_wait", "pthread_cond", "futex", "sem_wait", "_wait", "poll (", "select")
+    busy = {s: n for s, n in stacks.items() if not any(w in s.split(";")[-1] for w in waits)}
+    by_component = collections.Counter[str]()
+    for stack, n in busy.items():
+        by_component[component(stack)] += n
+    leaves = collections.Counter[str]()
+    for stack, n in busy.items():
+        python = [f for f in stack.split(";") if ".py:" in f]
+        leaves[python[-1] if python else stack.split(";")[-1]] += n
+    samples = sum(busy.values()) or 1
+
+    import onnxruntime
+
+    lines = [
+        "# Where the server's time goes (`benchmarks/profile_serve.py`)",
+        "",
+        f"`sentiserve serve` (defaults) on {args.model_repository}, wrk with {args.clients} "
+        f"connections, rt held-out texts, one text per request, {args.seconds} s measured. "
+        f"Machine: {platform.machine()}, {len(os.sched_getaffinity(0))} cores shared with wrk; "
+        f"Python {platform.python_version()}, onnxruntime {onnxruntime.__version__}.",
+        "",
+        f"- Throughput {rate:.0f} req/s ({requests} requests), p99 {wrk.p99_ms:.1f} ms.",  # type: ignore[attr-defined]
+        f"- Server CPU {total / wall:.2f} cores over {wall:.1f} s: "
+        f"{1e6 * total / max(requests, 1):.0f} µs of CPU per request.",
+        "",
+        "## CPU per thread (from /proc)",
+        "",
+        "| thread | cores | µs per request |",
+        "| --- | ---: | ---: |",
+    ]
+    for name, seconds in sorted(cpu.items(), key=lambda kv: -kv[1]):
+        if seconds > 0.01:
+            lines.append(
+                f"| {name} | {seconds / wall:.2f} | {1e6 * seconds / max(requests, 1):.0f} |"
+            )
+    lines += [
+        "",
+        "## Busy samples by component (py-spy, native frames included)",
+        "",
+        "| component | share of busy samples |",
+        "| --- | ---: |",
+    ]
+    for name, n in by_component.most_common():
+        lines.append(f"| {name} | {100 * n / samples:.1f}% |")
+    lines += ["", "## Hottest Python frames (innermost Python frame of busy samples)", ""]
+    lines += ["| frame | share |", "| --- | ---: |"]
+    for frame, n in leaves.most_common(15):
+        lines.append(f"| `{frame[:110]}` | {100 * n / samples:.1f}% |")
+    args.out.write_text("\n".join(lines) + "\n")
+    print(args.out.read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -210,7 +210,9 @@ def test_sigterm_drains_in_flight_requests_then_exits(tiny_build: Path) -> None:
     """With several engine instances busy, SIGTERM lets every accepted request finish."""
     from concurrent.futures import ThreadPoolExecutor
 
-    running = start_server(tiny_build / "model_repository", "--instances", "3")
+    running = start_server(
+        tiny_build / "model_repository", "--instances", "3", env={"SENTISERVE_LOG_LEVEL": "INFO"}
+    )
     body = {"texts": [" ".join(["good film"] * 60)] * 64}
     outcomes: list[str] = []
 
@@ -220,8 +222,13 @@ def test_sigterm_drains_in_flight_requests_then_exits(tiny_build: Path) -> None:
             outcomes.append(str(r.status_code))
         except httpx.ConnectError:
             outcomes.append("refused")  # arrived after the listener closed: never accepted
+        except httpx.ReadError:
+            # Reset with nothing read: a connection still in the kernel's accept queue when
+            # the listener closed (never seen by the server), or one the server dropped; the
+            # access log below tells them apart.
+            outcomes.append("reset")
         except httpx.HTTPError as exc:
-            outcomes.append(type(exc).__name__)  # accepted, then dropped: a failure
+            outcomes.append(type(exc).__name__)  # anything else: a failure
 
     with ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(send) for _ in range(40)]
@@ -232,8 +239,14 @@ def test_sigterm_drains_in_flight_requests_then_exits(tiny_build: Path) -> None:
             f.result()
     # uvicorn re-raises the signal after its graceful shutdown: exit by SIGTERM is normal.
     assert running.proc.wait(30) in (0, -signal.SIGTERM)
-    assert set(outcomes) <= {"200", "refused"}, outcomes
+    assert set(outcomes) <= {"200", "refused", "reset"}, outcomes
     assert "200" in outcomes
+    # Every request the server took in, it answered, and every answer reached its client:
+    # the resets were never accepted.
+    _, log = running.proc.communicate(timeout=10)
+    marker = "sentiserve.access: "
+    answered = [json.loads(line.split(marker, 1)[1]) for line in log.splitlines() if marker in line]
+    assert [a["status"] for a in answered] == [200] * outcomes.count("200"), log[-2000:]
 
 
 def test_tritonclient_grpc_matches_v1(server: Running) -> None:
@@ -427,8 +440,13 @@ def test_raw_engine_model_matches_text_model(server: Running, tiny_build: Path) 
     from sentiserve.repository.layout import ModelRepository
     from sentiserve.repository.served import open_model
 
-    served = open_model(ModelRepository(tiny_build / "model_repository").load("sentiment"))
+    version = ModelRepository(tiny_build / "model_repository").load("sentiment")
+    served = open_model(version)
     batch = served.tokenizer(TEXTS)
+    # The raw model answers logits, as Triton's ONNX member does; the text model divides them
+    # by the build's calibration temperature before the softmax.
+    temperature = version.manifest.temperature
+    assert temperature != 1.0, "the tiny build is calibrated"
     expected = v1(server, {"texts": TEXTS}).json()["results"]
     want = np.array([[r["scores"]["negative"], r["scores"]["positive"]] for r in expected])
 
@@ -450,7 +468,7 @@ def test_raw_engine_model_matches_text_model(server: Running, tiny_build: Path) 
             inputs.append(tensor)
         logits = client.infer("sentiment_onnx", inputs).as_numpy("logits")
         assert logits.shape == (3, 2)
-        assert np.abs(softmax(logits) - want).max() <= 1e-6
+        assert np.abs(softmax(logits / temperature) - want).max() <= 1e-6
 
 
 def test_raw_engine_model_bad_input(server: Running) -> None:

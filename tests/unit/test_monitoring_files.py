@@ -55,6 +55,7 @@ def metric_names(expr: str) -> set[str]:
 def exported_names() -> set[str]:
     """Every sample name the server's metrics page can show, from a real Metrics object."""
     metrics = Metrics()
+    metrics.backend_ready()  # a gateway's
     key = ("sentiment", "1")
     metrics.request_success.inc(key)
     metrics.request_failure.inc((*key, "REJECTED"))

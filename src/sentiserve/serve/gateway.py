@@ -128,6 +128,7 @@ class TritonPlane:
     ) -> None:
         self.url = url
         self.metrics = metrics
+        metrics.backend_ready()  # exported from the start, 0 until the first check
         self.limits = limits
         self.api_key = api_key or ApiKeys()
         self.readiness_model = readiness_model
@@ -191,7 +192,7 @@ class TritonPlane:
     async def _check_backend(self) -> None:
         try:
             up = await self.model_ready(self.readiness_model)
-            self.metrics.backend_ready.set(1 if up else 0)
+            self.metrics.backend_ready().set(1 if up else 0)
         finally:
             self._checking = None
 

@@ -154,12 +154,7 @@ class Metrics:
             "body was read, because max_in_flight requests were already inside.",
             registry=r,
         )
-        self.backend_ready = Gauge(
-            "sentiserve_backend_ready",
-            "Gateway mode: 1 when Triton answered that the readiness model is ready at the "
-            "last check (every few seconds), else 0. The gateway stays ready either way.",
-            registry=r,
-        )
+        self._backend_ready: Gauge | None = None
         self.request_latency = Histogram(
             "sentiserve_request_duration_seconds",
             "Request latency inside the server.",
@@ -209,3 +204,15 @@ class Metrics:
         lines = [line for metric in self.triton for line in metric.render()]
         lines += self.gpu.render()
         return ("\n".join(lines) + "\n").encode() + generate_latest(self.registry)
+
+    def backend_ready(self) -> Gauge:
+        """``sentiserve_backend_ready``: gateway mode only, made on first use, so an embedded
+        server never exports it (a 0 there would page as "Triton down")."""
+        if self._backend_ready is None:
+            self._backend_ready = Gauge(
+                "sentiserve_backend_ready",
+                "Gateway mode: 1 when Triton answered that the readiness model is ready at the "
+                "last check (every few seconds), else 0. The gateway stays ready either way.",
+                registry=self.registry,
+            )
+        return self._backend_ready

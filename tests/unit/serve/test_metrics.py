@@ -72,3 +72,14 @@ def test_label_values_are_escaped() -> None:
     assert (
         got[("nv_inference_request_success", (("model", 'we"ird\\name\nx'), ("version", "1")))] == 1
     )
+
+
+def test_only_a_gateway_exports_backend_readiness() -> None:
+    # An embedded server has no Triton behind it: a sentiserve_backend_ready of 0 there would
+    # fire SentiserveBackendDown for every embedded deployment.
+    embedded = Metrics()
+    assert b"sentiserve_backend_ready" not in embedded.exposition()
+    gateway = Metrics()
+    gateway.backend_ready().set(1)
+    assert gateway.backend_ready() is gateway.backend_ready()
+    assert b"\nsentiserve_backend_ready 1.0\n" in gateway.exposition()

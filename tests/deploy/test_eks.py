@@ -98,7 +98,7 @@ def test_runbook_blocks_are_valid_shell() -> None:
 
 
 def test_runbook_installs_no_second_device_plugin() -> None:
-    # Finding 1: eksctl installs the NVIDIA device plugin for a GPU node group; a second one
+    # Finding 6: eksctl installs the NVIDIA device plugin for a GPU node group; a second one
     # (the tutorial's, or nvdp's chart) fights over the same devices.
     for line in commands(RUNBOOK.read_text()):
         if line.startswith(("helm", "kubectl apply", "kubectl create")):

@@ -573,3 +573,13 @@ def test_bad_values_fail_with_a_clear_message(args: list[str], message: str) -> 
     done = helm("template", "rel", str(CHART), *args)
     assert done.returncode != 0
     assert message in done.stderr
+
+
+def test_name_overrides_rename_every_object() -> None:
+    docs = render(["--set", "fullnameOverride=sentiment-api", "--set", "mode=triton"])
+    names = {d["metadata"]["name"] for d in docs}
+    assert "sentiment-api" in names
+    assert "sentiment-api-triton" in names
+    assert all(n.startswith("sentiment-api") for n in names), names
+    renamed = render(["--set", "nameOverride=reviews"])
+    assert "rel-reviews" in {d["metadata"]["name"] for d in renamed}

@@ -7,7 +7,6 @@ import json
 import re
 import shutil
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import httpx
 import pytest
 import yaml
 
+from sentiserve.local.ready import wait_until
 from sentiserve.monitoring import prometheus as monitoring
 from tests.integration.serving import Running, free_port, start_server, stop
 
@@ -79,14 +79,16 @@ def query(url: str, expr: str) -> list[dict[str, object]]:
 
 
 def wait_for(url: str, expr: str, timeout: float = 60) -> list[float]:
-    deadline = time.monotonic() + timeout
-    while True:
-        values = [float(s["value"][1]) for s in query(url, expr)]  # type: ignore[index]
-        if values and all(v == v for v in values):  # present and not NaN
-            return values
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{expr!r} returned no data in {timeout:g} s")
-        time.sleep(1)
+    """The values of ``expr`` once it returns some and none is NaN."""
+    values: list[float] = []
+
+    def present() -> bool:
+        values[:] = [float(s["value"][1]) for s in query(url, expr)]  # type: ignore[index]
+        return bool(values) and all(v == v for v in values)
+
+    if not wait_until(present, timeout, interval_s=1):
+        raise AssertionError(f"{expr!r} returned no data in {timeout:g} s")
+    return values
 
 
 def top_level_comparison(expr: str) -> int | None:

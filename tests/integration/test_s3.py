@@ -42,14 +42,16 @@ class Moto:
             stderr=subprocess.DEVNULL,
             env={**os.environ, **env},
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+
+        def answers() -> bool:
             try:
                 httpx.get(self.url, timeout=1)
-                return
             except httpx.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError("moto_server did not start")
+                return False
+            return True
+
+        if not wait_until(answers, 30, interval_s=0.1):
+            raise RuntimeError("moto_server did not start")
 
     def stop(self) -> None:
         self.proc.terminate()

@@ -9,7 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -215,11 +215,13 @@ def test_sigterm_drains_in_flight_requests_then_exits(tiny_build: Path) -> None:
     )
     body = {"texts": [" ".join(["good film"] * 60)] * 64}
     outcomes: list[str] = []
+    first = threading.Event()
 
     def send() -> None:
         try:
             r = httpx.post(f"{running.url}/v1/sentiment", json=body, timeout=30)
             outcomes.append(str(r.status_code))
+            first.set()
         except httpx.ConnectError:
             outcomes.append("refused")  # arrived after the listener closed: never accepted
         except httpx.ReadError:
@@ -232,8 +234,7 @@ def test_sigterm_drains_in_flight_requests_then_exits(tiny_build: Path) -> None:
 
     with ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(send) for _ in range(40)]
-        while not outcomes:
-            time.sleep(0.005)
+        assert first.wait(60), "no request was answered"
         running.proc.send_signal(signal.SIGTERM)
         for f in futures:
             f.result()

@@ -3,7 +3,8 @@
 Starts ``sentiserve serve`` (its defaults) on the model repository, loads it with wrk (32
 connections, rt held-out texts, one text per request) and, during the measured window,
 reads every server thread's CPU time from /proc and samples the process with py-spy
-(``--native --idle``: C frames included, waiting threads too). Writes
+in a second window of the same load (Python frames, without pausing the process: a
+thread inside ONNX Runtime shows as ``Session.run``; idle threads are left out). Writes
 benchmarks/RESULTS-profile.md: throughput, CPU per thread (as cores and per request),
 the process's CPU by component (ONNX Runtime, tokenizer, HTTP edge, event loop, batching),
 and the hottest Python frames.
@@ -21,7 +22,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -41,8 +41,9 @@ COMPONENTS = [
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
-    """Seconds of CPU per thread name (threads with one name summed)."""
-    out: dict[str, float] = collections.defaultdict(float)
+    """Seconds of CPU per thread: the main thread (the event loop) by name, the others
+    (engine workers, ONNX Runtime's pool, gRPC, uvicorn) by thread id and OS name."""
+    out: dict[str, float] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             stat = (task / "stat").read_text()
@@ -50,7 +51,8 @@ def thread_cpu(pid: int) -> dict[str, float]:
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2 :].split()
-        out[name] += (int(fields[11]) + int(fields[12])) / TICKS
+        label = "main (event loop)" if task.name == str(pid) else f"{name} {task.name}"
+        out[label] = (int(fields[11]) + int(fields[12])) / TICKS
     return out
 
 
@@ -96,18 +98,22 @@ def main() -> None:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        import httpx
+        from sentiserve.local.ready import is_ready, wait_until
 
-        from sentiserve.local.ready import wait_until
-
-        wait_until(lambda: httpx.get(f"{url}/v2/health/ready").status_code == 200, 60)
+        if not wait_until(lambda: is_ready(url), 60):
+            raise SystemExit("the server did not become ready")
         texts = rt_texts().texts
         run_wrk(url, "v1", texts, [args.clients], duration_s=5, warmup_s=0)  # warm
+        # Window 1: per-thread CPU under load, nothing else attached.
+        before = thread_cpu(server.pid)
+        wall = time.perf_counter()
+        result = run_wrk(url, "v1", texts, [args.clients], duration_s=args.seconds, warmup_s=0)
+        wall = time.perf_counter() - wall
+        after = thread_cpu(server.pid)
+        # Window 2: py-spy samples the same load (without pausing the process).
         with tempfile.TemporaryDirectory() as tmp:
             raw = Path(tmp) / "profile.txt"
             spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-            before = thread_cpu(server.pid)
-            wall = time.perf_counter()
             sampler = subprocess.Popen(
                 [
                     spy,
@@ -115,30 +121,19 @@ def main() -> None:
                     "--pid",
                     str(server.pid),
                     "--duration",
-                    str(args.seconds - 2),
+                    str(args.seconds),
                     "--rate",
                     "200",
-                    "--native",
-                    "--idle",
+                    "--nonblocking",
                     "--format",
                     "raw",
                     "--output",
                     str(raw),
-                    "--nonblocking",
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            result: list[object] = []
-            load = threading.Thread(
-                target=lambda: result.extend(
-                    run_wrk(url, "v1", texts, [args.clients], duration_s=args.seconds, warmup_s=0)
-                )
-            )
-            load.start()
-            load.join()
-            wall = time.perf_counter() - wall
-            after = thread_cpu(server.pid)
+            run_wrk(url, "v1", texts, [args.clients], duration_s=args.seconds + 2, warmup_s=0)
             sampler.wait(timeout=120)
             stacks = collections.Counter[str]()
             if raw.exists():
@@ -151,13 +146,11 @@ def main() -> None:
         server.wait(timeout=30)
 
     wrk = result[0]
-    requests = wrk.requests  # type: ignore[attr-defined]
-    rate = wrk.throughput  # type: ignore[attr-defined]
+    requests = wrk.requests
+    rate = wrk.throughput
     cpu = {name: after.get(name, 0.0) - before.get(name, 0.0) for name in after}
     total = sum(cpu.values())
-    # Busy samples only (py-spy's --idle keeps waiting threads too; their leaf is a wait).
-    waits = ("epoll_wait", "pthread_cond", "futex", "sem_wait", "_wait", "poll (", "select")
-    busy = {s: n for s, n in stacks.items() if not any(w in s.split(";")[-1] for w in waits)}
+    busy = dict(stacks)  # py-spy leaves idle threads out without --idle
     by_component = collections.Counter[str]()
     for stack, n in busy.items():
         by_component[component(stack)] += n
@@ -177,7 +170,7 @@ def main() -> None:
         f"Machine: {platform.machine()}, {len(os.sched_getaffinity(0))} cores shared with wrk; "
         f"Python {platform.python_version()}, onnxruntime {onnxruntime.__version__}.",
         "",
-        f"- Throughput {rate:.0f} req/s ({requests} requests), p99 {wrk.p99_ms:.1f} ms.",  # type: ignore[attr-defined]
+        f"- Throughput {rate:.0f} req/s ({requests} requests), p99 {wrk.p99_ms:.1f} ms.",
         f"- Server CPU {total / wall:.2f} cores over {wall:.1f} s: "
         f"{1e6 * total / max(requests, 1):.0f} µs of CPU per request.",
         "",
@@ -193,7 +186,7 @@ def main() -> None:
             )
     lines += [
         "",
-        "## Busy samples by component (py-spy, native frames included)",
+        "## Busy samples by component (py-spy, second window)",
         "",
         "| component | share of busy samples |",
         "| --- | ---: |",

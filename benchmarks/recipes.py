@@ -75,16 +75,18 @@ def write(rows: list[dict[str, Any]]) -> None:
         f"{len(__import__('os').sched_getaffinity(0))} cores; torch {torch.__version__}, "
         f"transformers {transformers.__version__}. Base model MiniLM-L6-H384, rt train split "
         "(batch 32, seed 42, max length 256); accuracy on the 1,000-review validation split "
-        "(the held-out test split is not read here). Training minutes only; export and "
-        "optimize add about 3.5 minutes to a build.",
+        "(the held-out test split is not read here). Training minutes only, measured while "
+        "the machine was otherwise idle unless a note says so; export and optimize add 4 to 7 "
+        'minutes to a build ("Build time" above).',
         "",
-        "| recipe | validation accuracy | F1 | steps | train minutes |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| recipe | validation accuracy | F1 | steps | train minutes | note |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
     ]
     for row in rows:
         lines.append(
             f"| {row['recipe']} | {row['validation_accuracy']:.4f} | "
-            f"{row['validation_f1']:.4f} | {row['steps']} | {row['train_minutes']:.1f} |"
+            f"{row['validation_f1']:.4f} | {row['steps']} | {row['train_minutes']:.1f} | "
+            f"{row.get('note', '')} |"
         )
     results = HERE / "RESULTS.md"
     text = results.read_text() if results.exists() else ""
@@ -97,14 +99,26 @@ def write(rows: list[dict[str, Any]]) -> None:
     results.write_text(text)
 
 
+def rewrite() -> None:
+    """Rewrite the RESULTS.md section from RESULTS-recipes.json (after a run, or edits)."""
+    write(json.loads((HERE / "RESULTS-recipes.json").read_text()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", choices=list(RECIPES), help="Recipes to run.")
     parser.add_argument("--max-train-examples", type=int, help="Quick runs: first N only.")
+    parser.add_argument("--rewrite", action="store_true", help="Only rewrite the section.")
     args = parser.parse_args()
-    rows: list[dict[str, Any]] = []
+    if args.rewrite:
+        rewrite()
+        return
+    # Earlier rows are kept (a later run of some recipes replaces only theirs).
+    saved = HERE / "RESULTS-recipes.json"
+    rows: list[dict[str, Any]] = json.loads(saved.read_text()) if saved.exists() else []
     for name in args.only or RECIPES:
-        rows.append(run(name, RECIPES[name], args.max_train_examples))
+        row = run(name, RECIPES[name], args.max_train_examples)
+        rows = [r for r in rows if r["recipe"] != name] + [row]
         write(rows)
 
 

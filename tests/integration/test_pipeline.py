@@ -335,3 +335,28 @@ def test_repository_form_killed_midway_leaves_whole_configs(
         }
 
     assert configs(repository) == configs(reference)
+
+
+def test_a_mean_pooled_model_builds_and_every_engine_agrees(
+    tiny_bert: Path, toy_csv: Path, tmp_path: Path
+) -> None:
+    """The default build's head (mean pooling over real tokens) through export, fusion, int8,
+    the torch variant and serving: fp32 ONNX and torch agree, and the served head is mean."""
+    import dataclasses
+
+    from sentiserve.pipeline import build
+    from sentiserve.repository.served import open_model
+    from tests.conftest import tiny_build_config
+
+    config = tiny_build_config(tmp_path, tiny_bert, toy_csv)
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, pooling="mean"))
+    build(config)
+    version = ModelRepository(tmp_path / "model_repository").load("sentiment")
+    assert set(version.manifest.engines) == {"fp32", "int8", "torch"}
+    assert '"sentiserve_pooling": "mean"' in (version.path / "config.json").read_text()
+    texts = ["a fine film", "dull and far too long " * 20, "good"]
+    onnx = open_model(version, engine="fp32").probabilities(texts)
+    torch_ = open_model(version, engine="torch").probabilities(texts)
+    assert float(abs(onnx - torch_).max()) <= 1e-4
+    int8 = open_model(version, engine="int8").probabilities(texts)
+    assert (int8.argmax(axis=1) == onnx.argmax(axis=1)).mean() >= 2 / 3

@@ -18,7 +18,7 @@ BUILD_EPOCHS = 2.0
 """Default epochs for ``sentiserve build``: keeps the whole build within 20 minutes on two
 CPU cores (``sentiserve train`` keeps the tutorial's 3)."""
 BUILD_LEARNING_RATE = 8e-5
-BUILD_POOLING = "cls"
+BUILD_POOLING = "mean"
 BUILD_LAYER_DECAY = 1.0
 
 

@@ -234,6 +234,7 @@ def test_two_builds_from_the_same_inputs_are_identical(
         return evaluation
 
     assert measured(first.manifest) == measured(second.manifest)
+    assert first.manifest.default_engine == second.manifest.default_engine
     assert first.manifest.calibration == second.manifest.calibration
     assert first.manifest.engines == second.manifest.engines
 

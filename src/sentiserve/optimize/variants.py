@@ -82,12 +82,17 @@ class OptimizeResult:
 
 
 def choose_defaults(reports: dict[str, VariantReport]) -> dict[str, str]:
-    """The fastest eligible CPU variant; on CUDA, fp16 if eligible, else fp32.
+    """On the CPU static int8 if eligible, else fp32; on CUDA, fp16 if eligible, else fp32.
 
-    fp32 is the fallback everywhere: it is the reference the others are measured against.
+    A fixed order, not the measured throughput: a default that follows a timing makes two
+    builds of the same inputs differ whenever the variants' speeds are within the noise (CI
+    caught it with the tiny test model). int8 is the faster one at the sizes we ship
+    (MiniLM, batch 8: 716 against 492 seq/s, benchmarks/RESULTS.md), and the throughput is
+    still measured and reported. fp32 is the fallback everywhere: it is the reference the
+    others are measured against.
     """
-    cpu = [v for v in ("fp32", "int8") if v in reports and reports[v].eligible]
-    best_cpu = max(cpu, key=lambda v: reports[v].throughput) if cpu else "fp32"
+    eligible = [v for v in ("int8", "fp32") if v in reports and reports[v].eligible]
+    best_cpu = eligible[0] if eligible else "fp32"
     cuda = "fp16" if "fp16" in reports and reports["fp16"].eligible else "fp32"
     return {"cpu": best_cpu, "cuda": cuda}
 

@@ -84,9 +84,12 @@ def report(throughput: float, eligible: bool) -> VariantReport:
     return VariantReport(0.9, 0.9, 1.0, 0.0, throughput, eligible)
 
 
-def test_defaults_pick_the_fastest_eligible_variant() -> None:
+def test_defaults_follow_a_fixed_order_not_a_timing() -> None:
     reports = {"fp32": report(100, True), "int8": report(150, True)}
     assert choose_defaults(reports) == {"cpu": "int8", "cuda": "fp32"}
+    # A slower int8 (timing noise on a tiny model) is still the default: builds reproduce.
+    reports["int8"] = report(90, True)
+    assert choose_defaults(reports)["cpu"] == "int8"
     reports["int8"] = report(300, False)
     assert choose_defaults(reports)["cpu"] == "fp32"
     reports["fp16"] = report(900, True)

@@ -28,6 +28,26 @@ LENGTHS = (32, 128, 512)
 HERE = Path(__file__).resolve().parent
 
 
+WORDS = [
+    "the",
+    "a",
+    "film",
+    "movie",
+    "good",
+    "bad",
+    "great",
+    "dull",
+    "plot",
+    "it",
+    "is",
+    "was",
+    "and",
+    "of",
+    "to",
+]
+"""The benchmark tokenizer's whole words; gpu_run.py builds its texts from them."""
+
+
 def save_word_tokenizer(folder: Path) -> None:
     """A small WordPiece tokenizer (letters and a few words): enough for the export's parity
     texts. Benchmarks feed random token ids, so the vocabulary does not matter, and no
@@ -38,24 +58,8 @@ def save_word_tokenizer(folder: Path) -> None:
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
-    words = [
-        "the",
-        "a",
-        "film",
-        "movie",
-        "good",
-        "bad",
-        "great",
-        "dull",
-        "plot",
-        "it",
-        "is",
-        "was",
-        "and",
-        "of",
-        "to",
-    ]
-    vocab = {t: i for i, t in enumerate(specials + words + letters + [f"##{c}" for c in letters])}
+    tokens = specials + WORDS + letters + [f"##{c}" for c in letters]
+    vocab = {t: i for i, t in enumerate(tokens)}
     rust = Tokenizer(WordPiece(vocab, unk_token="[UNK]"))
     rust.normalizer = normalizers.BertNormalizer(lowercase=True)
     rust.pre_tokenizer = pre_tokenizers.BertPreTokenizer()

@@ -114,25 +114,11 @@ def random_repository(root: Path) -> Path:
 
 
 def texts(n: int) -> list[str]:
-    words = [
-        "the",
-        "a",
-        "film",
-        "movie",
-        "good",
-        "bad",
-        "great",
-        "dull",
-        "plot",
-        "it",
-        "is",
-        "was",
-        "and",
-        "of",
-        "to",
-    ]
+    """Texts of 8 to 97 words the benchmark tokenizer knows whole."""
+    from gpu import WORDS
+
     return [
-        " ".join(words[(i * 7 + k) % len(words)] for k in range(8 + (i * 13) % 90))
+        " ".join(WORDS[(i * 7 + k) % len(WORDS)] for k in range(8 + (i * 13) % 90))
         for i in range(n)
     ]
 

@@ -110,10 +110,25 @@ def _run(
     chunk_rows: int,
     json_out: bool,
 ) -> Summary:
+    import functools
+
     from rich import progress as bars
 
     from sentiserve.score.run import score as run_score
 
+    run = functools.partial(
+        run_score,
+        source,
+        output,
+        repository=repository,
+        cache_dir=cache_dir,
+        model=model,
+        version=version,
+        spec=spec,
+        instances=instances,
+        engine=engine,
+        chunk_rows=chunk_rows,
+    )
     if json_out:
         last = [0.0]
 
@@ -130,19 +145,7 @@ def _run(
                     }
                 )
 
-        return run_score(
-            source,
-            output,
-            repository=repository,
-            cache_dir=cache_dir,
-            model=model,
-            version=version,
-            spec=spec,
-            instances=instances,
-            engine=engine,
-            chunk_rows=chunk_rows,
-            progress=report,
-        )
+        return run(progress=report)
     columns = (
         bars.TextColumn("scoring"),
         bars.BarColumn(),
@@ -156,16 +159,4 @@ def _run(
         def show(p: Progress) -> None:
             bar.update(task, completed=p.rows, total=p.total, rate=p.rows_per_s)
 
-        return run_score(
-            source,
-            output,
-            repository=repository,
-            cache_dir=cache_dir,
-            model=model,
-            version=version,
-            spec=spec,
-            instances=instances,
-            engine=engine,
-            chunk_rows=chunk_rows,
-            progress=show,
-        )
+        return run(progress=show)

@@ -220,6 +220,36 @@ def measure(
     return out
 
 
+def sorted_batches(tokenizer: Any, encoded: list[list[int]], size: int = 32) -> list[Any]:
+    """``encoded`` in length order, padded in batches of ``size`` (the ceiling's batches)."""
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    return [
+        tokenizer.pad([encoded[i] for i in order[s : s + size]]) for s in range(0, len(order), size)
+    ]
+
+
+def side_by_side_rate(engines: list[Any], batches: list[Any]) -> float:
+    """Texts per second through ``engines`` side by side, each taking the next batch."""
+    lock, position = threading.Lock(), [0]
+
+    def work(engine: Any) -> None:
+        while True:
+            with lock:
+                index = position[0]
+                position[0] += 1
+            if index >= len(batches):
+                return
+            engine.infer(batches[index].input_ids, batches[index].attention_mask)
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=work, args=(e,)) for e in engines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(len(b.input_ids) for b in batches) / (time.perf_counter() - start)
+
+
 def ceiling(repo: Path, texts: BenchTexts) -> dict[str, float]:
     """The engine alone: batch-1 latency with every core, and length-sorted batches of 32
     through one session with every core or through one one-thread session per core."""
@@ -235,36 +265,10 @@ def ceiling(repo: Path, texts: BenchTexts) -> dict[str, float]:
         start = time.perf_counter()
         model.engine.infer(batch.input_ids, batch.attention_mask)
         latencies.append(time.perf_counter() - start)
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    batches = [
-        model.tokenizer.pad([encoded[i] for i in order[s : s + 32]])
-        for s in range(0, len(order), 32)
-    ]
-
-    def rate(engines: list[Any]) -> float:
-        """Texts per second with ``engines`` side by side, each taking the next batch."""
-        lock, position = threading.Lock(), [0]
-
-        def work(engine: Any) -> None:
-            while True:
-                with lock:
-                    index = position[0]
-                    position[0] += 1
-                if index >= len(batches):
-                    return
-                engine.infer(batches[index].input_ids, batches[index].attention_mask)
-
-        start = time.perf_counter()
-        threads = [threading.Thread(target=work, args=(e,)) for e in engines]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        return len(encoded) / (time.perf_counter() - start)
-
-    one = max(rate([model.engine]) for _ in range(2))
+    batches = sorted_batches(model.tokenizer, encoded)
+    one = max(side_by_side_rate([model.engine], batches) for _ in range(2))
     singles = [model.open_engine(1) for _ in range(cores)]
-    per_core = max(rate(singles) for _ in range(2))
+    per_core = max(side_by_side_rate(singles, batches) for _ in range(2))
     return {
         "batch1_p50_ms": statistics.median(latencies) * 1000,
         "one_session_seq_s": one,

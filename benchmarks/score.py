@@ -25,7 +25,6 @@ import platform
 import resource
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -51,41 +50,17 @@ def make_input(rows: int, path: Path) -> Path:
 
 
 def ceiling(repository: Path, texts: list[str]) -> float:
-    """seq/s of one one-thread session per core over length-sorted batches of 32."""
+    """seq/s of one one-thread session per core over length-sorted batches of 32 (measured
+    as benchmarks/compare.py measures its ceiling)."""
+    from compare import side_by_side_rate, sorted_batches
     from sentiserve.engine.instances import available_cores
     from sentiserve.repository.layout import ModelRepository
     from sentiserve.repository.served import open_model
 
     model = open_model(ModelRepository(repository).load("sentiment"), threads=1)
     engines = [model.engine] + [model.open_engine(1) for _ in range(available_cores() - 1)]
-    encoded = model.tokenizer.encode(texts)
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    batches = [
-        model.tokenizer.pad([encoded[i] for i in order[s : s + 32]])
-        for s in range(0, len(order), 32)
-    ]
-    lock, position = threading.Lock(), [0]
-
-    def work(engine: Any) -> None:
-        while True:
-            with lock:
-                index = position[0]
-                position[0] += 1
-            if index >= len(batches):
-                return
-            engine.infer(batches[index].input_ids, batches[index].attention_mask)
-
-    best = 0.0
-    for _ in range(2):
-        position[0] = 0
-        start = time.perf_counter()
-        threads = [threading.Thread(target=work, args=(e,)) for e in engines]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        best = max(best, len(encoded) / (time.perf_counter() - start))
-    return best
+    batches = sorted_batches(model.tokenizer, model.tokenizer.encode(texts))
+    return max(side_by_side_rate(engines, batches) for _ in range(2))
 
 
 def timed(command: list[str]) -> dict[str, float]:

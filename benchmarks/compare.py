@@ -47,7 +47,7 @@ from sentiserve.bench.runner import BenchConfig, run_levels
 from sentiserve.bench.texts import BenchTexts, load_texts
 from sentiserve.bench.wrk import run_wrk
 from sentiserve.engine.instances import available_cores
-from sentiserve.local.ready import free_port, is_ready
+from sentiserve.local.ready import free_port, is_ready, serve_command
 
 HERE = Path(__file__).resolve().parent
 PLAIN = ("plain, 1 thread", "plain, 2 threads")
@@ -132,21 +132,7 @@ class Peer:
 
 
 def sentiserve_cmd(repo: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "sentiserve",
-        "serve",
-        "--model-repository",
-        str(repo),
-        "--http-port",
-        "{http}",
-        "--grpc-port",
-        "0",
-        "--metrics-port",
-        "{metrics}",
-        *extra,
-    ]
+    return serve_command(repo, "{http}", 0, "{metrics}", *extra)
 
 
 def plain_cmd(repo: Path, threads: int) -> list[str]:

@@ -124,7 +124,7 @@ def texts(n: int) -> list[str]:
 
 
 def serving(smoke: bool, workdir: Path) -> list[str]:
-    from sentiserve.local.ready import free_port, is_ready, wait_until
+    from sentiserve.local.ready import free_port, is_ready, serve_command, wait_until
     from sentiserve.repository.layout import ModelRepository
     from sentiserve.repository.served import open_model
 
@@ -141,20 +141,7 @@ def serving(smoke: bool, workdir: Path) -> list[str]:
     del model
     http, grpc, metrics = free_port(), free_port(), free_port()
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sentiserve",
-            "serve",
-            "--model-repository",
-            str(repository),
-            "--http-port",
-            str(http),
-            "--grpc-port",
-            str(grpc),
-            "--metrics-port",
-            str(metrics),
-        ],
+        serve_command(repository, http, grpc, metrics),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

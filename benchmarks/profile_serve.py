@@ -75,24 +75,11 @@ def main() -> None:
 
     from sentiserve.bench.texts import rt_texts
     from sentiserve.bench.wrk import run_wrk
-    from sentiserve.local.ready import free_port
+    from sentiserve.local.ready import free_port, serve_command
 
     port, grpc, metrics = free_port(), free_port(), free_port()
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sentiserve",
-            "serve",
-            "--model-repository",
-            args.model_repository,
-            "--http-port",
-            str(port),
-            "--grpc-port",
-            str(grpc),
-            "--metrics-port",
-            str(metrics),
-        ],
+        serve_command(args.model_repository, port, grpc, metrics),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

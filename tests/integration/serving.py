@@ -6,10 +6,9 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
-from sentiserve.local.ready import free_port, is_ready, wait_until
+from sentiserve.local.ready import free_port, is_ready, serve_command, wait_until
 
 
 class Running:
@@ -23,23 +22,7 @@ def start_server(
 ) -> Running:
     http, grpc, metrics = free_port(), free_port(), free_port()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sentiserve",
-            "serve",
-            "--model-repository",
-            str(repo),
-            "--http-port",
-            str(http),
-            "--grpc-port",
-            str(grpc),
-            "--metrics-port",
-            str(metrics),
-            "--threads",
-            "1",
-            *extra,
-        ],
+        serve_command(repo, http, grpc, metrics, "--threads", "1", *extra),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from sentiserve.errors import ConfigError, SentiserveError
-from sentiserve.local.ready import free_port, is_ready, wait_until
+from sentiserve.local.ready import free_port, is_ready, serve_command, wait_until
 
 HAPROXY_CONFIG = """\
 global
@@ -81,21 +81,7 @@ class LocalCluster:
             for _ in range(self.count):
                 http = free_port()
                 proc = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "sentiserve",
-                        "serve",
-                        "--model-repository",
-                        self.repository,
-                        "--http-port",
-                        str(http),
-                        "--grpc-port",
-                        "0",
-                        "--metrics-port",
-                        str(free_port()),
-                        *self.extra,
-                    ],
+                    serve_command(self.repository, http, 0, free_port(), *self.extra),
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )

@@ -1,12 +1,15 @@
-"""Ports and readiness on this machine: a free port to start a server on, whether a server
-is ready, and one way to wait for a condition (instead of hand-written polling loops)."""
+"""Ports and readiness on this machine: a free port to start a server on, the command that
+starts one, whether a server is ready, and one way to wait for a condition (instead of
+hand-written polling loops)."""
 
 from __future__ import annotations
 
 import socket
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 _HANDED_OUT: set[int] = set()
 
@@ -21,6 +24,28 @@ def free_port() -> int:
         if port not in _HANDED_OUT:
             _HANDED_OUT.add(port)
             return port
+
+
+def serve_command(
+    repository: str | Path, http: int | str, grpc: int | str, metrics: int | str, *extra: str
+) -> list[str]:
+    """``sentiserve serve`` under this interpreter on 127.0.0.1 with these ports (grpc 0:
+    off), then ``extra`` options."""
+    return [
+        sys.executable,
+        "-m",
+        "sentiserve",
+        "serve",
+        "--model-repository",
+        str(repository),
+        "--http-port",
+        str(http),
+        "--grpc-port",
+        str(grpc),
+        "--metrics-port",
+        str(metrics),
+        *extra,
+    ]
 
 
 def is_ready(url: str) -> bool:

@@ -16,16 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sentiserve.data.files import SUFFIXES
 from sentiserve.errors import DataError
 
-FORMATS = {
-    ".csv": "csv",
-    ".tsv": "tsv",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-}
+FORMATS = SUFFIXES
+"""File suffix -> format: the same table the training data reader uses."""
 
 Row = tuple[Any, Any]
 """(id, text) of one input row."""

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from results import KEPT_MARKER
 from sentiserve.bench.report import machine
 from sentiserve.data import load_corpus
 from sentiserve.engine.onnxruntime import OnnxRuntimeEngine
@@ -83,9 +84,6 @@ def time_batches(infer: Infer, batches: list[Batch]) -> tuple[float, list[float]
         latencies.append((time.perf_counter() - t) * 1000)
     seconds = time.perf_counter() - start
     return sum(len(b.input_ids) for b in batches) / seconds, latencies
-
-
-KEPT_MARKER = "<!-- sections below are written by other benchmarks; engines.py keeps them -->"
 
 
 def kept_sections(path: Path) -> str:

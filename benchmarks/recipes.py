@@ -20,6 +20,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from results import replace_section
+
 HERE = Path(__file__).resolve().parent
 SECTION = "## Fine-tuning recipes (`benchmarks/recipes.py`)"
 
@@ -88,15 +90,7 @@ def write(rows: list[dict[str, Any]]) -> None:
             f"{row['validation_f1']:.4f} | {row['steps']} | {row['train_minutes']:.1f} | "
             f"{row.get('note', '')} |"
         )
-    results = HERE / "RESULTS.md"
-    text = results.read_text() if results.exists() else ""
-    if SECTION in text:
-        head, _, rest = text.partition(SECTION)
-        following = rest.find("\n## ")
-        text = head + "\n".join(lines) + "\n" + (rest[following:] if following >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n"
-    results.write_text(text)
+    replace_section(HERE / "RESULTS.md", SECTION, "\n".join(lines))
 
 
 def rewrite() -> None:

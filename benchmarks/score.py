@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from results import replace_section
+
 HERE = Path(__file__).resolve().parent
 SECTION = "## Batch scoring (`benchmarks/score.py`)"
 
@@ -139,16 +141,7 @@ def main() -> None:
             "only (its workers are separate processes).",
         ]
     lines += ["", "Targets: one process ≥ 0.9 of the ceiling; peak RSS ≤ 600 MB."]
-    target = Path(args.out)
-    marker = "<!-- sections below are written by other benchmarks; engines.py keeps them -->"
-    text = target.read_text() if target.exists() else ""
-    head, _, kept = text.partition(marker)
-    kept_sections = [
-        s for s in kept.split("\n## ") if s.strip() and not ("## " + s).startswith(SECTION)
-    ]
-    body = "\n".join(lines)
-    rest = "".join("\n## " + s.rstrip() + "\n" for s in kept_sections)
-    target.write_text(head.rstrip() + "\n\n" + marker + "\n\n" + body + "\n" + rest)
+    replace_section(Path(args.out), SECTION, "\n".join(lines))
     (HERE / "RESULTS-score.json").write_text(json.dumps(result, indent=1) + "\n")
     print("\n".join(lines))
 

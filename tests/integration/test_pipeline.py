@@ -98,6 +98,28 @@ def _tiny_optimize() -> object:
     )
 
 
+def test_static_int8_keeps_the_first_feed_forward_outputs_in_fp32(tiny_build: Path) -> None:
+    """Every weight matmul is quantized except the feed-forward output projections of the
+    first three layers (both of the tiny model's two), whose inputs have outlier ranges."""
+    import onnx
+
+    graph = onnx.load(
+        str(tiny_build / "model_repository/sentiment/1/model.int8.onnx"), load_external_data=False
+    ).graph
+    made_by = {out: node.op_type for node in graph.node for out in node.output}
+    matmuls = {n.name: n for n in graph.node if n.op_type == "MatMul" and "/dense/" in n.name}
+    kept = {
+        name
+        for name, node in matmuls.items()
+        if all(made_by.get(i) != "DequantizeLinear" for i in node.input)
+    }
+    assert {name.split("/encoder/")[-1] for name in kept} == {
+        "layer.0/output/dense/MatMul",
+        "layer.1/output/dense/MatMul",
+    }, sorted(kept)
+    assert len(matmuls) - len(kept) == 4, "attention-output and intermediate matmuls: int8"
+
+
 def test_evaluate_json_reproduces_the_manifest(tiny_build: Path) -> None:
     repo = tiny_build / "model_repository"
     data = json.loads((tiny_build / "build/model/metrics.json").read_text())["provenance"]["source"]

@@ -86,6 +86,9 @@ def predict_logits(
     if len(pool) == 1:
         results = [run(b) for b in batches]
     else:
+        # Longest batches first: the last ones to finish are then the shortest, so no
+        # engine waits long at the end for another's long batch.
+        batches.reverse()
         with ThreadPoolExecutor(len(pool), thread_name_prefix="predict") as workers:
             results = list(workers.map(run, batches))
     logits = np.empty((len(texts), results[0].shape[1]), dtype=np.float32)

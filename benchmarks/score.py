@@ -7,13 +7,15 @@ local Ray with two workers, next to the engine ceiling, on this machine in one r
   same texts in length-sorted batches of 32 (as benchmarks/compare.py measures it), on the
   first 20,000 texts.
 - Single process: ``sentiserve score`` (its defaults) as a child process; wall time, rows/s
-  and the child's peak resident memory (getrusage).
+  and the child's peak resident memory (getrusage). With ``--memory-rows``, the peak again
+  for inputs of other sizes (flat memory whatever the input size is the target).
 - Ray: ``sentiserve score --ray --ray-workers 2`` (a local Ray started for the run).
 
 Writes a "Batch scoring" section at the end of benchmarks/RESULTS.md (kept there when
 benchmarks/engines.py rewrites the file) and the raw numbers to benchmarks/RESULTS-score.json.
 
 Usage: python benchmarks/score.py [--rows 100000] [--model-repository DIR] [--no-ray]
+       [--memory-rows 5000 40000 300000]
 """
 
 from __future__ import annotations
@@ -82,6 +84,19 @@ def timed(command: list[str]) -> dict[str, float]:
     }
 
 
+def prepare(rows: int, repository: str | None) -> None:
+    """The input file, and the ceiling with a repository, printed as JSON (run as a child
+    process: see main)."""
+    import pyarrow.parquet as pq
+
+    source = make_input(rows, HERE / "out" / f"score-input-{rows}.parquet")
+    found: dict[str, Any] = {"source": str(source)}
+    if repository is not None:
+        texts = pq.read_table(source).column("text").to_pylist()[:20_000]
+        found["ceiling_seq_s"] = ceiling(Path(repository), texts)
+    print(json.dumps(found))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -89,28 +104,58 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--model-repository", default="model_repository")
     parser.add_argument("--no-ray", action="store_true")
+    parser.add_argument(
+        "--memory-rows",
+        type=int,
+        nargs="*",
+        default=[],
+        help="Also score inputs of these sizes (one process) and report each peak RSS.",
+    )
+    parser.add_argument("--prepare", choices=["input", "ceiling"], help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
     args = parser.parse_args()
+    if args.prepare:
+        prepare(args.rows, args.model_repository if args.prepare == "ceiling" else None)
+        return
     import pyarrow.parquet as pq
 
     from sentiserve.bench.report import machine
 
-    source = make_input(args.rows, HERE / "out" / f"score-input-{args.rows}.parquet")
-    texts = pq.read_table(source).column("text").to_pylist()[:20_000]
-    result: dict[str, Any] = {
-        "rows": args.rows,
-        "ceiling_seq_s": ceiling(Path(args.model_repository), texts),
-    }
-    base = [sys.executable, "-m", "sentiserve", "score", str(source)]
+    # Everything heavy runs in child processes. A child's getrusage peak includes the
+    # resident size of the process that forked it (Linux records the copied memory's
+    # high-water mark at exec), so this process must stay small for the peaks to be the
+    # children's own.
+    def prepared(rows: int, what: str) -> dict[str, Any]:
+        command = [sys.executable, __file__, "--prepare", what, "--rows", str(rows)]
+        done = subprocess.run(
+            [*command, "--model-repository", args.model_repository],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+    first = prepared(args.rows, "ceiling")
+    source = first["source"]
+    result: dict[str, Any] = {"rows": args.rows, "ceiling_seq_s": first["ceiling_seq_s"]}
+    base = [sys.executable, "-m", "sentiserve", "score"]
     repo = ["--model-repository", args.model_repository, "--json"]
     out = HERE / "out" / "scores.parquet"
     out.unlink(missing_ok=True)
-    result["single"] = timed([*base, str(out), *repo])
+    result["single"] = timed([*base, source, str(out), *repo])
     if not args.no_ray:
         ray_out = HERE / "out" / "scores-ray.parquet"
         ray_out.unlink(missing_ok=True)
-        result["ray"] = timed([*base, str(ray_out), *repo, "--ray", "--ray-workers", "2"])
+        result["ray"] = timed([*base, source, str(ray_out), *repo, "--ray", "--ray-workers", "2"])
         result["ray_equal"] = pq.read_table(out).equals(pq.read_table(ray_out))
+    result["memory"] = {args.rows: result["single"]["peak_mb"]}
+    for rows in args.memory_rows:
+        if rows != args.rows:
+            sized = HERE / "out" / f"scores-{rows}.parquet"
+            sized.unlink(missing_ok=True)
+            source_n = prepared(rows, "input")["source"]
+            result["memory"][rows] = timed([*base, source_n, str(sized), *repo])["peak_mb"]
+            sized.unlink()
     info = machine()
     lines = [
         SECTION,
@@ -139,6 +184,14 @@ def main() -> None:
             f"Ray / one process: {ratio:.2f} (target ≥ 0.8); outputs identical: "
             f"{'yes' if result['ray_equal'] else '**no**'}. The Ray peak is the driver's "
             "only (its workers are separate processes).",
+        ]
+    if len(result["memory"]) > 1:
+        sizes = sorted(result["memory"])
+        lines += [
+            "",
+            "Peak RSS of one process by input size (rows → MB): "
+            + ", ".join(f"{n:,} → {result['memory'][n]:.0f}" for n in sizes)
+            + ".",
         ]
     lines += ["", "Targets: one process ≥ 0.9 of the ceiling; peak RSS ≤ 600 MB."]
     replace_section(Path(args.out), SECTION, "\n".join(lines))

@@ -48,7 +48,8 @@ STATE = "state.json"
 CHUNK_ROWS = 5_000
 """Rows per chunk: big enough to keep every instance busy with sorted batches, small enough
 to bound memory. Measured on 100,000 rt texts (2 cores): 2,000, 5,000 and 10,000 rows score
-at the same rate (736-742 rows/s); the peak resident size is 523, 545 and 575-591 MB."""
+at the same rate (713-742 rows/s over all runs); the peak resident size is 523, 545 and
+575-591 MB."""
 FIRST_ERRORS = 5
 
 

@@ -99,7 +99,8 @@ def main() -> None:
     lines = [
         SECTION,
         "",
-        f"{info['cpu']} ({info['cores']} cores), Python {info['python']}. Agreement and |Δp| (positive-class probability) against the fused fp32 "
+        f"{info['cpu']} ({info['cores']} cores), Python {info['python']}. Agreement and "
+        "|Δp| (positive-class probability) against the fused fp32 "
         f"graph over {len(texts):,} rt texts calibration did not see; throughput: two "
         "one-thread sessions side by side, 3,000 texts in length-sorted batches of 32, best "
         f"of three interleaved rounds (fp32: {fp32_rate:.0f} seq/s).",

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from results import KEPT_MARKER
+from results import replace_head
 from sentiserve.bench.report import machine
 from sentiserve.data import load_corpus
 from sentiserve.engine.onnxruntime import OnnxRuntimeEngine
@@ -84,13 +84,6 @@ def time_batches(infer: Infer, batches: list[Batch]) -> tuple[float, list[float]
         latencies.append((time.perf_counter() - t) * 1000)
     seconds = time.perf_counter() - start
     return sum(len(b.input_ids) for b in batches) / seconds, latencies
-
-
-def kept_sections(path: Path) -> str:
-    """What other benchmarks (benchmarks/score.py) wrote below the marker, kept as it is."""
-    if not path.exists() or KEPT_MARKER not in path.read_text():
-        return ""
-    return "\n" + KEPT_MARKER + path.read_text().split(KEPT_MARKER, 1)[1]
 
 
 def main() -> None:
@@ -219,7 +212,7 @@ def main() -> None:
             f"`{build['command']}` on this machine: **{build['total_seconds'] / 60:.1f} min** "
             f"end to end ({stages}); target ≤ 20 min.",
         ]
-    args.out.write_text("\n".join(lines) + "\n" + kept_sections(args.out))
+    replace_head(args.out, "\n".join(lines))
     print("\n".join(lines))
 
 

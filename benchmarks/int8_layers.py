@@ -21,14 +21,12 @@ import re
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from results import replace_section  # noqa: E402
+from results import replace_section
 
+HERE = Path(__file__).resolve().parent
 SECTION = "## int8: layers kept in fp32 (`benchmarks/int8_layers.py`)"
 KEPT = {
     "none": None,
@@ -38,12 +36,6 @@ KEPT = {
     "layers 0-3": r"layer\.[0-3]/output/dense/MatMul$",
     "all layers": r"layer\.\d+/output/dense/MatMul$",
 }
-
-
-def probabilities(engine: Any, tokenizer: Any, texts: list[str]) -> np.ndarray:
-    from sentiserve.engine.predict import predict_probabilities
-
-    return predict_probabilities(engine, tokenizer, texts)
 
 
 def main() -> None:
@@ -58,6 +50,7 @@ def main() -> None:
     from sentiserve.bench.report import machine
     from sentiserve.data import load_corpus
     from sentiserve.engine.onnxruntime import OnnxRuntimeEngine
+    from sentiserve.engine.predict import predict_probabilities
     from sentiserve.engine.tokenizer import Tokenizer, Truncation
     from sentiserve.optimize.quantize import CALIBRATION_TEXTS, static_int8
 
@@ -81,9 +74,9 @@ def main() -> None:
             keep = [re.compile(pattern)] if pattern else []
             static_int8(fused, paths[name], tokenizer, calibration, keep=keep)
         engines = {n: [OnnxRuntimeEngine(p, threads=1) for _ in range(2)] for n, p in paths.items()}
-        reference = probabilities(engines["fp32"][0], tokenizer, texts)
+        reference = predict_probabilities(engines["fp32"][0], tokenizer, texts)
         for name in KEPT:
-            p = probabilities(engines[name][0], tokenizer, texts)
+            p = predict_probabilities(engines[name][0], tokenizer, texts)
             delta = np.abs(p[:, 1] - reference[:, 1])
             rows[name] = {
                 "agreement": float((p.argmax(1) == reference.argmax(1)).mean()),

@@ -6,8 +6,16 @@ line and the server maps it to a response in one place.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import Any, Protocol
+
+
+class ValidationErrors(Protocol):
+    """What pydantic's ValidationError and FastAPI's RequestValidationError both have."""
+
+    def errors(self) -> Sequence[Any]: ...
 
 
 class SentiserveError(Exception):
@@ -200,3 +208,20 @@ def from_http_status(status: int, message: str) -> SentiserveError:
     error = SentiserveError(message)
     error.status = HTTPStatus(status) if status in HTTPStatus._value2member_map_ else error.status
     return error
+
+
+def validation_problem(exc: ValidationErrors) -> tuple[str, str]:
+    """The first problem pydantic found: where (dotted location, ``body`` left out; empty
+    at the root) and what."""
+    errors = exc.errors()
+    if not errors:
+        return "", "invalid value"
+    first = errors[0]
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    return where, str(first["msg"])
+
+
+def validation_message(exc: ValidationErrors) -> str:
+    """The first problem pydantic found, as one line (``where: what``)."""
+    where, what = validation_problem(exc)
+    return f"{where}: {what}" if where else what

@@ -90,14 +90,14 @@ def main() -> None:
     from pydantic import ValidationError
 
     from sentiserve.cli.console import fail, setup
+    from sentiserve.errors import validation_problem
     from sentiserve.settings import Settings
 
     try:
         settings = Settings()
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = "SENTISERVE_" + str(first["loc"][0]).upper()
-        fail(f"{field}: {first['msg']}", code=2)
+        where, what = validation_problem(exc)
+        fail(f"SENTISERVE_{where.split('.')[0].upper()}: {what}", code=2)
     setup(settings)
     try:
         build_app()(obj=settings)

@@ -11,9 +11,11 @@ from sentiserve.cli.console import console, current_settings, user_errors
 from sentiserve.repository.layout import DEFAULT_ROOT
 from sentiserve.serve.batcher import BatchingConfig
 from sentiserve.serve.plane import Limits
+from sentiserve.serve.policy import TransportLimits
 
 B = BatchingConfig
 L = Limits
+T = TransportLimits
 
 
 class Backend(StrEnum):
@@ -58,13 +60,15 @@ def serve(
     max_texts: int = typer.Option(L.max_texts, help="Most texts in one request (413 beyond)."),
     timeout_s: float = typer.Option(L.default_timeout_s, help="Default request deadline."),
     max_in_flight: int = typer.Option(
-        L.max_in_flight, help="Most inference requests inside at once (503 beyond, at once)."
+        T.max_in_flight,
+        help="Most inference requests inside at once, HTTP and gRPC together (503 / "
+        "UNAVAILABLE beyond, at once).",
     ),
     body_timeout_s: float = typer.Option(
-        L.body_timeout_s, help="Longest an inference request's body may take to arrive (408)."
+        T.body_timeout_s, help="Longest an inference request's body may take to arrive (408)."
     ),
     keep_alive_s: int = typer.Option(
-        L.keep_alive_s, help="Close a keep-alive connection idle this long."
+        T.keep_alive_s, help="Close a keep-alive connection idle this long."
     ),
     instances: int | None = typer.Option(
         None,
@@ -154,9 +158,8 @@ def serve(
                 max_padding_tokens=max_padding_tokens,
                 pad_to_multiple=pad_to_multiple,
             ),
-            limits=Limits(
-                max_texts=max_texts,
-                default_timeout_s=timeout_s,
+            limits=Limits(max_texts=max_texts, default_timeout_s=timeout_s),
+            transport=TransportLimits(
                 max_in_flight=max_in_flight,
                 body_timeout_s=body_timeout_s,
                 keep_alive_s=keep_alive_s,

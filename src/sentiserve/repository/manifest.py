@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sentiserve.engine.tokenizer import Truncation
-from sentiserve.errors import RepositoryError
+from sentiserve.errors import RepositoryError, validation_problem
 from sentiserve.files import sha256_file
 
 MANIFEST = "manifest.json"
@@ -107,9 +107,9 @@ class Manifest(BaseModel):
         try:
             manifest = cls.model_validate_json(text)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "(root)"
-            raise RepositoryError(f"{path}: invalid manifest at {where}: {first['msg']}") from exc
+            where, what = validation_problem(exc)
+            where = where or "(root)"
+            raise RepositoryError(f"{path}: invalid manifest at {where}: {what}") from exc
         missing = [d for d, e in manifest.default_engine.items() if e not in manifest.engines]
         if missing:
             raise RepositoryError(f"{path}: default engine for {missing} is not in engines")

@@ -1,5 +1,6 @@
-"""The composition root: builds the data plane (embedded or Triton gateway), the HTTP edge
-and FastAPI app, the gRPC server and the metrics server, and runs them."""
+"""The composition root: builds the data plane (embedded or Triton gateway), the one request
+policy, the HTTP edge and FastAPI app, the gRPC server and the metrics server, and runs
+them."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from starlette.exceptions import HTTPException
 
 from sentiserve import __version__
 from sentiserve.engine.instances import InstanceConfig
-from sentiserve.errors import ConfigError, InvalidInputError, SentiserveError
+from sentiserve.errors import ConfigError, InvalidInputError, SentiserveError, validation_message
 from sentiserve.serve import openapi, playground, rest_v1, rest_v2
 from sentiserve.serve.auth import ApiKeys
 from sentiserve.serve.batcher import BatchingConfig
@@ -33,6 +34,7 @@ from sentiserve.serve.edge import Edge, error_reply
 from sentiserve.serve.gateway import TritonPlane
 from sentiserve.serve.metrics import Metrics
 from sentiserve.serve.plane import DataPlane, Limits
+from sentiserve.serve.policy import Policy, TransportLimits, as_error
 from sentiserve.serve.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ class ServerConfig:
     metrics_port: int = 8002
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     limits: Limits = field(default_factory=Limits)
+    transport: TransportLimits = field(default_factory=TransportLimits)
     instances: InstanceConfig = field(default_factory=InstanceConfig)
     engine: str | None = None
     drain_seconds: float = 30.0
@@ -74,27 +77,29 @@ class ServerConfig:
 
 @dataclass
 class Server:
-    """A built server: the ASGI edge (in front of the FastAPI app) and its data plane."""
+    """A built server: the ASGI edge (in front of the FastAPI app), its data plane and the
+    request policy that HTTP and gRPC share."""
 
     asgi: Edge
     app: FastAPI
     plane: DataPlane
+    policy: Policy
     metrics: Metrics
 
     def stop_accepting(self) -> None:
-        self.plane.accepting = False
+        self.policy.accepting = False
 
 
-def _error(exc: SentiserveError) -> Response:
-    """The edge's error reply (``{"error": ...}``, ``Retry-After`` when busy) for FastAPI."""
-    reply = error_reply(exc)
+def _error(exc: BaseException) -> Response:
+    """The policy's error answer (``{"error": ...}``, ``Retry-After`` when busy) for FastAPI."""
+    reply = error_reply(as_error(exc))
     headers = {k.decode(): v.decode() for k, v in reply.headers}
     return Response(reply.body, reply.status, headers, media_type=reply.content_type.decode())
 
 
-def build_app(plane: DataPlane, metrics: Metrics) -> tuple[FastAPI, Edge]:
-    """FastAPI (every route but inference, with one error format) and the edge in front of
-    it (request ids, auth, overload, inference)."""
+def build_app(plane: DataPlane, policy: Policy) -> tuple[FastAPI, Edge]:
+    """FastAPI (every route but inference, with the policy's error format) and the edge in
+    front of it (the policy on HTTP, and inference)."""
     app = FastAPI(
         title="sentiserve",
         version=__version__,
@@ -107,14 +112,11 @@ def build_app(plane: DataPlane, metrics: Metrics) -> tuple[FastAPI, Edge]:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> Response:
-        first = exc.errors()[0] if exc.errors() else {"msg": "invalid request", "loc": ()}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        return _error(InvalidInputError(f"{where}: {first['msg']}" if where else str(first["msg"])))
+        return _error(InvalidInputError(validation_message(exc)))
 
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, exc: Exception) -> Response:
-        logger.error("request failed: %s: %s", type(exc).__name__, exc)
-        return _error(SentiserveError("internal error; see the server log"))
+        return _error(exc)
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
@@ -123,18 +125,10 @@ def build_app(plane: DataPlane, metrics: Metrics) -> tuple[FastAPI, Edge]:
             {"error": str(exc.detail)}, status_code=exc.status_code, headers=headers
         )
 
-    app.include_router(rest_v2.router(plane))
+    app.include_router(rest_v2.router(plane, policy))
     app.include_router(playground.router())
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
-    edge = Edge(
-        app,
-        [rest_v1.route(plane), rest_v2.infer_route(plane)],
-        plane.api_key,
-        max_in_flight=plane.limits.max_in_flight,
-        max_body_bytes=plane.limits.max_body_bytes,
-        body_timeout_s=plane.limits.body_timeout_s,
-        on_overload=metrics.overload_rejected.inc,
-    )
+    edge = Edge(app, [rest_v1.route(plane), rest_v2.infer_route(plane)], policy)
     return app, edge
 
 
@@ -155,13 +149,11 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 def build_plane(config: ServerConfig, metrics: Metrics) -> DataPlane:
     """The embedded plane (every model loaded, verified and warmed up), or in gateway mode
     (``triton_url`` set) the plane backed by Triton."""
-    api_key = ApiKeys(config.api_key, config.api_keys_file)
     if config.triton_url:
         return TritonPlane(
             config.triton_url,
             metrics,
             config.limits,
-            api_key,
             readiness_model=config.triton_model,
             model_control=config.model_control,
         )
@@ -172,18 +164,17 @@ def build_plane(config: ServerConfig, metrics: Metrics) -> DataPlane:
         engine=config.engine,
         on_batch=metrics.record_batch,
     )
-    plane = EmbeddedPlane(
-        registry, metrics, config.limits, api_key, model_control=config.model_control
-    )
+    plane = EmbeddedPlane(registry, metrics, config.limits, model_control=config.model_control)
     registry.load_all()
     return plane
 
 
 def build_server(config: ServerConfig) -> Server:
     metrics = Metrics()
+    policy = Policy(ApiKeys(config.api_key, config.api_keys_file), config.transport, metrics)
     plane = build_plane(config, metrics)
-    app, edge = build_app(plane, metrics)
-    return Server(edge, app, plane, metrics)
+    app, edge = build_app(plane, policy)
+    return Server(edge, app, plane, policy, metrics)
 
 
 class _MetricsHandler(BaseHTTPRequestHandler):
@@ -263,7 +254,7 @@ def run(config: ServerConfig, on_ready: Callable[[], None] = lambda: None) -> No
             port=config.http_port,
             log_level="warning",
             timeout_graceful_shutdown=int(config.drain_seconds),
-            timeout_keep_alive=config.limits.keep_alive_s,
+            timeout_keep_alive=config.transport.keep_alive_s,
             lifespan="off",
             ssl_certfile=config.tls_cert,
             ssl_keyfile=config.tls_key,
@@ -281,14 +272,12 @@ def run(config: ServerConfig, on_ready: Callable[[], None] = lambda: None) -> No
                     tls = (config.tls_cert.read_bytes(), config.tls_key.read_bytes())
                 try:
                     grpc_server = await start_grpc(
-                        server.plane, config.host, config.grpc_port, tls=tls
+                        server.plane, server.policy, config.host, config.grpc_port, tls=tls
                     )
                 except (OSError, RuntimeError) as exc:
                     raise bind_error("gRPC", config.host, config.grpc_port, exc) from exc
             # SIGHUP re-reads the API keys file (rotation without a restart).
-            asyncio.get_running_loop().add_signal_handler(
-                signal.SIGHUP, server.plane.api_key.reload
-            )
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, server.policy.keys.reload)
             task = asyncio.create_task(uv.serve(sockets=[http_socket]))
             while not uv.started and not task.done():
                 await asyncio.sleep(0.01)

@@ -1,5 +1,6 @@
-"""API keys: inference and model control need ``Authorization: Bearer <key>``; health,
-metadata and metrics stay open.
+"""API keys: checked in constant time against every valid key. Which operations need one
+is the request policy's decision (:mod:`sentiserve.serve.policy`): inference and model
+control; health, metadata and metrics stay open.
 
 Keys come from ``SENTISERVE_API_KEY`` (one) and from a keys file (``--api-keys-file``: one
 key per line, ``#`` comments), so several keys are valid at once and a key can be rotated
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import re
 import threading
 import time
 from pathlib import Path
@@ -22,7 +22,6 @@ from sentiserve.errors import ConfigError, UnauthorizedError
 
 logger = logging.getLogger(__name__)
 
-PROTECTED_PATHS = re.compile(r"^/v1/|^/v2/models/[^/]+(/versions/[^/]+)?/infer$|^/v2/repository/")
 MIN_KEY_LENGTH = 8
 RECHECK_S = 1.0
 """How often, at most, the keys file's modification time is looked at."""
@@ -126,6 +125,3 @@ class ApiKeys:
             ok |= hmac.compare_digest(given, key)
         if not (ok and scheme.lower() == "bearer"):
             raise UnauthorizedError("missing or invalid API key")
-
-    def protects(self, path: str) -> bool:
-        return self.enabled and bool(PROTECTED_PATHS.search(path))

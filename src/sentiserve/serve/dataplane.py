@@ -29,7 +29,6 @@ from sentiserve.errors import (
     QueueFullError,
     SentiserveError,
 )
-from sentiserve.serve.auth import ApiKeys
 from sentiserve.serve.metrics import Metrics
 from sentiserve.serve.plane import (
     Classification,
@@ -156,16 +155,13 @@ class EmbeddedPlane:
         registry: Registry,
         metrics: Metrics,
         limits: Limits,
-        api_key: ApiKeys | None = None,
         *,
         model_control: bool = False,
     ) -> None:
         self.registry = registry
         self.metrics = metrics
         self.limits = limits
-        self.api_key = api_key or ApiKeys()
         self.model_control = model_control
-        self.accepting = True
 
     # --- health and metadata ---
 
@@ -173,14 +169,14 @@ class EmbeddedPlane:
         return True
 
     async def ready(self) -> bool:
-        return self.accepting and bool(self.registry.names())
+        return bool(self.registry.names())
 
     async def model_ready(self, name: str, version: int | None = None) -> bool:
         try:
             self.registry.get(self.raw_base(name) or name, version)
         except ModelNotFoundError:
             return False
-        return self.accepting
+        return True
 
     async def metadata(self, name: str, version: int | None = None) -> ModelMetadata:
         base = self.raw_base(name)

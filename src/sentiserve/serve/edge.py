@@ -1,13 +1,13 @@
-"""The HTTP edge: what every request goes through, and the lean path for inference.
+"""The HTTP edge: the request policy as ASGI middleware, and the lean path for inference.
 
-One plain ASGI app in front of FastAPI. For every request it echoes or assigns
-``X-Request-ID``, refuses unauthorised calls to protected paths (401 with
-``WWW-Authenticate``) and writes one JSON access-log line per inference call. Inference
-requests (``POST /v1/sentiment``, ``POST /v2/models/<m>[/versions/<v>]/infer``) are refused
-beyond ``max_in_flight`` (503 with ``Retry-After``, before the body is read) and are then
-served here, by the transports' inference handlers, without FastAPI; every other route
-(health, metadata, repository, statistics, the playground, the OpenAPI document) is
-FastAPI's.
+One plain ASGI app in front of FastAPI. Every request is classified into an
+:class:`~sentiserve.serve.policy.Operation` and goes through the one
+:class:`~sentiserve.serve.policy.Policy` that gRPC's interceptor applies too: request id
+(``X-Request-ID``), authorization, admission (inference beyond ``max_in_flight`` is refused
+before its body is read), the one error renderer, the access log. Inference requests
+(``POST /v1/sentiment``, ``POST /v2/models/<m>[/versions/<v>]/infer``) are then served
+here, by the transports' inference handlers, without FastAPI; every other route (health,
+metadata, repository, statistics, the playground, the OpenAPI document) is FastAPI's.
 
 Why inference bypasses FastAPI: on the 2-core machine the event loop shares the cores
 with the engines, so its CPU per request is throughput lost. Measured at 32 clients (wrk,
@@ -21,10 +21,6 @@ document (see ``openapi_paths``).
 from __future__ import annotations
 
 import asyncio
-import itertools
-import json
-import logging
-import os
 import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -32,11 +28,8 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
-from sentiserve.errors import PayloadTooLargeError, QueueFullError, SentiserveError
-from sentiserve.serve.auth import ApiKeys
-
-logger = logging.getLogger(__name__)
-access_log = logging.getLogger("sentiserve.access")
+from sentiserve.errors import PayloadTooLargeError, SentiserveError
+from sentiserve.serve.policy import JSON, Operation, Policy, as_error, http_error
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -44,8 +37,24 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-LOGGED_PATHS = ("/v1/", "/v2/models")
-JSON = b"application/json"
+_MODEL = r"^/v2/models/[^/]+(?:/versions/[^/]+)?"
+OPERATIONS = (
+    (re.compile(r"^/v1/"), Operation.INFER),
+    (re.compile(_MODEL + r"/infer$"), Operation.INFER),
+    (re.compile(r"^/v2/repository/"), Operation.REPOSITORY),
+    (re.compile(_MODEL + r"/stats$"), Operation.STATISTICS),
+    (re.compile(r"^/v2/health/|" + _MODEL + r"/ready$"), Operation.HEALTH),
+    (re.compile(r"^/v2(?:/models/[^/]+(?:/versions/[^/]+)?)?$"), Operation.METADATA),
+)
+"""What each HTTP path asks for, first match wins (anything else: ``Operation.OTHER``)."""
+
+
+def http_operation(path: str) -> Operation:
+    """The operation an HTTP request for ``path`` asks for."""
+    for pattern, operation in OPERATIONS:
+        if pattern.match(path):
+            return operation
+    return Operation.OTHER
 
 
 @dataclass
@@ -75,6 +84,7 @@ class Route:
 
     pattern: re.Pattern[str]
     handler: Handler
+    operation: Operation = Operation.INFER
 
 
 class RequestTimeoutError(SentiserveError):
@@ -103,17 +113,10 @@ def check_content_type(call: Call, *allowed: str) -> None:
     )
 
 
-class OverloadedError(QueueFullError):
-    """``max_in_flight`` requests are inside already; like a full queue, retry shortly."""
-
-
 def error_reply(exc: SentiserveError) -> Reply:
-    """``{"error": message}`` with the error's status, and ``Retry-After`` when busy."""
-    headers = []
-    if isinstance(exc, QueueFullError):
-        headers.append((b"retry-after", str(exc.retry_after_s).encode()))
-    body = json.dumps({"error": exc.message}).encode()
-    return Reply(int(exc.status), body, JSON, headers)
+    """The policy's HTTP rendering of ``exc`` as a reply."""
+    status, body, headers = http_error(exc)
+    return Reply(status, body, JSON, headers[1:])
 
 
 async def send_reply(send: Send, reply: Reply, extra: list[tuple[bytes, bytes]]) -> None:
@@ -147,60 +150,27 @@ async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -
             return b"".join(chunks)
 
 
-class RequestIds:
-    """32 hex characters, unique per process: a random prefix and a counter (a uuid4 per
-    request costs a getrandom system call on the event loop)."""
-
-    def __init__(self) -> None:
-        self._prefix = os.urandom(8).hex()
-        self._counter = itertools.count()
-
-    def next(self) -> str:
-        return f"{self._prefix}{next(self._counter):016x}"
-
-
 class Edge:
     """The ASGI app the HTTP server runs (see the module docstring).
 
     Args:
         app: FastAPI, for every route that is not an inference route.
         routes: The inference routes and their handlers.
-        api_key: The API key check.
-        max_in_flight: Most inference requests inside at once.
-        max_body_bytes: Largest inference request body.
-        body_timeout_s: Longest an inference request's body may take to arrive (a client
-            that sends it byte by byte would otherwise hold an in-flight slot forever).
-        on_overload: Called for each request refused for ``max_in_flight``.
+        policy: The request policy (its limits bound bodies and their arrival time).
     """
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        routes: list[Route],
-        api_key: ApiKeys,
-        *,
-        max_in_flight: int,
-        max_body_bytes: int,
-        body_timeout_s: float = 30.0,
-        on_overload: Callable[[], None] = lambda: None,
-    ) -> None:
+    def __init__(self, app: ASGIApp, routes: list[Route], policy: Policy) -> None:
         self.app = app
         self.routes = routes
-        self.api_key = api_key
-        self.max_in_flight = max_in_flight
-        self.max_body_bytes = max_body_bytes
-        self.body_timeout_s = body_timeout_s
-        self.on_overload = on_overload
-        self.in_flight = 0
-        self._ids = RequestIds()
+        self.policy = policy
 
-    def _route(self, scope: Scope) -> tuple[Handler, dict[str, str]] | None:
+    def _route(self, scope: Scope) -> tuple[Route, dict[str, str]] | None:
         if scope["method"] != "POST":
             return None
         for route in self.routes:
             match = route.pattern.match(scope["path"])
             if match is not None:
-                return route.handler, match.groupdict()
+                return route, match.groupdict()
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -208,74 +178,58 @@ class Edge:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
+        policy = self.policy
         headers = dict(scope["headers"])
-        request_id = headers.get(b"x-request-id", b"").decode("latin-1") or self._ids.next()
+        request_id = policy.request_id(headers.get(b"x-request-id", b"").decode("latin-1"))
         id_header = (b"x-request-id", request_id.encode("latin-1"))
         path: str = scope["path"]
-        if self.api_key.protects(path):
-            try:
-                self.api_key.check(headers.get(b"authorization", b"").decode("latin-1") or None)
-            except SentiserveError as exc:
-                await send_reply(
-                    send, error_reply(exc), [id_header, (b"www-authenticate", b"Bearer")]
-                )
-                return
         route = self._route(scope)
-        if route is None:
-            status = await self._forward(scope, receive, send, id_header)
-            model = scope.get("state", {}).get("model")
-        else:
-            if self.in_flight >= self.max_in_flight:
-                self.on_overload()
-                busy = OverloadedError(
-                    f"server busy: {self.in_flight} requests in flight; retry shortly"
-                )
-                await send_reply(send, error_reply(busy), [id_header])
-                return
-            self.in_flight += 1
-            try:
-                reply, model = await self._serve(route, headers, receive)
-            finally:
-                self.in_flight -= 1
-            if reply is None:  # the client went away; nobody to answer
-                return
+        operation = route[0].operation if route is not None else http_operation(path)
+        model: str | None = None
+        try:
+            policy.authorize(operation, headers.get(b"authorization", b"").decode("latin-1"))
+            with policy.admitted(operation):
+                if route is None:
+                    status = await self._forward(scope, receive, send, id_header)
+                    model = scope.get("state", {}).get("model")
+                else:
+                    reply, model = await self._serve(*route, headers, receive)
+                    if reply is None:  # the client went away; nobody to answer
+                        return
+                    status = reply.status
+                    await send_reply(send, reply, [id_header])
+        except SentiserveError as exc:  # refused by the policy: nothing was read or run
+            reply = error_reply(exc)
             status = reply.status
             await send_reply(send, reply, [id_header])
-        if path.startswith(LOGGED_PATHS) and access_log.isEnabledFor(logging.INFO):
-            access_log.info(
-                json.dumps(
-                    {
-                        "request_id": request_id,
-                        "method": scope["method"],
-                        "path": path,
-                        "status": status,
-                        "model": model,
-                        "latency_ms": round((time.perf_counter() - start) * 1000, 3),
-                    }
-                )
-            )
+        policy.finish(
+            transport="http",
+            operation=operation,
+            target=f"{scope['method']} {path}",
+            request_id=request_id,
+            status=status,
+            start=start,
+            model=model,
+        )
 
     async def _serve(
-        self, route: tuple[Handler, dict[str, str]], headers: dict[bytes, bytes], receive: Receive
+        self, route: Route, params: dict[str, str], headers: dict[bytes, bytes], receive: Receive
     ) -> tuple[Reply | None, str | None]:
-        handler, params = route
         call = Call(params, headers, b"")
+        limits = self.policy.limits
         try:
             try:
-                async with asyncio.timeout(self.body_timeout_s):
-                    call.body = await read_body(receive, headers, self.max_body_bytes)
+                async with asyncio.timeout(limits.body_timeout_s):
+                    call.body = await read_body(receive, headers, limits.max_body_bytes)
             except TimeoutError:
                 raise RequestTimeoutError(
-                    f"the request body did not arrive within {self.body_timeout_s:g} s"
+                    f"the request body did not arrive within {limits.body_timeout_s:g} s"
                 ) from None
-            reply = await handler(call)
-        except SentiserveError as exc:
-            reply = error_reply(exc)
+            reply = await route.handler(call)
         except ConnectionAbortedError:
             return None, None
-        except Exception:  # never a traceback to the client; the log has it
-            logger.exception("inference request failed")
-            reply = error_reply(SentiserveError("internal error; see the server log"))
+        except Exception as exc:  # never a traceback to the client; the log has it
+            reply = error_reply(as_error(exc))
         return reply, call.state.get("model")
 
     async def _forward(

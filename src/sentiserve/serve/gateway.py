@@ -15,7 +15,7 @@ per TCP connection, and the gateway's one HTTP/2 connection would stay on one po
 channel is replaced every ``CHANNEL_REFRESH_S`` so that new pods (a scale-up) are resolved
 too; gRPC re-resolves on its own only when a connection fails.
 
-The gateway is ready when it can serve (it is accepting): a Triton restart turns requests
+The gateway is ready unless it is draining (the policy's part): a Triton restart turns requests
 into 503s with a clear message, but does not take every gateway out of its Service.
 Triton's state is ``sentiserve_backend_ready`` (checked every ``BACKEND_CHECK_S``) for
 dashboards and alerts.
@@ -45,7 +45,6 @@ from sentiserve.errors import (
     from_grpc_code,
 )
 from sentiserve.repository.triton import LABELS
-from sentiserve.serve.auth import ApiKeys
 from sentiserve.serve.metrics import Metrics
 from sentiserve.serve.plane import (
     Classification,
@@ -111,7 +110,6 @@ class TritonPlane:
             name resolves to) or ``ipv4:a:port,b:port``.
         metrics: Where request latencies go.
         limits: Per-request limits, enforced before anything reaches Triton.
-        api_key: The API key, if one is required.
         readiness_model: The Triton model whose readiness is this server's.
         model_control: Forward load and unload to Triton.
     """
@@ -121,7 +119,6 @@ class TritonPlane:
         url: str,
         metrics: Metrics,
         limits: Limits,
-        api_key: ApiKeys | None = None,
         *,
         readiness_model: str = "sentiment",
         model_control: bool = False,
@@ -130,10 +127,8 @@ class TritonPlane:
         self.metrics = metrics
         metrics.backend_ready()  # exported from the start, 0 until the first check
         self.limits = limits
-        self.api_key = api_key or ApiKeys()
         self.readiness_model = readiness_model
         self.model_control = model_control
-        self.accepting = True
         self._client: Any = None
         self._created = 0.0
         self._retired: set[asyncio.Task[None]] = set()
@@ -180,14 +175,14 @@ class TritonPlane:
         return True
 
     async def ready(self) -> bool:
-        """Ready when accepting (see the module docstring); Triton's own readiness goes to
+        """Always ready (see the module docstring); Triton's own readiness goes to
         ``sentiserve_backend_ready``, refreshed in the background at most every
         ``BACKEND_CHECK_S``, so this answers at once even when Triton is unreachable."""
         now = time.monotonic()
         if self._checking is None and now - self._checked >= BACKEND_CHECK_S:
             self._checked = now
             self._checking = asyncio.get_running_loop().create_task(self._check_backend())
-        return self.accepting
+        return True
 
     async def _check_backend(self) -> None:
         try:

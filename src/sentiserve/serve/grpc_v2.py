@@ -1,13 +1,14 @@
 """KServe v2 gRPC (``inference.GRPCInferenceService``): wire conversion over the data plane.
 
 The protocol buffers are the ones Triton's own client ships (``tritonclient.grpc``), so
-the wire format is Triton's exactly. Errors become status codes through
-``errors.ERROR_TABLE``.
+the wire format is Triton's exactly. The request policy (request id, authorization, the
+admission budget shared with HTTP, error rendering through ``errors.ERROR_TABLE``, the
+access log) is applied by :class:`PolicyInterceptor`; the servicer only converts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import time
 from typing import Any
 
 import grpc
@@ -16,10 +17,10 @@ from google.protobuf import json_format
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from sentiserve.errors import InvalidInputError, SentiserveError, grpc_code
+from sentiserve.errors import InvalidInputError
 from sentiserve.serve import v2
 from sentiserve.serve.plane import DataPlane, InferRequest, InferResponse, Tensor
-from sentiserve.serve.rest_v2 import server_metadata
+from sentiserve.serve.policy import Operation, Policy, TransportLimits, as_error, grpc_error
 
 CONTENTS_FIELD = {
     "BOOL": "bool_contents",
@@ -97,119 +98,171 @@ def infer_response(response: InferResponse) -> Any:
     )
 
 
+OPERATIONS = {
+    "ServerLive": Operation.HEALTH,
+    "ServerReady": Operation.HEALTH,
+    "ModelReady": Operation.HEALTH,
+    "ServerMetadata": Operation.METADATA,
+    "ModelMetadata": Operation.METADATA,
+    "ModelInfer": Operation.INFER,
+    "ModelStatistics": Operation.STATISTICS,
+    "RepositoryIndex": Operation.REPOSITORY,
+    "RepositoryModelLoad": Operation.REPOSITORY,
+    "RepositoryModelUnload": Operation.REPOSITORY,
+}
+"""What each implemented method asks for (the others answer UNIMPLEMENTED untouched)."""
+
+
+class PolicyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """The request policy on gRPC: request id (``x-request-id`` metadata, echoed in the
+    trailing metadata), authorization (``authorization`` metadata), admission, one error
+    rendering, the access log."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        handler = await continuation(details)
+        operation = OPERATIONS.get(details.method.rsplit("/", 1)[-1])
+        if handler is None or operation is None or handler.unary_unary is None:
+            return handler
+        inner = handler.unary_unary
+        policy = self.policy
+        metadata = {m[0]: m[1] for m in details.invocation_metadata or ()}
+        method = details.method
+
+        async def guarded(request: Any, context: Any) -> Any:
+            start = time.perf_counter()
+            request_id = policy.request_id(metadata.get("x-request-id"))
+            model = getattr(request, "model_name", "") or getattr(request, "name", "") or None
+            try:
+                policy.authorize(operation, metadata.get("authorization"))
+                with policy.admitted(operation):
+                    response = await inner(request, context)
+            except Exception as exc:
+                error = as_error(exc)
+                policy.finish(
+                    transport="grpc",
+                    operation=operation,
+                    target=method,
+                    request_id=request_id,
+                    status=int(error.status),
+                    start=start,
+                    model=model,
+                )
+                code, message, trailers = grpc_error(error)
+                context.set_trailing_metadata((("x-request-id", request_id), *trailers))
+                await context.abort(getattr(grpc.StatusCode, code), message)
+            context.set_trailing_metadata((("x-request-id", request_id),))
+            policy.finish(
+                transport="grpc",
+                operation=operation,
+                target=method,
+                request_id=request_id,
+                status=200,
+                start=start,
+                model=model,
+            )
+            return response
+
+        return grpc.unary_unary_rpc_method_handler(
+            guarded,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
     """Converts protobuf messages to data-plane calls and back; nothing else."""
 
-    def __init__(self, plane: DataPlane) -> None:
+    def __init__(self, plane: DataPlane, policy: Policy) -> None:
         self.plane = plane
-
-    async def _call(
-        self, context: Any, call: Callable[[], Awaitable[Any]], protected: bool = False
-    ) -> Any:
-        try:
-            if protected and self.plane.api_key.enabled:
-                metadata = dict(context.invocation_metadata() or ())
-                self.plane.api_key.check(metadata.get("authorization"))
-            return await call()
-        except SentiserveError as exc:
-            await context.abort(getattr(grpc.StatusCode, grpc_code(exc)), exc.message)
+        self.policy = policy
 
     async def ServerLive(self, request: Any, context: Any) -> Any:  # noqa: N802
         return pb.ServerLiveResponse(live=await self.plane.live())
 
     async def ServerReady(self, request: Any, context: Any) -> Any:  # noqa: N802
-        return pb.ServerReadyResponse(ready=await self.plane.ready())
+        return pb.ServerReadyResponse(ready=self.policy.ready(await self.plane.ready()))
 
     async def ModelReady(self, request: Any, context: Any) -> Any:  # noqa: N802
-        async def call() -> Any:
-            ready = await self.plane.model_ready(request.name, v2.parse_version(request.version))
-            return pb.ModelReadyResponse(ready=ready)
-
-        return await self._call(context, call)
+        ready = await self.plane.model_ready(request.name, v2.parse_version(request.version))
+        return pb.ModelReadyResponse(ready=self.policy.ready(ready))
 
     async def ServerMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
-        return pb.ServerMetadataResponse(**server_metadata())
+        return pb.ServerMetadataResponse(**v2.server_metadata())
 
     async def ModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
-        async def call() -> Any:
-            meta = await self.plane.metadata(request.name, v2.parse_version(request.version))
-            tensor = pb.ModelMetadataResponse.TensorMetadata
-            return pb.ModelMetadataResponse(
-                name=meta.name,
-                versions=meta.versions,
-                platform=meta.platform,
-                inputs=[
-                    tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in meta.inputs
-                ],
-                outputs=[
-                    tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in meta.outputs
-                ],
-            )
-
-        return await self._call(context, call)
+        meta = await self.plane.metadata(request.name, v2.parse_version(request.version))
+        tensor = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(
+            name=meta.name,
+            versions=meta.versions,
+            platform=meta.platform,
+            inputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in meta.inputs],
+            outputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in meta.outputs],
+        )
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
-        async def call() -> Any:
-            message = infer_request(request, context.time_remaining())
-            return infer_response(await self.plane.infer(message))
-
-        return await self._call(context, call, protected=True)
+        message = infer_request(request, context.time_remaining())
+        return infer_response(await self.plane.infer(message))
 
     async def ModelStatistics(self, request: Any, context: Any) -> Any:  # noqa: N802
-        async def call() -> Any:
-            version = v2.parse_version(request.version)
-            stats = await self.plane.statistics(request.name or None, version)
-            return json_format.ParseDict(
-                {"model_stats": stats}, pb.ModelStatisticsResponse(), ignore_unknown_fields=True
-            )
-
-        return await self._call(context, call)
+        version = v2.parse_version(request.version)
+        stats = await self.plane.statistics(request.name or None, version)
+        return json_format.ParseDict(
+            {"model_stats": stats}, pb.ModelStatisticsResponse(), ignore_unknown_fields=True
+        )
 
     async def RepositoryIndex(self, request: Any, context: Any) -> Any:  # noqa: N802
-        async def call() -> Any:
-            entry = pb.RepositoryIndexResponse.ModelIndex
-            models = [
-                entry(
-                    name=s.name,
-                    version="" if s.version is None else str(s.version),
-                    state=s.state,
-                    reason=s.reason,
-                )
-                for s in await self.plane.index()
-            ]
-            return pb.RepositoryIndexResponse(models=models)
-
-        return await self._call(context, call, protected=True)
+        entry = pb.RepositoryIndexResponse.ModelIndex
+        models = [
+            entry(
+                name=s.name,
+                version="" if s.version is None else str(s.version),
+                state=s.state,
+                reason=s.reason,
+            )
+            for s in await self.plane.index()
+        ]
+        return pb.RepositoryIndexResponse(models=models)
 
     async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:  # noqa: N802
-        async def call() -> Any:
-            await self.plane.load(request.model_name)
-            return pb.RepositoryModelLoadResponse()
-
-        return await self._call(context, call, protected=True)
+        await self.plane.load(request.model_name)
+        return pb.RepositoryModelLoadResponse()
 
     async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:  # noqa: N802
-        async def call() -> Any:
-            await self.plane.unload(request.model_name)
-            return pb.RepositoryModelUnloadResponse()
+        await self.plane.unload(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
 
-        return await self._call(context, call, protected=True)
+
+def grpc_server(plane: DataPlane, policy: Policy) -> Any:
+    """A gRPC server (not yet bound or started) serving ``plane`` under ``policy``. No
+    ``maximum_concurrent_rpcs``: inference is bounded by the policy's budget, shared with
+    HTTP, so refusals are counted and rendered as every other refusal."""
+    limits: TransportLimits = policy.limits
+    server = grpc.aio.server(
+        interceptors=[PolicyInterceptor(policy)],
+        options=[("grpc.max_receive_message_length", limits.max_body_bytes)],
+    )
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(plane, policy), server)
+    return server
 
 
 async def start_grpc(
-    plane: DataPlane, host: str, port: int, *, tls: tuple[bytes, bytes] | None = None
+    plane: DataPlane,
+    policy: Policy,
+    host: str,
+    port: int,
+    *,
+    tls: tuple[bytes, bytes] | None = None,
 ) -> Any:
     """Start the gRPC server on the running event loop; returns it (call ``stop``).
 
     Args:
         tls: PEM certificate chain and private key: serve gRPC over TLS.
     """
-    # Beyond max_in_flight concurrent calls gRPC answers RESOURCE_EXHAUSTED at once.
-    server = grpc.aio.server(
-        options=[("grpc.max_receive_message_length", plane.limits.max_body_bytes)],
-        maximum_concurrent_rpcs=plane.limits.max_in_flight,
-    )
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(plane), server)
+    server = grpc_server(plane, policy)
     if tls is None:
         bound = server.add_insecure_port(f"{host}:{port}")
     else:

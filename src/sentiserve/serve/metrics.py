@@ -150,8 +150,15 @@ class Metrics:
         r = self.registry
         self.overload_rejected = Counter(
             "sentiserve_overload_rejected",
-            "Inference requests refused (503) before their "
-            "body was read, because max_in_flight requests were already inside.",
+            "Inference requests refused (HTTP 503, gRPC UNAVAILABLE) before their body was "
+            "read, because max_in_flight requests were already inside (HTTP and gRPC share it).",
+            registry=r,
+        )
+        self.requests = Counter(
+            "sentiserve_requests",
+            "Requests answered, by transport (http, grpc), operation (infer, metadata, "
+            "statistics, repository) and status (HTTP's, for gRPC the same decision's).",
+            ("transport", "operation", "status"),
             registry=r,
         )
         self._backend_ready: Gauge | None = None

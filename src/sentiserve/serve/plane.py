@@ -22,40 +22,27 @@ import numpy.typing as npt
 
 from sentiserve.engine.tokenizer import text_problem
 from sentiserve.errors import ConfigError, InvalidInputError, PayloadTooLargeError
-from sentiserve.serve.auth import ApiKeys
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-request limits.
+    """Per-request limits of the protocol (the transport's, such as the in-flight budget
+    and body size, are :class:`~sentiserve.serve.policy.TransportLimits`).
 
     Attributes:
         max_texts: Most texts in one request.
-        max_body_bytes: Largest request body.
         default_timeout_s: Deadline of a request that sets none.
         max_timeout_s: Longest deadline a request gets; a longer one asked for (a client's
             default gRPC deadline, say) is cut to this, not refused.
-        max_in_flight: Most inference requests inside the server at once (being read,
-            tokenized, queued or run). Beyond it a request is answered 503 before its body
-            is read, so an overloaded event loop stays responsive.
     """
 
     max_texts: int = 256
-    max_body_bytes: int = 4 * 1024 * 1024
     default_timeout_s: float = 10.0
     max_timeout_s: float = 60.0
-    max_in_flight: int = 512
-    body_timeout_s: float = 30.0
-    """Longest an inference request's body may take to arrive (408 after)."""
-    keep_alive_s: int = 5
-    """An idle keep-alive connection is closed after this long."""
 
     def __post_init__(self) -> None:
-        for name in ("max_texts", "max_body_bytes", "max_in_flight"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1")
-        if not (self.body_timeout_s > 0 and self.keep_alive_s > 0):
-            raise ConfigError("body_timeout_s and keep_alive_s must be > 0")
+        if self.max_texts < 1:
+            raise ConfigError("max_texts must be >= 1")
         if not 0 < self.default_timeout_s <= self.max_timeout_s:
             raise ConfigError("default_timeout_s must be within (0, max_timeout_s]")
 
@@ -192,14 +179,10 @@ class DataPlane(Protocol):
     """What every transport calls. Errors are :class:`~sentiserve.errors.SentiserveError`
     subclasses; each carries its HTTP status, and ``errors.ERROR_TABLE`` maps it to gRPC."""
 
-    api_key: ApiKeys
-    limits: Limits
-    accepting: bool
-
     async def live(self) -> bool: ...
 
     async def ready(self) -> bool:
-        """Whether the server can serve inference now."""
+        """Whether the plane can serve inference now (the policy adds draining)."""
         ...
 
     async def model_ready(self, name: str, version: int | None = None) -> bool: ...

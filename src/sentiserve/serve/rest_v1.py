@@ -11,11 +11,10 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from sentiserve.errors import InvalidInputError
+from sentiserve.errors import InvalidInputError, validation_message
 from sentiserve.serve import openapi
 from sentiserve.serve.edge import Call, Reply, Route, check_content_type
 from sentiserve.serve.plane import DataPlane
-from sentiserve.serve.v2 import validation_message
 
 PATH = "/v1/sentiment"
 

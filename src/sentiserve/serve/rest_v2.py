@@ -16,19 +16,13 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from sentiserve import __version__
 from sentiserve.errors import InvalidInputError
 from sentiserve.serve import openapi, v2
 from sentiserve.serve.edge import Call, Reply, Route, check_content_type
 from sentiserve.serve.plane import DataPlane
+from sentiserve.serve.policy import Policy
 
-SERVER_NAME = "sentiserve"
-EXTENSIONS = ["binary_tensor_data", "statistics", "model_repository"]
 INFER = re.compile(r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer$")
-
-
-def server_metadata() -> dict[str, Any]:
-    return {"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS}
 
 
 def infer_route(plane: DataPlane) -> Route:
@@ -67,13 +61,14 @@ def _status(ok: bool) -> int:
     return 200 if ok else 503
 
 
-def router(plane: DataPlane) -> APIRouter:
-    """Every v2 operation but inference."""
+def router(plane: DataPlane, policy: Policy) -> APIRouter:
+    """Every v2 operation but inference (readiness is the plane's and the policy's: a
+    draining server is not ready)."""
     api = APIRouter(tags=["kserve-v2"])
 
     @api.get("/v2")
     async def metadata_of_server() -> dict[str, Any]:
-        return server_metadata()
+        return v2.server_metadata()
 
     @api.get("/v2/health/live")
     async def live() -> JSONResponse:
@@ -82,7 +77,7 @@ def router(plane: DataPlane) -> APIRouter:
 
     @api.get("/v2/health/ready")
     async def ready() -> JSONResponse:
-        ok = await plane.ready()
+        ok = policy.ready(await plane.ready())
         return JSONResponse({"ready": ok}, status_code=_status(ok))
 
     @api.get("/v2/models/{name}")
@@ -93,9 +88,9 @@ def router(plane: DataPlane) -> APIRouter:
     @api.get("/v2/models/{name}/ready")
     @api.get("/v2/models/{name}/versions/{version}/ready")
     async def model_ready(name: str, version: str | None = None) -> JSONResponse:
-        ok = await plane.model_ready(name, v2.parse_version(version))
+        ok = policy.ready(await plane.model_ready(name, v2.parse_version(version)))
         return JSONResponse(
-            {"name": name, "ready": ok}, status_code=200 if ok else 400 if plane.accepting else 503
+            {"name": name, "ready": ok}, status_code=200 if ok else 400 if policy.accepting else 503
         )
 
     @api.get("/v2/models/{name}/stats")

@@ -20,7 +20,8 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError
 
-from sentiserve.errors import InvalidInputError, ModelNotFoundError
+from sentiserve import __version__
+from sentiserve.errors import InvalidInputError, ModelNotFoundError, validation_message
 from sentiserve.serve.plane import InferRequest, InferResponse, Tensor
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -41,6 +42,14 @@ NUMPY_TYPES: dict[str, Any] = {
 DATATYPES = ("BYTES", *NUMPY_TYPES)
 
 Parameters = dict[str, str | int | float | bool]
+
+SERVER_NAME = "sentiserve"
+EXTENSIONS = ["binary_tensor_data", "statistics", "model_repository"]
+
+
+def server_metadata() -> dict[str, Any]:
+    """The server metadata answer (REST ``GET /v2``, gRPC ``ServerMetadata``)."""
+    return {"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS}
 
 
 class RequestInput(BaseModel):
@@ -110,13 +119,6 @@ class HttpRequest:
 
     def wants_binary(self, output: str) -> bool:
         return output in self.binary_outputs or self.binary_by_default
-
-
-def validation_message(exc: ValidationError) -> str:
-    """The first problem pydantic found, as one line (``where: what``)."""
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-    return f"{where}: {first['msg']}" if where else str(first["msg"])
 
 
 def parse_request(

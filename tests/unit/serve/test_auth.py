@@ -16,7 +16,6 @@ def test_no_keys_means_no_checking() -> None:
     keys = ApiKeys()
     assert not keys.enabled
     keys.check(None)
-    assert not keys.protects("/v1/sentiment")
 
 
 @pytest.mark.parametrize("header", [None, "", "Bearer", "Bearer wrong-key-1", "Basic k-one-123"])
@@ -24,20 +23,6 @@ def test_wrong_or_missing_keys_are_refused_alike(header: str | None) -> None:
     keys = ApiKeys("k-one-123")
     with pytest.raises(UnauthorizedError, match="^missing or invalid API key$"):
         keys.check(header)
-
-
-def test_protected_paths_are_inference_and_model_control_only() -> None:
-    keys = ApiKeys("k-one-123")
-    for path in (
-        "/v1/sentiment",
-        "/v2/models/m/infer",
-        "/v2/models/m/versions/2/infer",
-        "/v2/repository/index",
-        "/v2/repository/models/m/load",
-    ):
-        assert keys.protects(path), path
-    for path in ("/", "/v2/health/ready", "/v2/models/m", "/v2/models/m/stats", "/docs"):
-        assert not keys.protects(path), path
 
 
 def test_short_key_is_refused() -> None:

@@ -13,7 +13,9 @@ import pytest
 
 from sentiserve.errors import InvalidInputError
 from sentiserve.serve.auth import ApiKeys
-from sentiserve.serve.edge import Call, Edge, Reply, RequestIds, Route, check_content_type
+from sentiserve.serve.edge import Call, Edge, Reply, Route, check_content_type, http_operation
+from sentiserve.serve.metrics import Metrics
+from sentiserve.serve.policy import Operation, Policy, RequestIds, TransportLimits
 
 KEY = "edge-key-123"
 
@@ -28,7 +30,8 @@ def make_edge(handler: Any, **kwargs: Any) -> Edge:
     route = Route(re.compile(r"^/v1/sentiment$"), handler)
     options: dict[str, Any] = {"max_in_flight": 4, "max_body_bytes": 100}
     options.update(kwargs)
-    return Edge(downstream, [route], options.pop("keys", ApiKeys()), **options)
+    keys = options.pop("keys", ApiKeys())
+    return Edge(downstream, [route], Policy(keys, TransportLimits(**options), Metrics()))
 
 
 async def echo(call: Call) -> Reply:
@@ -121,7 +124,8 @@ async def test_beyond_max_in_flight_is_503_before_the_body_is_read() -> None:
         assert "1 requests in flight" in refused.json()["error"]
         release.set()
         assert (await first).status_code == 200
-    assert edge.in_flight == 0
+    assert edge.policy.in_flight == 0
+    assert edge.policy.metrics.overload_rejected._value.get() == 1
 
 
 async def test_a_body_that_stalls_gets_408() -> None:
@@ -162,3 +166,27 @@ def test_content_types(header: bytes | None, ok: bool) -> None:
     else:
         with pytest.raises(Exception, match="not accepted here"):
             check_content_type(call, "application/json")
+
+
+@pytest.mark.parametrize(
+    ("path", "operation"),
+    [
+        ("/v1/sentiment", Operation.INFER),
+        ("/v2/models/m/infer", Operation.INFER),
+        ("/v2/models/m/versions/2/infer", Operation.INFER),
+        ("/v2/repository/index", Operation.REPOSITORY),
+        ("/v2/repository/models/m/load", Operation.REPOSITORY),
+        ("/v2/models/m/stats", Operation.STATISTICS),
+        ("/v2/models/m/versions/1/stats", Operation.STATISTICS),
+        ("/v2/health/ready", Operation.HEALTH),
+        ("/v2/models/m/ready", Operation.HEALTH),
+        ("/v2", Operation.METADATA),
+        ("/v2/models/m", Operation.METADATA),
+        ("/v2/models/m/versions/3", Operation.METADATA),
+        ("/", Operation.OTHER),
+        ("/docs", Operation.OTHER),
+        ("/v2/models/m/infer/more", Operation.OTHER),
+    ],
+)
+def test_http_paths_map_to_operations(path: str, operation: Operation) -> None:
+    assert http_operation(path) is operation

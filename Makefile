@@ -5,8 +5,13 @@ SENTI     := $(VENV)/bin/sentiserve
 STAMP     := $(VENV)/.installed
 REPO      ?= model_repository
 
-.PHONY: gpu-wheels gpu-smoke cluster-local setup system tools triton kserve serve-triton model serve test test-fast fuzz lint format bench bench-serving soak monitor clean
+.PHONY: help gpu-wheels gpu-smoke cluster-local setup system tools triton kserve serve-triton model serve test test-unit test-fast fuzz lint format bench bench-serving soak monitor clean
 
+## help: this list of targets
+help:
+	@awk '/^## /{sub(/^## /, ""); split($$0, a, ": "); if (a[2] != "") printf "  %-15s %s\n", a[1], substr($$0, length(a[1]) + 3); else printf "  %-15s %s\n", "", $$0}' $(MAKEFILE_LIST)
+
+## setup: the project's virtual environment in .venv (CPU PyTorch, every extra, dev tools)
 setup: $(STAMP)
 
 # Debian packages the tests and benchmarks need, as command:package: Chromium (the playground
@@ -85,6 +90,11 @@ serve: model
 test: setup system tools triton kserve lint
 	$(PY) -m pytest -q
 
+## test-unit: the unit tier alone, in process (no servers, no Triton, no tools)
+test-unit: setup
+	$(PY) -m pytest -q tests/unit
+
+## test-fast: everything but the tests marked slow (the real model on real data)
 test-fast: setup system tools triton kserve
 	$(PY) -m pytest -q -m "not slow"
 

@@ -5,6 +5,7 @@ same decision, the same metric and an access-log line with a request id each."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -81,10 +82,8 @@ def grpc_request(name: str = "TEXT") -> Any:
 async def grpc_infer(both: Both, request: Any, metadata: dict[str, str]) -> tuple[Any, Any]:
     """The status code and the trailing metadata of one ModelInfer call."""
     call = both.grpc.ModelInfer(request, metadata=tuple(metadata.items()))
-    try:
+    with contextlib.suppress(grpc.aio.AioRpcError):
         await call
-    except grpc.aio.AioRpcError:
-        pass
     return await call.code(), dict(await call.trailing_metadata() or ())
 
 

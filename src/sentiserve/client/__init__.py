@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -38,6 +38,8 @@ from sentiserve.errors import (
 DEFAULT_URL = "http://127.0.0.1:8000"
 RETRY_AFTER_CAP_S = 10.0
 """The longest a ``Retry-After`` is honoured for, whatever the server says."""
+Outcome = httpx.Response | httpx.TransportError | None
+"""What one try came to: an answer, a transport error, or nothing yet (a pause)."""
 
 
 @dataclass(frozen=True)
@@ -122,8 +124,38 @@ class _Base:
         ]
         return Result(doc["model"], int(doc["version"]), predictions)
 
-    def _retryable(self, response: httpx.Response | None) -> bool:
-        return response is None or response.status_code == 503
+    def _tries(self, now: Callable[[], float]) -> Generator[float, Outcome, httpx.Response]:
+        """The retry loop without its I/O, shared by both clients.
+
+        Yields a positive number of seconds: send the request with that timeout, then send
+        back the response or the transport error. Yields a negative number: sleep that
+        long (negated), then send back None. Returns the final response (not a 503), or
+        raises the error to give up with.
+        """
+        deadline = now() + self.timeout_s
+        for attempt in range(self.retry.attempts):
+            remaining = deadline - now()
+            if remaining <= 0:
+                break
+            outcome = yield remaining
+            if isinstance(outcome, httpx.TimeoutException):
+                break
+            if isinstance(outcome, httpx.Response) and outcome.status_code != 503:
+                return outcome
+            response = outcome if isinstance(outcome, httpx.Response) else None
+            last = (
+                _error_of(response)
+                if response is not None
+                else UnavailableError(f"cannot reach {self.url}: {outcome}")
+            )
+            if attempt + 1 >= self.retry.attempts:
+                raise last
+            retry_after = response.headers.get("retry-after") if response is not None else None
+            pause = self.retry.wait(attempt, retry_after)
+            if now() + pause >= deadline:
+                raise last
+            yield -pause
+        raise _timed_out(self.timeout_s)
 
 
 class Client(_Base):
@@ -157,35 +189,25 @@ class Client(_Base):
 
     def classify_many(self, texts: Sequence[str], *, model: str | None = None) -> Result:
         """Predictions for several texts, in order, from one request."""
-        deadline = time.monotonic() + self.timeout_s
-        for attempt in range(self.retry.attempts):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            response = None
-            try:
-                response = self._http.post(
-                    f"{self.url}/v1/sentiment",
-                    json=self._body(texts, model, remaining),
-                    timeout=remaining,
-                )
-            except httpx.TimeoutException:
-                break
-            except httpx.TransportError as exc:
-                last: SentiserveError = UnavailableError(f"cannot reach {self.url}: {exc}")
-            else:
-                if not self._retryable(response):
-                    return self._result(response)
-                last = _error_of(response)
-            if attempt + 1 < self.retry.attempts:
-                retry_after = response.headers.get("retry-after") if response else None
-                pause = self.retry.wait(attempt, retry_after)
-                if time.monotonic() + pause >= deadline:
-                    raise last
-                time.sleep(pause)
-        else:
-            raise last
-        raise _timed_out(self.timeout_s)
+        tries = self._tries(time.monotonic)
+        outcome: Outcome = None
+        try:
+            while True:
+                step = tries.send(outcome)
+                outcome = None
+                if step < 0:
+                    time.sleep(-step)
+                    continue
+                try:
+                    outcome = self._http.post(
+                        f"{self.url}/v1/sentiment",
+                        json=self._body(texts, model, step),
+                        timeout=step,
+                    )
+                except httpx.TransportError as exc:
+                    outcome = exc
+        except StopIteration as done:
+            return self._result(done.value)
 
     def ready(self) -> bool:
         """Whether the server is ready (``/v2/health/ready``)."""
@@ -226,36 +248,25 @@ class AsyncClient(_Base):
 
     async def classify_many(self, texts: Sequence[str], *, model: str | None = None) -> Result:
         """Predictions for several texts, in order, from one request."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout_s
-        for attempt in range(self.retry.attempts):
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            response = None
-            try:
-                response = await self._http.post(
-                    f"{self.url}/v1/sentiment",
-                    json=self._body(texts, model, remaining),
-                    timeout=remaining,
-                )
-            except httpx.TimeoutException:
-                break
-            except httpx.TransportError as exc:
-                last: SentiserveError = UnavailableError(f"cannot reach {self.url}: {exc}")
-            else:
-                if not self._retryable(response):
-                    return self._result(response)
-                last = _error_of(response)
-            if attempt + 1 < self.retry.attempts:
-                retry_after = response.headers.get("retry-after") if response else None
-                pause = self.retry.wait(attempt, retry_after)
-                if loop.time() + pause >= deadline:
-                    raise last
-                await asyncio.sleep(pause)
-        else:
-            raise last
-        raise _timed_out(self.timeout_s)
+        tries = self._tries(asyncio.get_running_loop().time)
+        outcome: Outcome = None
+        try:
+            while True:
+                step = tries.send(outcome)
+                outcome = None
+                if step < 0:
+                    await asyncio.sleep(-step)
+                    continue
+                try:
+                    outcome = await self._http.post(
+                        f"{self.url}/v1/sentiment",
+                        json=self._body(texts, model, step),
+                        timeout=step,
+                    )
+                except httpx.TransportError as exc:
+                    outcome = exc
+        except StopIteration as done:
+            return self._result(done.value)
 
     async def ready(self) -> bool:
         """Whether the server is ready (``/v2/health/ready``)."""

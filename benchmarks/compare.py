@@ -149,22 +149,9 @@ def plain_cmd(repo: Path, threads: int) -> list[str]:
 
 
 def triton_cmd(repo: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "sentiserve",
-        "triton",
-        "--model-repository",
-        str(repo),
-        "--http-port",
-        "{http}",
-        "--grpc-port",
-        str(free_port()),
-        "--metrics-port",
-        "{metrics}",
-        "--exit-timeout",
-        "3",
-    ]
+    return serve_command(
+        repo, "{http}", free_port(), "{metrics}", "--exit-timeout", "3", command="triton"
+    )
 
 
 @dataclass(frozen=True)

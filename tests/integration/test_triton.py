@@ -12,7 +12,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,7 +20,7 @@ import httpx
 import numpy as np
 import pytest
 
-from sentiserve.local.ready import free_port, is_ready, wait_until
+from sentiserve.local.ready import free_port, is_ready, serve_command, wait_until
 from sentiserve.repository.layout import CONFIG
 from sentiserve.repository.triton import Platform, write_gpu_form, write_python_form
 from sentiserve.triton.environment import TritonEnvironment
@@ -404,24 +403,17 @@ def alive(proc: subprocess.Popen[str]) -> Callable[[], None]:
 
 def triton_cli(environment: TritonEnvironment, repo: Path, http: int) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sentiserve",
-            "triton",
-            "--model-repository",
-            str(repo),
-            "--http-port",
-            str(http),
-            "--grpc-port",
-            str(free_port()),
-            "--metrics-port",
-            str(free_port()),
+        serve_command(
+            repo,
+            http,
+            free_port(),
+            free_port(),
             "--home",
             str(environment.home),
             "--exit-timeout",
             "5",
-        ],
+            command="triton",
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

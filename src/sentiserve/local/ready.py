@@ -27,15 +27,20 @@ def free_port() -> int:
 
 
 def serve_command(
-    repository: str | Path, http: int | str, grpc: int | str, metrics: int | str, *extra: str
+    repository: str | Path,
+    http: int | str,
+    grpc: int | str,
+    metrics: int | str,
+    *extra: str,
+    command: str = "serve",
 ) -> list[str]:
-    """``sentiserve serve`` under this interpreter on 127.0.0.1 with these ports (grpc 0:
-    off), then ``extra`` options."""
+    """``sentiserve serve`` (or ``command``: ``triton`` takes the same options) under this
+    interpreter on 127.0.0.1 with these ports (grpc 0: off), then ``extra`` options."""
     return [
         sys.executable,
         "-m",
         "sentiserve",
-        "serve",
+        command,
         "--model-repository",
         str(repository),
         "--http-port",

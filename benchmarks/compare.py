@@ -150,7 +150,7 @@ def plain_cmd(repo: Path, threads: int) -> list[str]:
 
 def triton_cmd(repo: Path) -> list[str]:
     return serve_command(
-        repo, "{http}", free_port(), "{metrics}", "--exit-timeout", "3", command="triton"
+        repo, "{http}", free_port(), "{metrics}", "--exit-timeout-s", "3", command="triton"
     )
 
 

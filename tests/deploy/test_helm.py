@@ -426,6 +426,7 @@ def test_triton_runs_on_gpu_nodes_behind_the_gateway() -> None:
     (pull,) = pod["initContainers"]
     assert pull["command"] == [
         "sentiserve",
+        "repository",
         "pull",
         "s3://my-models/sentiment-repo-gpu",
         "/cache/models",

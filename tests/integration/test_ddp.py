@@ -28,7 +28,7 @@ def test_torchrun_trains_on_two_processes(tiny_bert: Path, toy_csv: Path, tmp_pa
             "train",
             "--data",
             str(toy_csv),
-            "--model",
+            "--base-model",
             str(tiny_bert),
             "--out",
             str(out),

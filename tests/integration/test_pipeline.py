@@ -161,7 +161,9 @@ def test_corrupt_repository_is_refused_by_the_cli(tiny_build: Path, tmp_path: Pa
 def test_bad_data_is_one_clear_line(tmp_path: Path, tiny_bert: Path) -> None:
     bad = tmp_path / "reviews.csv"
     bad.write_text("text,label\ngreat,positive\nawful,sour\n")
-    proc = cli("train", "--model", str(tiny_bert), "--data", str(bad), "--out", str(tmp_path / "m"))
+    proc = cli(
+        "train", "--base-model", str(tiny_bert), "--data", str(bad), "--out", str(tmp_path / "m")
+    )
     assert proc.returncode == 1
     assert "reviews.csv, line 3: unknown label 'sour'" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -171,7 +173,7 @@ def test_bad_data_is_one_clear_line(tmp_path: Path, tiny_bert: Path) -> None:
 def test_missing_base_model_is_a_clear_error(tmp_path: Path, toy_csv: Path) -> None:
     proc = cli(
         "train",
-        "--model",
+        "--base-model",
         str(tmp_path / "nope"),
         "--data",
         str(toy_csv),

@@ -195,7 +195,15 @@ def test_cli_and_serving_from_s3(moto: Moto, bucket: str, tiny_build: Path, tmp_
     env = {**os.environ, **CREDENTIALS, "AWS_ENDPOINT_URL": moto.url}
     url = f"s3://{bucket}/model_repository"
     done = subprocess.run(
-        [sys.executable, "-m", "sentiserve", "publish", str(tiny_build / "model_repository"), url],
+        [
+            sys.executable,
+            "-m",
+            "sentiserve",
+            "repository",
+            "publish",
+            str(tiny_build / "model_repository"),
+            url,
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -203,7 +211,15 @@ def test_cli_and_serving_from_s3(moto: Moto, bucket: str, tiny_build: Path, tmp_
     )
     assert done.returncode == 0, done.stderr
     missing = subprocess.run(
-        [sys.executable, "-m", "sentiserve", "pull", "s3://nope/x", str(tmp_path / "x")],
+        [
+            sys.executable,
+            "-m",
+            "sentiserve",
+            "repository",
+            "pull",
+            "s3://nope/x",
+            str(tmp_path / "x"),
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -293,7 +309,7 @@ def test_publish_killed_midway_never_vouches_for_a_mix(
     for attempt in range(3):
         s3.publish(old_dir, url, endpoint_url=moto.url)
         delay = rng.uniform(0.0, 0.15)
-        publish = sentiserve("publish", str(new_dir), url, env=cli_env(moto))
+        publish = sentiserve("repository", "publish", str(new_dir), url, env=cli_env(moto))
         # Killed a random moment after it began (its first act removes the old manifest).
         killed = kill_when(publish, lambda: not s3_has_manifest(moto, bucket), delay)
         assert killed, f"the publish finished within {delay:.2f} s: make the tree larger"
@@ -305,7 +321,7 @@ def test_publish_killed_midway_never_vouches_for_a_mix(
         else:
             with pytest.raises(StoreError, match=f"no {MANIFEST}"):
                 s3.pull(url, copy, endpoint_url=moto.url)
-    done = sentiserve("publish", str(new_dir), url, env=cli_env(moto))
+    done = sentiserve("repository", "publish", str(new_dir), url, env=cli_env(moto))
     assert done.wait(timeout=120) == 0, done.communicate()[1]
     done.communicate()
     s3.pull(url, tmp_path / "final", endpoint_url=moto.url)
@@ -325,14 +341,14 @@ def test_pull_killed_midway_leaves_the_old_copy_and_the_next_pull_finishes(
     for _ in range(3):
         shutil.rmtree(dest, ignore_errors=True)
         s3.pull(f"s3://{bucket}/old", dest, endpoint_url=moto.url)
-        pull = sentiserve("pull", f"s3://{bucket}/new", str(dest), env=cli_env(moto))
+        pull = sentiserve("repository", "pull", f"s3://{bucket}/new", str(dest), env=cli_env(moto))
         # Killed a random moment after its download began (its staging folder appeared).
         delay = rng.uniform(0.0, 0.15)
         killed = kill_when(pull, lambda: bool(list(work.glob(".repo.pulling-*"))), delay)
         assert killed, f"the pull finished within {delay:.2f} s: make the tree larger"
         # The destination is still the old whole, verified version; the staging stays hidden.
         assert contents(dest) == old
-    done = sentiserve("pull", f"s3://{bucket}/new", str(dest), env=cli_env(moto))
+    done = sentiserve("repository", "pull", f"s3://{bucket}/new", str(dest), env=cli_env(moto))
     assert done.wait(timeout=120) == 0, done.communicate()[1]
     done.communicate()
     assert contents(dest) == new
@@ -374,7 +390,7 @@ def test_full_disk_during_pull_is_one_clear_error_and_keeps_the_old_copy(
         resource.setrlimit(resource.RLIMIT_FSIZE, (4 << 20, 4 << 20))
 
     done = subprocess.run(
-        [sys.executable, "-m", "sentiserve", "pull", f"s3://{bucket}/new", str(dest)],
+        [sys.executable, "-m", "sentiserve", "repository", "pull", f"s3://{bucket}/new", str(dest)],
         capture_output=True,
         text=True,
         env=cli_env(moto),

@@ -55,7 +55,7 @@ def test_a_missing_extra_is_named(tmp_path: Path) -> None:
     env = {**os.environ, **hiding(tmp_path / "hook", set(EXTRAS))}
     cases = {
         ("train", "--max-steps", "1", "--out", str(tmp_path / "m")): "sentiserve[train]",
-        ("pull", "s3://bucket/prefix", str(tmp_path / "r")): "sentiserve[s3]",
+        ("repository", "pull", "s3://bucket/prefix", str(tmp_path / "r")): "sentiserve[s3]",
     }
     for args, extra in cases.items():
         done = subprocess.run(

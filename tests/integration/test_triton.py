@@ -410,7 +410,7 @@ def triton_cli(environment: TritonEnvironment, repo: Path, http: int) -> subproc
             free_port(),
             "--home",
             str(environment.home),
-            "--exit-timeout",
+            "--exit-timeout-s",
             "5",
             command="triton",
         ),

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sentiserve import DEFAULT_MODEL
 from sentiserve.bench import loadgen, servermetrics
 from sentiserve.bench.protocols import Client, make_client
 from sentiserve.bench.report import BenchReport, level_name, summarize
@@ -17,7 +18,7 @@ from sentiserve.bench.texts import BenchTexts
 class BenchConfig:
     url: str
     protocol: str = "v1"
-    model: str = "sentiment"
+    model: str = DEFAULT_MODEL
     concurrency: tuple[int, ...] = (1, 8, 32, 64)
     rate: float | None = None
     duration_s: float = 10.0

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sentiserve import DEFAULT_MODEL
 from sentiserve.bench.protocols import http_base, http_request
 from sentiserve.errors import ConfigError, SentiserveError
 
@@ -101,7 +102,7 @@ def run_wrk(
     *,
     duration_s: float = 15.0,
     warmup_s: float = 3.0,
-    model: str = "sentiment",
+    model: str = DEFAULT_MODEL,
     timeout_s: float = 30.0,
     api_key: str | None = None,
 ) -> list[WrkResult]:

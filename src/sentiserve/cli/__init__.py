@@ -30,9 +30,11 @@ def build_app() -> typer.Typer:
         store,
         train,
         triton,
+        vocabulary,
     )
 
     app = typer.Typer(
+        cls=vocabulary.Group,
         name="sentiserve",
         help="Fine-tune, export, optimize and serve BERT-family text classifiers.",
         no_args_is_help=True,
@@ -52,7 +54,13 @@ def build_app() -> typer.Typer:
     app.command("train")(train.train)
     app.command("export")(export.export)
     app.command("optimize")(optimize.optimize)
-    app.add_typer(repository.app, name="repository")
+    repo = typer.Typer(help=repository.HELP, no_args_is_help=True)
+    repo.command("build")(repository.build)
+    repo.command("form")(repository.form)
+    repo.command("show")(repository.show)
+    repo.command("publish")(store.publish)
+    repo.command("pull")(store.pull)
+    app.add_typer(repo, name="repository")
     app.command("evaluate")(evaluate.evaluate)
     app.command("build")(build.build)
     app.command("serve")(serve.serve)
@@ -61,8 +69,6 @@ def build_app() -> typer.Typer:
     app.command("bench")(bench.bench)
     app.command("monitor")(monitor.monitor)
     app.command("doctor")(doctor.doctor)
-    app.command("publish")(store.publish)
-    app.command("pull")(store.pull)
     return app
 
 

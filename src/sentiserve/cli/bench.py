@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import typer
 
+from sentiserve import DEFAULT_MODEL
 from sentiserve.cli.console import console, current_settings, emit_json, fail, user_errors
 
 
@@ -59,12 +60,14 @@ class _Ticker:
 def bench(
     url: str = typer.Option("http://127.0.0.1:8000", help="Server URL (HOST:PORT for gRPC)."),
     protocol: str = typer.Option("v1", help="v1, v2-http or v2-grpc."),
-    model: str = typer.Option("sentiment", help="Model name."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model-name", help="Model name."),
     concurrency: str = typer.Option("1,8,32,64", help="Closed-loop levels (clients)."),
     rate: float | None = typer.Option(None, help="Open loop: Poisson arrivals per second."),
-    duration: float = typer.Option(10.0, help="Seconds measured per level."),
-    warmup: float = typer.Option(2.0, help="Seconds of unmeasured load before each level."),
-    timeout: float = typer.Option(30.0, help="Per-request client timeout, seconds."),
+    duration: float = typer.Option(10.0, "--duration-s", help="Seconds measured per level."),
+    warmup: float = typer.Option(
+        2.0, "--warmup-s", help="Seconds of unmeasured load before each level."
+    ),
+    timeout: float = typer.Option(30.0, "--timeout-s", help="Per-request client timeout."),
     data: str = typer.Option("rt", help="rt, long (synthetic), or a file (.txt/.csv/.jsonl)."),
     texts_per_request: int = typer.Option(
         1, min=1, help="Texts in each request (throughput is then requests x this in texts/s)."
@@ -90,7 +93,7 @@ def bench(
     if rate is not None and rate <= 0:
         fail("--rate must be positive", code=2)
     if duration <= 0 or warmup < 0 or timeout <= 0:
-        fail("--duration and --timeout must be positive, --warmup not negative", code=2)
+        fail("--duration-s and --timeout-s must be positive, --warmup-s not negative", code=2)
     metrics = None if metrics_url == "none" else (metrics_url or default_metrics_url(url))
     with user_errors():
         texts = load_texts(data, cache_dir=current_settings().cache_dir)

@@ -8,10 +8,11 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from sentiserve import DEFAULT_MODEL
 from sentiserve.cli.console import console, current_settings, emit_json, step_printer, user_errors
 from sentiserve.engine.tokenizer import Truncation
 from sentiserve.pipeline import BuildConfig
-from sentiserve.repository.layout import DEFAULT_MODEL, DEFAULT_ROOT
+from sentiserve.repository.layout import DEFAULT_ROOT
 from sentiserve.train.trainer import DEFAULT_BASE_MODEL, TrainConfig
 
 BUILD_EPOCHS = 2.0
@@ -25,11 +26,13 @@ BUILD_LAYER_DECAY = 1.0
 def build(
     data: str = typer.Option("rt", help="rt, imdb, a data file or an aclImdb folder."),
     model: str = typer.Option(
-        DEFAULT_BASE_MODEL, help="Base model: 'minilm', a hub name or a local folder."
+        DEFAULT_BASE_MODEL,
+        "--base-model",
+        help="Base model: 'minilm', a hub name or a local folder.",
     ),
     work_dir: Path = typer.Option(Path("build"), help="Intermediate outputs."),
     model_repository: Path = typer.Option(DEFAULT_ROOT, help="Model repository to write."),
-    name: str = typer.Option(DEFAULT_MODEL, help="Model name in the repository."),
+    name: str = typer.Option(DEFAULT_MODEL, "--model-name", help="Model name in the repository."),
     epochs: float = typer.Option(BUILD_EPOCHS, help="Fine-tuning epochs."),
     batch_size: int = typer.Option(32, help="Fine-tuning batch size."),
     learning_rate: float = typer.Option(BUILD_LEARNING_RATE, help="Peak learning rate."),

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import typer
 
+from sentiserve import DEFAULT_MODEL
 from sentiserve.cli.console import console, current_settings, emit_json, user_errors
-from sentiserve.repository.layout import DEFAULT_MODEL, DEFAULT_ROOT
+from sentiserve.repository.layout import DEFAULT_ROOT
 
 
 def evaluate(
     model_repository: Path = typer.Option(DEFAULT_ROOT, help="Model repository root."),
-    model: str = typer.Option(DEFAULT_MODEL, help="Model name."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model-name", help="Model name."),
     version: int | None = typer.Option(None, help="Version (default: newest)."),
     engine: str | None = typer.Option(
         None, help="Engine variant (default: the manifest's for this device)."

@@ -17,7 +17,9 @@ def monitor(
     port: int = typer.Option(9090, help="Prometheus port (on 127.0.0.1)."),
     rules: Path = typer.Option(DEFAULT_RULES, help="Folder of rule files (*.yml)."),
     data_dir: Path | None = typer.Option(None, help="Prometheus data (default: a temp dir)."),
-    scrape_interval: float = typer.Option(5.0, help="Seconds between scrapes."),
+    scrape_interval: float = typer.Option(
+        5.0, "--scrape-interval-s", help="Seconds between scrapes."
+    ),
 ) -> None:
     """Start Prometheus against a running server (sentiserve or Triton) with the recording
     and alerting rules, print the URL of its graph page, and run until Ctrl-C."""

@@ -48,7 +48,9 @@ def report_table(result: OptimizeResult) -> Table:
 
 def optimize(
     model: Path = typer.Option(
-        Path("build/model"), help="Fine-tuned model folder (tokenizer, config)."
+        Path("build/model"),
+        "--checkpoint",
+        help="Fine-tuned model folder (a checkpoint: tokenizer, config).",
     ),
     onnx: Path = typer.Option(Path("build/onnx/model.onnx"), help="Exported ONNX graph."),
     out: Path = typer.Option(

@@ -7,19 +7,17 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from sentiserve import DEFAULT_MODEL
 from sentiserve.cli.console import console, emit_json, engines_line, user_errors
 from sentiserve.engine.tokenizer import Truncation
-from sentiserve.repository.layout import DEFAULT_MODEL, DEFAULT_ROOT
+from sentiserve.repository.layout import DEFAULT_ROOT
 from sentiserve.repository.triton import Platform, TritonBatching
 
 TB = TritonBatching
 
-app = typer.Typer(
-    help="Write and inspect model repositories (Triton layout).", no_args_is_help=True
-)
+HELP = "Write, inspect, publish and pull model repositories (Triton layout)."
 
 
-@app.command("build")
 def build(
     from_dir: Path = typer.Option(
         Path("build"), "--from", help="Build folder with model/ and optimized/."
@@ -27,13 +25,14 @@ def build(
     out: Path = typer.Option(
         DEFAULT_ROOT, "--out", "--model-repository", help="Model repository root."
     ),
-    name: str = typer.Option(DEFAULT_MODEL, help="Model name in the repository."),
+    name: str = typer.Option(DEFAULT_MODEL, "--model-name", help="Model name in the repository."),
     truncation: Truncation = typer.Option(Truncation.HEAD_TAIL, help="Long-text policy."),
     platform: Platform = typer.Option(
         Platform.PYTHON,
         help="Triton form: python (CPU, bundled Triton) or the GPU ensemble "
         "over onnxruntime or tensorrt (official Triton container).",
     ),
+    json_out: bool = typer.Option(False, "--json", help="Print a one-line JSON summary."),
 ) -> None:
     """Write a new, verified version of NAME from a build folder (atomically), in the form
     Triton serves on PLATFORM. The embedded server reads every form."""
@@ -43,16 +42,27 @@ def build(
     with user_errors():
         version = write_from_build(from_dir, out, name, truncation=truncation)
         written = write_form(out, name, platform)
+    if json_out:
+        emit_json(
+            {
+                "path": str(version.path),
+                "model": name,
+                "version": version.manifest.version,
+                "default_engine": version.manifest.default_engine,
+                "platform": platform.value,
+                "models": [c.name for c in written],
+            }
+        )
+        return
     console.print(
         f"wrote [bold]{version.path}[/] (default engines {version.manifest.default_engine}); "
         f"Triton form {platform.value}: {', '.join(c.name for c in written)}"
     )
 
 
-@app.command("form")
 def form(
     model_repository: Path = typer.Option(DEFAULT_ROOT, help="Model repository root."),
-    model: str = typer.Option(DEFAULT_MODEL, help="Model name."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model-name", help="Model name."),
     platform: Platform = typer.Option(..., help="python, onnxruntime or tensorrt."),
     max_batch_size: int = typer.Option(TB.max_batch_size, help="Most texts per execution."),
     preferred_batch_sizes: str = typer.Option(
@@ -64,6 +74,7 @@ def form(
         TB.trt_fp16, help="onnxruntime: ONNX Runtime's TensorRT accelerator in fp16."
     ),
     show_config: bool = typer.Option(False, "--show", help="Print every config.pbtxt written."),
+    json_out: bool = typer.Option(False, "--json", help="Print a one-line JSON summary."),
 ) -> None:
     """(Re)write MODEL's Triton form from its newest version, without a new version: its
     config.pbtxt files are generated from typed config and checked (ensemble wiring, dims
@@ -84,16 +95,19 @@ def form(
             trt_fp16=trt_fp16,
         )
         written = write_form(model_repository, model, platform, batching)
+    if json_out:
+        paths = [str(model_repository / c.name / "config.pbtxt") for c in written]
+        emit_json({"platform": platform.value, "configs": paths})
+        return
     for config in written:
         console.print(f"[cyan]•[/] {model_repository / config.name / 'config.pbtxt'}")
         if show_config:
             typer.echo(config.to_pbtxt())
 
 
-@app.command("show")
 def show(
     model_repository: Path = typer.Option(DEFAULT_ROOT, help="Model repository root."),
-    model: str = typer.Option(DEFAULT_MODEL, help="Model name."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model-name", help="Model name."),
     version: int | None = typer.Option(None, help="Version (default: newest)."),
     json_out: bool = typer.Option(False, "--json", help="Print the manifest as one JSON line."),
 ) -> None:

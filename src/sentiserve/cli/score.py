@@ -8,8 +8,9 @@ from pathlib import Path
 
 import typer
 
+from sentiserve import DEFAULT_MODEL
 from sentiserve.cli.console import console, current_settings, emit_json, user_errors
-from sentiserve.repository.layout import DEFAULT_MODEL, DEFAULT_ROOT
+from sentiserve.repository.layout import DEFAULT_ROOT
 from sentiserve.score.inputs import InputSpec
 from sentiserve.score.run import CHUNK_ROWS, Progress, Summary
 
@@ -33,7 +34,7 @@ def score(
         envvar="SENTISERVE_MODEL_REPOSITORY",
         help="Model repository: a folder or s3://bucket/prefix.",
     ),
-    model: str = typer.Option(DEFAULT_MODEL, help="Model name in the repository."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model-name", help="Model name in the repository."),
     version: int | None = typer.Option(None, help="Model version (default: the newest)."),
     engine: str | None = typer.Option(None, help="Engine variant (default: the manifest's)."),
     instances: int | None = typer.Option(

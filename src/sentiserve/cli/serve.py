@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from sentiserve import DEFAULT_MODEL
 from sentiserve.cli.console import console, current_settings, user_errors
 from sentiserve.repository.layout import DEFAULT_ROOT
 from sentiserve.serve.batcher import BatchingConfig
@@ -115,7 +116,9 @@ def serve(
         "round-robin.",
     ),
     triton_model: str = typer.Option(
-        "sentiment", help="With --backend triton: the model whose readiness is ours."
+        DEFAULT_MODEL,
+        "--triton-model-name",
+        help="With --backend triton: the model whose readiness is ours.",
     ),
 ) -> None:
     """Serve every model in the repository: friendly REST, KServe v2 REST and gRPC, metrics.

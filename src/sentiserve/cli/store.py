@@ -1,4 +1,4 @@
-"""``sentiserve publish`` and ``sentiserve pull``: model repositories in S3."""
+"""``sentiserve repository publish`` and ``repository pull``: model repositories in S3."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from sentiserve.cli.console import console, user_errors
+from sentiserve.cli.console import console, emit_json, user_errors
 
 ENDPOINT_HELP = "S3-compatible endpoint (default: AWS_ENDPOINT_URL or AWS itself)."
 
@@ -38,6 +38,7 @@ def publish(
     folder: Path = typer.Argument(..., help="Model repository folder to upload."),
     url: str = typer.Argument(..., help="Destination, s3://bucket/prefix."),
     endpoint_url: str | None = typer.Option(None, help=ENDPOINT_HELP),
+    json_out: bool = typer.Option(False, "--json", help="Print a one-line JSON summary."),
 ) -> None:
     """Upload a model repository to S3 (multipart for large files) with a sha256 manifest
     written last; Triton's --model-repository=s3://... reads the same layout."""
@@ -48,6 +49,9 @@ def publish(
         bar, advance = _progress("publish", total)
         with bar:  # type: ignore[attr-defined]
             manifest = s3.publish(folder, url, endpoint_url=endpoint_url, progress=advance)
+    if json_out:
+        emit_json({"url": url, "files": len(manifest["files"]), "bytes": total})
+        return
     console.print(f"[green]published[/] {len(manifest['files'])} files to {url}")
 
 
@@ -55,6 +59,7 @@ def pull(
     url: str = typer.Argument(..., help="Source, s3://bucket/prefix."),
     folder: Path = typer.Argument(..., help="Local folder (replaced whole when verified)."),
     endpoint_url: str | None = typer.Option(None, help=ENDPOINT_HELP),
+    json_out: bool = typer.Option(False, "--json", help="Print a one-line JSON summary."),
 ) -> None:
     """Download a published model repository, verify every file's sha256, then move it into
     place; a missing or corrupted object is refused and leaves nothing half-written."""
@@ -66,4 +71,7 @@ def pull(
         bar, advance = _progress("pull", total)
         with bar:  # type: ignore[attr-defined]
             s3.pull(url, folder, endpoint_url=endpoint_url, progress=advance, manifest=manifest)
+    if json_out:
+        emit_json({"url": url, "folder": str(folder), "files": len(manifest["files"])})
+        return
     console.print(f"[green]pulled[/] {len(manifest['files'])} files into {folder} (verified)")

@@ -14,6 +14,7 @@ from sentiserve.train.trainer import DEFAULT_BASE_MODEL, TrainConfig
 def train(
     model: str = typer.Option(
         DEFAULT_BASE_MODEL,
+        "--base-model",
         help="'minilm' (bundled MiniLM-L6-H384), a hub name (bert-base-uncased) or a local folder.",
     ),
     data: str = typer.Option("rt", help="rt, imdb, a data file or an aclImdb folder."),

@@ -36,7 +36,9 @@ def triton(
         help="Triton's own environment (bundled server, numpy<2 for its python stub).",
     ),
     setup_only: bool = typer.Option(False, help="Create Triton's environment, then exit."),
-    exit_timeout: int = typer.Option(10, help="Seconds Triton waits for clients when stopping."),
+    exit_timeout: int = typer.Option(
+        10, "--exit-timeout-s", help="Seconds Triton waits for clients when stopping."
+    ),
     log_verbose: int = typer.Option(0, help="Triton's --log-verbose level."),
 ) -> None:
     """Run the real NVIDIA Triton Inference Server (2.51, bundled in nvidia-pytriton, python

@@ -28,6 +28,7 @@ from typing import Any, Self
 
 import httpx
 
+from sentiserve import DEFAULT_MODEL
 from sentiserve.errors import (
     DeadlineExceededError,
     SentiserveError,
@@ -177,7 +178,7 @@ class Client(_Base):
         api_key: str | None = None,
         timeout_s: float = 10.0,
         retry: RetryPolicy | None = None,
-        model: str = "sentiment",
+        model: str = DEFAULT_MODEL,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         super().__init__(url, api_key, timeout_s, retry, model)
@@ -236,7 +237,7 @@ class AsyncClient(_Base):
         api_key: str | None = None,
         timeout_s: float = 10.0,
         retry: RetryPolicy | None = None,
-        model: str = "sentiment",
+        model: str = DEFAULT_MODEL,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__(url, api_key, timeout_s, retry, model)

@@ -18,13 +18,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sentiserve import DEFAULT_MODEL
 from sentiserve.data import load_corpus
 from sentiserve.data.types import Corpus
 from sentiserve.engine.tokenizer import Truncation
 from sentiserve.errors import SentiserveError
 from sentiserve.optimize.variants import RECIPE_VERSION, OptimizeSettings
 from sentiserve.repository.from_build import write_from_build
-from sentiserve.repository.layout import DEFAULT_MODEL, DEFAULT_ROOT, ModelRepository, ModelVersion
+from sentiserve.repository.layout import DEFAULT_ROOT, ModelRepository, ModelVersion
 from sentiserve.train.trainer import TrainConfig
 
 logger = logging.getLogger(__name__)

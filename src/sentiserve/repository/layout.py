@@ -19,7 +19,6 @@ from sentiserve.repository.manifest import MANIFEST, Manifest
 
 CONFIG = "config.pbtxt"
 DEFAULT_ROOT = Path("model_repository")
-DEFAULT_MODEL = "sentiment"
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sentiserve import DEFAULT_MODEL
 from sentiserve.errors import ConfigError, SentiserveError
 from sentiserve.score.inputs import FORMATS, InputSpec, input_files
 from sentiserve.score.run import (
@@ -77,7 +78,7 @@ def score_with_ray(
     *,
     repository: str,
     cache_dir: Path,
-    model: str = "sentiment",
+    model: str = DEFAULT_MODEL,
     version: int | None = None,
     spec: InputSpec | None = None,
     workers: int = 2,

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from sentiserve import DEFAULT_MODEL
 from sentiserve.engine.predict import predict_probabilities
 from sentiserve.engine.tokenizer import text_problem
 from sentiserve.errors import ConfigError
@@ -286,7 +287,7 @@ def score(
     *,
     repository: str,
     cache_dir: Path,
-    model: str = "sentiment",
+    model: str = DEFAULT_MODEL,
     version: int | None = None,
     spec: InputSpec | None = None,
     instances: int | None = None,

@@ -1,5 +1,5 @@
 """Scoring input and output in S3, with the credentials and ``AWS_ENDPOINT_URL`` rules of
-``sentiserve publish``/``pull`` (the same client).
+``sentiserve repository publish``/``pull`` (the same client).
 
 An input URL names one object (``s3://bucket/reviews.parquet``) or a prefix of them
 (``s3://bucket/reviews/``). Objects are copied into the cache once; a copy whose size and

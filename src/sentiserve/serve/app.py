@@ -23,7 +23,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
-from sentiserve import __version__
+from sentiserve import DEFAULT_MODEL, __version__
 from sentiserve.engine.instances import InstanceConfig
 from sentiserve.errors import ConfigError, InvalidInputError, SentiserveError, validation_message
 from sentiserve.serve import openapi, playground, rest_v1, rest_v2
@@ -64,7 +64,7 @@ class ServerConfig:
     model_control: bool = False
     triton_url: str | None = None
     """Gateway mode: Triton's gRPC ``host:port``; no models are loaded here."""
-    triton_model: str = "sentiment"
+    triton_model: str = DEFAULT_MODEL
     """Gateway mode: the Triton model whose readiness is this server's readiness."""
 
     def __post_init__(self) -> None:

@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from sentiserve import DEFAULT_MODEL
 from sentiserve.errors import (
     BadGatewayError,
     DeadlineExceededError,
@@ -120,7 +121,7 @@ class TritonPlane:
         metrics: Metrics,
         limits: Limits,
         *,
-        readiness_model: str = "sentiment",
+        readiness_model: str = DEFAULT_MODEL,
         model_control: bool = False,
     ) -> None:
         self.url = url

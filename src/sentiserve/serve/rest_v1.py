@@ -11,6 +11,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from sentiserve import DEFAULT_MODEL
 from sentiserve.errors import InvalidInputError, validation_message
 from sentiserve.serve import openapi
 from sentiserve.serve.edge import Call, Reply, Route, check_content_type
@@ -26,7 +27,7 @@ class SentimentRequest(BaseModel):
 
     text: str | None = Field(default=None, description="One text to classify.")
     texts: list[str] | None = Field(default=None, description="Several texts to classify.")
-    model: str = Field(default="sentiment", description="Model name in the repository.")
+    model: str = Field(default=DEFAULT_MODEL, description="Model name in the repository.")
     timeout_ms: int | None = Field(default=None, gt=0, description="Deadline for this request.")
 
     @model_validator(mode="after")

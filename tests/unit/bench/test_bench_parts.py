@@ -138,7 +138,7 @@ def test_summary_and_report_files(tmp_path: Path) -> None:
         (["--concurrency", "a,b"], "comma-separated integers"),
         (["--protocol", "soap"], "expected one of v1, v2-http, v2-grpc"),
         (["--rate", "-5"], "--rate must be positive"),
-        (["--duration", "0"], "must be positive"),
+        (["--duration-s", "0"], "must be positive"),
     ],
 )
 def test_bad_arguments_are_one_clear_error(args: list[str], message: str) -> None:

@@ -183,8 +183,8 @@ def read_manifest(url: str, *, endpoint_url: str | None = None, s3: Any = None) 
     body = _call(
         source,
         lambda: s3.get_object(Bucket=source.bucket, Key=source.key(MANIFEST)),
-        f"{source} has no {MANIFEST}: publish it with `sentiserve publish` (a half-published "
-        "tree has none)",
+        f"{source} has no {MANIFEST}: publish it with `sentiserve repository publish` "
+        "(a half-published tree has none)",
     )
     try:
         manifest: dict[str, Any] = json.loads(body["Body"].read())

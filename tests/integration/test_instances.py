@@ -13,9 +13,9 @@ import pytest
 
 from sentiserve.engine.instances import InstanceConfig
 from sentiserve.serve.batcher import BatchingConfig
-from sentiserve.serve.dataplane import EmbeddedPlane
 from sentiserve.serve.metrics import Metrics
 from sentiserve.serve.plane import Limits
+from sentiserve.serve.plane.embedded import EmbeddedPlane
 from sentiserve.serve.registry import Registry
 from tests.conftest import toy_texts
 

@@ -80,3 +80,70 @@ def test_production_code_never_imports_the_rehearsal() -> None:
         if "sentiserve.local.cluster" in path.read_text() and path.parts[-2] != "local"
     ]
     assert users == []
+
+
+def serve_modules_imported(path: Path) -> set[str]:
+    """The ``sentiserve.serve`` modules (first component below serve) ``path`` imports."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            parts = node.module.split(".")
+            if parts[:2] == ["sentiserve", "serve"]:
+                if len(parts) > 2:
+                    found.add(parts[2])
+                else:
+                    found.update(a.name for a in node.names)
+    return found
+
+
+TRANSPORTS = {"rest_v1", "rest_v2", "grpc_v2"}
+
+
+def test_transports_never_import_each_other() -> None:
+    problems = []
+    for name in sorted(TRANSPORTS):
+        bad = serve_modules_imported(PACKAGE / "serve" / f"{name}.py") & (TRANSPORTS - {name})
+        if bad:
+            problems.append(f"serve/{name}.py imports {sorted(bad)}")
+    assert not problems, problems
+
+
+def test_the_planes_know_no_transport_and_no_policy() -> None:
+    web = TRANSPORTS | {"edge", "policy", "auth", "app", "playground", "openapi", "settings"}
+    problems = []
+    for path in sorted((PACKAGE / "serve" / "plane").glob("*.py")):
+        bad = serve_modules_imported(path) & web
+        if bad:
+            problems.append(f"serve/plane/{path.name} imports {sorted(bad)}")
+    assert not problems, problems
+
+
+def test_the_data_plane_protocol_and_its_implementations_agree() -> None:
+    import inspect
+
+    from sentiserve.serve.plane import DataPlane
+    from sentiserve.serve.plane.embedded import EmbeddedPlane
+    from sentiserve.serve.plane.triton import TritonPlane
+
+    operations = [
+        name
+        for name, member in vars(DataPlane).items()
+        if inspect.iscoroutinefunction(member) and not name.startswith("_")
+    ]
+    assert {"infer", "classify", "ready", "metadata"} <= set(operations)
+    for implementation in (EmbeddedPlane, TritonPlane):
+        for name in operations:
+            want = inspect.signature(getattr(DataPlane, name)).parameters
+            got = inspect.signature(getattr(implementation, name)).parameters
+            where = f"{implementation.__name__}.{name}"
+            assert inspect.iscoroutinefunction(getattr(implementation, name)), where
+            for param, spec in want.items():
+                assert param in got, f"{where} lacks {param}"
+                assert got[param].kind == spec.kind, f"{where}: {param} is {got[param].kind}"
+                assert got[param].default == spec.default, f"{where}: {param}'s default"
+            extra = [p for p in got.values() if p.name not in want]
+            assert all(p.default is not inspect.Parameter.empty for p in extra), where
+    plane_attributes = set(DataPlane.__annotations__)
+    assert not plane_attributes & {"api_key", "limits", "accepting"}, (
+        "the policy's, not the plane's"
+    )

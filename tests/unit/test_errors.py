@@ -24,7 +24,7 @@ from sentiserve.errors import (
     from_grpc_code,
     grpc_code,
 )
-from sentiserve.serve.gateway import map_error
+from sentiserve.serve.plane.triton import map_error
 
 
 def test_every_row_names_a_real_grpc_code_and_its_own_status() -> None:

@@ -1,1 +1,2 @@
-"""The inference server: transports over one data plane, a batcher, an engine."""
+"""The inference server: transports under one request policy, over one data plane
+(embedded or a Triton gateway), a batcher and the engines."""

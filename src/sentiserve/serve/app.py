@@ -29,11 +29,11 @@ from sentiserve.errors import ConfigError, InvalidInputError, SentiserveError, v
 from sentiserve.serve import openapi, playground, rest_v1, rest_v2
 from sentiserve.serve.auth import ApiKeys
 from sentiserve.serve.batcher import BatchingConfig
-from sentiserve.serve.dataplane import EmbeddedPlane
 from sentiserve.serve.edge import Edge, error_reply
-from sentiserve.serve.gateway import TritonPlane
 from sentiserve.serve.metrics import Metrics
 from sentiserve.serve.plane import DataPlane, Limits
+from sentiserve.serve.plane.embedded import EmbeddedPlane
+from sentiserve.serve.plane.triton import TritonPlane
 from sentiserve.serve.policy import Policy, TransportLimits, as_error
 from sentiserve.serve.registry import Registry
 

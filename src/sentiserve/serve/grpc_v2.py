@@ -18,7 +18,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from sentiserve.errors import InvalidInputError
-from sentiserve.serve import v2
+from sentiserve.serve import v2_codec as codec
 from sentiserve.serve.plane import DataPlane, InferRequest, InferResponse, Tensor
 from sentiserve.serve.policy import Operation, Policy, TransportLimits, as_error, grpc_error
 
@@ -45,7 +45,7 @@ def _tensor(request: Any, index: int) -> Tensor:
     shape = [int(d) for d in spec.shape]
     if any(d < 0 for d in shape):
         raise InvalidInputError(f"input {spec.name}: shape must be non-negative")
-    if spec.datatype not in v2.DATATYPES:
+    if spec.datatype not in codec.DATATYPES:
         raise InvalidInputError(f"input {spec.name}: unknown datatype {spec.datatype}")
     count = int(np.prod(shape)) if shape else 1
     if request.raw_input_contents:
@@ -53,7 +53,7 @@ def _tensor(request: Any, index: int) -> Tensor:
             raise InvalidInputError(f"input {spec.name}: no raw contents")
         raw = request.raw_input_contents[index]
         return Tensor(
-            spec.name, spec.datatype, shape, v2.from_binary(raw, spec.datatype, count, spec.name)
+            spec.name, spec.datatype, shape, codec.from_binary(raw, spec.datatype, count, spec.name)
         )
     field = CONTENTS_FIELD.get(spec.datatype)
     if field is None:
@@ -63,7 +63,7 @@ def _tensor(request: Any, index: int) -> Tensor:
     if spec.datatype == "BYTES":
         data = list(values)
     else:
-        data = np.asarray(values, dtype=v2.NUMPY_TYPES[spec.datatype])
+        data = np.asarray(values, dtype=codec.NUMPY_TYPES[spec.datatype])
     if len(data) != count:
         raise InvalidInputError(
             f"input {spec.name}: shape says {count} elements, data has {len(data)}"
@@ -77,7 +77,7 @@ def infer_request(message: Any, deadline_s: float | None) -> InferRequest:
         timeout_s = message.parameters["timeout"].int64_param / 1e6
     return InferRequest(
         model=message.model_name,
-        version=v2.parse_version(message.model_version),
+        version=codec.parse_version(message.model_version),
         inputs=[_tensor(message, i) for i in range(len(message.inputs))],
         outputs=[o.name for o in message.outputs],
         id=message.id or None,
@@ -94,7 +94,7 @@ def infer_response(response: InferResponse) -> Any:
         model_version=str(response.version),
         id=response.id or "",
         outputs=[spec(name=t.name, datatype=t.datatype, shape=t.shape) for t in response.outputs],
-        raw_output_contents=[v2.tensor_bytes(t) for t in response.outputs],
+        raw_output_contents=[codec.tensor_bytes(t) for t in response.outputs],
     )
 
 
@@ -186,14 +186,14 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
         return pb.ServerReadyResponse(ready=self.policy.ready(await self.plane.ready()))
 
     async def ModelReady(self, request: Any, context: Any) -> Any:  # noqa: N802
-        ready = await self.plane.model_ready(request.name, v2.parse_version(request.version))
+        ready = await self.plane.model_ready(request.name, codec.parse_version(request.version))
         return pb.ModelReadyResponse(ready=self.policy.ready(ready))
 
     async def ServerMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
-        return pb.ServerMetadataResponse(**v2.server_metadata())
+        return pb.ServerMetadataResponse(**codec.server_metadata())
 
     async def ModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
-        meta = await self.plane.metadata(request.name, v2.parse_version(request.version))
+        meta = await self.plane.metadata(request.name, codec.parse_version(request.version))
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
             name=meta.name,
@@ -208,7 +208,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
         return infer_response(await self.plane.infer(message))
 
     async def ModelStatistics(self, request: Any, context: Any) -> Any:  # noqa: N802
-        version = v2.parse_version(request.version)
+        version = codec.parse_version(request.version)
         stats = await self.plane.statistics(request.name or None, version)
         return json_format.ParseDict(
             {"model_stats": stats}, pb.ModelStatisticsResponse(), ignore_unknown_fields=True

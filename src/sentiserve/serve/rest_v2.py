@@ -17,7 +17,8 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from sentiserve.errors import InvalidInputError
-from sentiserve.serve import openapi, v2
+from sentiserve.serve import openapi
+from sentiserve.serve import v2_codec as codec
 from sentiserve.serve.edge import Call, Reply, Route, check_content_type
 from sentiserve.serve.plane import DataPlane
 from sentiserve.serve.policy import Policy
@@ -30,13 +31,13 @@ def infer_route(plane: DataPlane) -> Route:
 
     async def infer(call: Call) -> Reply:
         name = call.path_params["model"]
-        version = v2.parse_version(call.path_params.get("version"))
+        version = codec.parse_version(call.path_params.get("version"))
         check_content_type(call, "application/json", "application/octet-stream")
-        header = call.headers.get(v2.HEADER_LENGTH.lower().encode())
+        header = call.headers.get(codec.HEADER_LENGTH.lower().encode())
         if header is not None and not header.isdigit():
-            raise InvalidInputError(f"{v2.HEADER_LENGTH} must be an integer")
+            raise InvalidInputError(f"{codec.HEADER_LENGTH} must be an integer")
         try:
-            parsed = v2.parse_request(
+            parsed = codec.parse_request(
                 call.body, int(header) if header is not None else None, name, version
             )
         except InvalidInputError:
@@ -44,14 +45,14 @@ def infer_route(plane: DataPlane) -> Route:
             raise
         response = await plane.infer(parsed.request)
         call.state["model"] = f"{response.model}:{response.version}"
-        body, header_length = v2.encode_response(parsed, response)
+        body, header_length = codec.encode_response(parsed, response)
         if header_length is None:
             return Reply(200, body)
         return Reply(
             200,
             body,
             b"application/octet-stream",
-            [(v2.HEADER_LENGTH.lower().encode(), str(header_length).encode())],
+            [(codec.HEADER_LENGTH.lower().encode(), str(header_length).encode())],
         )
 
     return Route(INFER, infer)
@@ -68,7 +69,7 @@ def router(plane: DataPlane, policy: Policy) -> APIRouter:
 
     @api.get("/v2")
     async def metadata_of_server() -> dict[str, Any]:
-        return v2.server_metadata()
+        return codec.server_metadata()
 
     @api.get("/v2/health/live")
     async def live() -> JSONResponse:
@@ -83,12 +84,12 @@ def router(plane: DataPlane, policy: Policy) -> APIRouter:
     @api.get("/v2/models/{name}")
     @api.get("/v2/models/{name}/versions/{version}")
     async def metadata(name: str, version: str | None = None) -> dict[str, Any]:
-        return asdict(await plane.metadata(name, v2.parse_version(version)))
+        return asdict(await plane.metadata(name, codec.parse_version(version)))
 
     @api.get("/v2/models/{name}/ready")
     @api.get("/v2/models/{name}/versions/{version}/ready")
     async def model_ready(name: str, version: str | None = None) -> JSONResponse:
-        ok = policy.ready(await plane.model_ready(name, v2.parse_version(version)))
+        ok = policy.ready(await plane.model_ready(name, codec.parse_version(version)))
         return JSONResponse(
             {"name": name, "ready": ok}, status_code=200 if ok else 400 if policy.accepting else 503
         )
@@ -97,7 +98,7 @@ def router(plane: DataPlane, policy: Policy) -> APIRouter:
     @api.get("/v2/models/{name}/versions/{version}/stats")
     async def stats(name: str, version: str | None = None) -> JSONResponse:
         return JSONResponse(
-            {"model_stats": await plane.statistics(name, v2.parse_version(version))}
+            {"model_stats": await plane.statistics(name, codec.parse_version(version))}
         )
 
     @api.post("/v2/repository/index")
@@ -148,4 +149,4 @@ OPENAPI_PATHS = {
 }
 """The OpenAPI path items of the edge-served inference routes."""
 
-SCHEMA_MODELS = (v2.InferenceRequest, v2.InferenceResponse)
+SCHEMA_MODELS = (codec.InferenceRequest, codec.InferenceResponse)

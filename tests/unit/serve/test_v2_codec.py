@@ -14,19 +14,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sentiserve.errors import InvalidInputError, ModelNotFoundError
-from sentiserve.serve import v2
+from sentiserve.serve import v2_codec as codec
 from sentiserve.serve.plane import InferRequest, InferResponse, Tensor
 
 EXAMPLES = int(os.environ.get("SENTISERVE_FUZZ_EXAMPLES", "200"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 
 
-@pytest.mark.parametrize("datatype", sorted(v2.NUMPY_TYPES))
+@pytest.mark.parametrize("datatype", sorted(codec.NUMPY_TYPES))
 def test_every_numeric_datatype_round_trips_json_and_binary(datatype: str) -> None:
-    dtype = np.dtype(v2.NUMPY_TYPES[datatype])
+    dtype = np.dtype(codec.NUMPY_TYPES[datatype])
     values = np.arange(6).astype(dtype).reshape(2, 3)
-    from_json = v2._from_json(values.tolist(), datatype, 6, "x")
-    from_raw = v2.from_binary(values.tobytes(), datatype, 6, "x")
+    from_json = codec._from_json(values.tolist(), datatype, 6, "x")
+    from_raw = codec.from_binary(values.tobytes(), datatype, 6, "x")
     assert isinstance(from_json, np.ndarray)
     assert isinstance(from_raw, np.ndarray)
     assert from_json.dtype == from_raw.dtype == dtype
@@ -46,7 +46,7 @@ def test_every_numeric_datatype_round_trips_json_and_binary(datatype: str) -> No
 )
 def test_binary_errors(raw: bytes, datatype: str, count: int, message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
-        v2.from_binary(raw, datatype, count, "x")
+        codec.from_binary(raw, datatype, count, "x")
 
 
 @pytest.mark.parametrize(
@@ -61,7 +61,7 @@ def test_binary_errors(raw: bytes, datatype: str, count: int, message: str) -> N
 )
 def test_json_errors(data: list[object], datatype: str, count: int, message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
-        v2._from_json(data, datatype, count, "x")
+        codec._from_json(data, datatype, count, "x")
 
 
 @pytest.mark.parametrize(
@@ -69,13 +69,13 @@ def test_json_errors(data: list[object], datatype: str, count: int, message: str
     [(None, None), ("", None), ("7", 7), ("0012", 12)],
 )
 def test_versions(text: str | None, expected: int | None) -> None:
-    assert v2.parse_version(text) == expected
+    assert codec.parse_version(text) == expected
 
 
 @pytest.mark.parametrize("text", ["³", "1.5", "-1", "x", "9" * 19, "١"])
 def test_bad_versions_are_not_found(text: str) -> None:
     with pytest.raises(ModelNotFoundError):
-        v2.parse_version(text)
+        codec.parse_version(text)
 
 
 def test_response_is_json_or_json_header_plus_binary() -> None:
@@ -87,15 +87,15 @@ def test_response_is_json_or_json_header_plus_binary() -> None:
         [Tensor("LABEL", "BYTES", [2, 1], labels), Tensor("PROBABILITIES", "FP32", [2, 2], probs)],
         id="req-1",
     )
-    plain = v2.HttpRequest(InferRequest("sentiment", None, []), frozenset(), False)
-    body, header = v2.encode_response(plain, response)
+    plain = codec.HttpRequest(InferRequest("sentiment", None, []), frozenset(), False)
+    body, header = codec.encode_response(plain, response)
     assert header is None
     doc = json.loads(body)
     assert doc["model_version"] == "3"
     assert doc["id"] == "req-1"
     assert doc["outputs"][0]["data"] == ["positive", "negative"]
-    binary = v2.HttpRequest(plain.request, frozenset({"PROBABILITIES"}), False)
-    body, header = v2.encode_response(binary, response)
+    binary = codec.HttpRequest(plain.request, frozenset({"PROBABILITIES"}), False)
+    body, header = codec.encode_response(binary, response)
     assert header is not None
     head = json.loads(body[:header])
     assert head["outputs"][1]["parameters"]["binary_data_size"] == 16
@@ -105,22 +105,22 @@ def test_response_is_json_or_json_header_plus_binary() -> None:
 @FUZZ
 @given(st.lists(st.binary(max_size=40), max_size=20))
 def test_bytes_elements_round_trip(items: list[bytes]) -> None:
-    raw = v2.encode_bytes_elements(items)
-    assert v2.decode_bytes_elements(raw, "x") == items
-    assert v2.from_binary(raw, "BYTES", len(items), "x") == items
+    raw = codec.encode_bytes_elements(items)
+    assert codec.decode_bytes_elements(raw, "x") == items
+    assert codec.from_binary(raw, "BYTES", len(items), "x") == items
 
 
 @FUZZ
 @given(
     raw=st.binary(max_size=64),
-    datatype=st.sampled_from([*v2.DATATYPES, "FP8", ""]),
+    datatype=st.sampled_from([*codec.DATATYPES, "FP8", ""]),
     count=st.integers(0, 20),
 )
 def test_arbitrary_binary_tensors_decode_or_are_refused(
     raw: bytes, datatype: str, count: int
 ) -> None:
     try:
-        data = v2.from_binary(raw, datatype, count, "x")
+        data = codec.from_binary(raw, datatype, count, "x")
     except InvalidInputError:
         return
     assert len(data) == count
@@ -135,7 +135,7 @@ json_values = st.recursive(
 inputs = st.fixed_dictionaries(
     {
         "name": st.sampled_from(["TEXT", "input_ids", "", "x"]),
-        "datatype": st.sampled_from([*v2.DATATYPES, "STRING", 5]),
+        "datatype": st.sampled_from([*codec.DATATYPES, "STRING", 5]),
         "shape": shapes,
     },
     optional={
@@ -168,7 +168,7 @@ def test_arbitrary_requests_parse_or_are_refused(
     body = head + binary if header is not None else head
     length = None if header is None else (len(head) if header % 3 == 0 else header)
     try:
-        parsed = v2.parse_request(body, length, "sentiment", None)
+        parsed = codec.parse_request(body, length, "sentiment", None)
     except InvalidInputError:
         return
     for tensor in parsed.request.inputs:

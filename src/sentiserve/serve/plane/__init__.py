@@ -2,8 +2,8 @@
 
 A data plane owns the protocol (the Open Inference Protocol's operations: health, model
 metadata, inference, the repository and statistics extensions) plus the friendly
-``classify``. Two implement it: :class:`~sentiserve.serve.dataplane.EmbeddedPlane` (models
-run here) and :class:`~sentiserve.serve.gateway.TritonPlane` (a remote Triton runs them).
+``classify``. Two implement it: :class:`~sentiserve.serve.plane.embedded.EmbeddedPlane` (models
+run here) and :class:`~sentiserve.serve.plane.triton.TritonPlane` (a remote Triton runs them).
 Transports (``rest_v1``, ``rest_v2``, ``grpc_v2``) only convert wire types to these and
 back (the MLServer pattern), so every protocol gets the same validation, errors, limits and
 deadlines.

@@ -1,4 +1,6 @@
-"""KServe v2 (Open Inference Protocol) over HTTP: JSON and Triton's binary tensor extension.
+"""The KServe v2 (Open Inference Protocol) codec, shared by the REST and gRPC transports:
+tensor datatypes, raw tensor bytes, versions and server metadata for both, and the HTTP
+forms (JSON and Triton's binary tensor extension).
 
 Pure conversions between wire bytes and the data plane's types. The JSON documents are
 pydantic models, so they are validated by pydantic's parser (which also refuses invalid

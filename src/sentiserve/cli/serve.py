@@ -126,7 +126,7 @@ def serve(
             store = open_repository(settings.model_repository, current_settings().cache_dir)
             repository, device = store.local(), detect_device()
         server = settings.server_config(repository, device)
-    run(server, on_ready=lambda: announce(settings))
+        run(server, on_ready=lambda: announce(settings))
 
 
 def announce(settings: ServeSettings) -> None:

@@ -56,6 +56,38 @@ def test_invariant_engine_measures_zero(tokenizer: Tokenizer) -> None:
     assert batch_invariance(CountingEngine(), tokenizer, TEXTS) == 0.0
 
 
+class OneTextLeaksEngine(CountingEngine):
+    """Batch-invariant for every text but one (the longest), whose result changes in any
+    batch: the check must run every text inside a batch to see it. (A deliberate fault.)"""
+
+    name = "one-text-leaks"
+
+    def infer(
+        self, input_ids: npt.NDArray[np.int64], attention_mask: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.float32]:
+        logits = super().infer(input_ids, attention_mask)
+        lengths = attention_mask.sum(axis=1)
+        if len(lengths) > 1:
+            logits[lengths == LONGEST, 0] -= 8.0
+        return logits
+
+
+LONGEST = 40
+"""Tokens of the one long text in ``MANY``."""
+MANY = [f"good film number {'very ' * (i % 7)}fun" for i in range(99)] + [
+    " ".join(["good"] * (LONGEST - 2))
+]
+
+
+def test_every_text_is_checked_inside_a_batch(tokenizer: Tokenizer) -> None:
+    assert max(len(s) for s in tokenizer.encode(MANY)) == LONGEST
+    assert sum(len(s) == LONGEST for s in tokenizer.encode(MANY)) == 1
+    for seed in range(5):  # wherever the shuffle puts it
+        assert batch_invariance(OneTextLeaksEngine(), tokenizer, MANY, seed=seed) > 0.1
+    assert batch_invariance(CountingEngine(), tokenizer, MANY) == 0.0
+    assert batch_invariance(CountingEngine(), tokenizer, []) == 0.0
+
+
 def test_batch_dependent_engine_is_caught(tokenizer: Tokenizer) -> None:
     delta = batch_invariance(BatchScaledEngine(), tokenizer, TEXTS)
     assert delta > INVARIANCE_TOLERANCE

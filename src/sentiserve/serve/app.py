@@ -29,7 +29,7 @@ from sentiserve.errors import ConfigError, InvalidInputError, SentiserveError, v
 from sentiserve.serve import openapi, playground, rest_v1, rest_v2
 from sentiserve.serve.auth import ApiKeys
 from sentiserve.serve.batcher import BatchingConfig
-from sentiserve.serve.edge import Edge, error_reply
+from sentiserve.serve.edge import Edge, Route, error_reply
 from sentiserve.serve.metrics import Metrics
 from sentiserve.serve.plane import DataPlane, Limits
 from sentiserve.serve.plane.embedded import EmbeddedPlane
@@ -127,22 +127,19 @@ def build_app(plane: DataPlane, policy: Policy) -> tuple[FastAPI, Edge]:
 
     app.include_router(rest_v2.router(plane, policy))
     app.include_router(playground.router())
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
-    edge = Edge(app, [rest_v1.route(plane), rest_v2.infer_route(plane)], policy)
-    return app, edge
+    inference = [rest_v1.route(plane), *rest_v2.infer_routes(plane)]
+    app.openapi = lambda: _openapi(app, inference)  # type: ignore[method-assign]
+    return app, Edge(app, inference, policy)
 
 
-def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's document plus the edge-served inference routes and their models."""
+def _openapi(app: FastAPI, inference: list[Route]) -> dict[str, Any]:
+    """FastAPI's document plus the edge-served inference routes', generated from their path
+    templates and models."""
     if not app.openapi_schema:
         schema = get_openapi(
             title=app.title, version=app.version, description=app.description, routes=app.routes
         )
-        app.openapi_schema = openapi.extend(
-            schema,
-            {**rest_v1.OPENAPI_PATHS, **rest_v2.OPENAPI_PATHS},
-            [*rest_v1.SCHEMA_MODELS, *rest_v2.SCHEMA_MODELS],
-        )
+        app.openapi_schema = openapi.extend(schema, inference)
     return app.openapi_schema
 
 

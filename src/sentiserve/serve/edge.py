@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
+from pydantic import BaseModel
+
 from sentiserve.errors import PayloadTooLargeError, SentiserveError
 from sentiserve.serve.policy import JSON, Operation, Policy, as_error, http_error
 
@@ -78,13 +80,52 @@ class Reply:
 Handler = Callable[[Call], Awaitable[Reply]]
 
 
+PARAMETER = re.compile(r"\{(\w+)\}")
+"""A path parameter in a route's path template: ``{model}``."""
+
+
+def compile_path(template: str) -> re.Pattern[str]:
+    """The regular expression of a path template: each ``{name}`` matches one segment."""
+    pieces = PARAMETER.split(template)  # literal, name, literal, name, ..., literal
+    parts = [
+        re.escape(piece) if i % 2 == 0 else f"(?P<{piece}>[^/]+)" for i, piece in enumerate(pieces)
+    ]
+    return re.compile(f"^{''.join(parts)}$")
+
+
 @dataclass(frozen=True)
 class Route:
-    """An inference route served at the edge: ``POST`` on a path pattern."""
+    """An inference route served at the edge: ``POST`` on a path template, documented in
+    the OpenAPI document from its pydantic models (:mod:`sentiserve.serve.openapi`).
 
-    pattern: re.Pattern[str]
+    Attributes:
+        path: The path template, ``{name}`` for a parameter (``/v2/models/{model}/infer``).
+        handler: Answers a call.
+        operation_id: Unique name in the OpenAPI document.
+        summary: One line for the OpenAPI document.
+        request_model: The request body's model.
+        response_model: The success answer's model.
+        tag: OpenAPI tag.
+        description: More for the OpenAPI document.
+    """
+
+    path: str
     handler: Handler
+    operation_id: str
+    summary: str
+    request_model: type[BaseModel]
+    response_model: type[BaseModel]
+    tag: str
+    description: str = ""
     operation: Operation = Operation.INFER
+    pattern: re.Pattern[str] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pattern", compile_path(self.path))
+
+    @property
+    def parameters(self) -> list[str]:
+        return PARAMETER.findall(self.path)
 
 
 class RequestTimeoutError(SentiserveError):

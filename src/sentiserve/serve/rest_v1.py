@@ -1,19 +1,17 @@
 """The friendly REST API: ``POST /v1/sentiment`` with text in, labels and scores out.
 
 Served at the edge (:mod:`sentiserve.serve.edge`); the request and response documents are
-the pydantic models below, and the OpenAPI document describes them.
+the pydantic models below, and the OpenAPI document is generated from them.
 """
 
 from __future__ import annotations
 
 import json
-import re
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sentiserve import DEFAULT_MODEL
 from sentiserve.errors import InvalidInputError, validation_message
-from sentiserve.serve import openapi
 from sentiserve.serve.edge import Call, Reply, Route, check_content_type
 from sentiserve.serve.plane import DataPlane
 
@@ -71,23 +69,13 @@ def route(plane: DataPlane) -> Route:
         doc = {"model": result.model, "version": result.version, "results": results}
         return Reply(200, json.dumps(doc, separators=(",", ":")).encode())
 
-    return Route(re.compile(f"^{PATH}$"), sentiment)
-
-
-OPENAPI_PATHS = {
-    PATH: {
-        "post": {
-            **openapi.operation(
-                "sentiment",
-                "Classify one text or several",
-                "SentimentRequest",
-                "SentimentResponse",
-                "Each result has the label, its probability, and every label's probability.",
-            ),
-            "operationId": "sentiment",
-        }
-    }
-}
-"""The OpenAPI path item of this edge-served route."""
-
-SCHEMA_MODELS: tuple[type[BaseModel], ...] = (SentimentRequest, SentimentResponse)
+    return Route(
+        PATH,
+        sentiment,
+        operation_id="sentiment",
+        summary="Classify one text or several",
+        description="Each result has the label, its probability, and every label's probability.",
+        request_model=SentimentRequest,
+        response_model=SentimentResponse,
+        tag="sentiment",
+    )

@@ -9,7 +9,6 @@ ones (the KServe client) both work.
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict
 from typing import Any
 
@@ -17,16 +16,19 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from sentiserve.errors import InvalidInputError
-from sentiserve.serve import openapi
 from sentiserve.serve import v2_codec as codec
 from sentiserve.serve.edge import Call, Reply, Route, check_content_type
 from sentiserve.serve.plane import DataPlane
 from sentiserve.serve.policy import Policy
 
-INFER = re.compile(r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer$")
+INFER_PATHS = {
+    "infer": "/v2/models/{model}/infer",
+    "infer_version": "/v2/models/{model}/versions/{version}/infer",
+}
+"""The inference routes, by OpenAPI operation id."""
 
 
-def infer_route(plane: DataPlane) -> Route:
+def infer_routes(plane: DataPlane) -> list[Route]:
     """``POST /v2/models/<model>[/versions/<version>]/infer``."""
 
     async def infer(call: Call) -> Reply:
@@ -55,7 +57,20 @@ def infer_route(plane: DataPlane) -> Route:
             [(codec.HEADER_LENGTH.lower().encode(), str(header_length).encode())],
         )
 
-    return Route(INFER, infer)
+    return [
+        Route(
+            path,
+            infer,
+            operation_id=operation_id,
+            summary="Inference (Open Inference Protocol)",
+            description="JSON, or with Triton's binary tensor extension: the JSON header's "
+            "length in Inference-Header-Content-Length, then the binary tensors.",
+            request_model=codec.InferenceRequest,
+            response_model=codec.InferenceResponse,
+            tag="kserve-v2",
+        )
+        for operation_id, path in INFER_PATHS.items()
+    ]
 
 
 def _status(ok: bool) -> int:
@@ -127,26 +142,3 @@ def router(plane: DataPlane, policy: Policy) -> APIRouter:
         return JSONResponse({})
 
     return api
-
-
-_INFER = openapi.operation(
-    "kserve-v2",
-    "Inference (Open Inference Protocol)",
-    "InferenceRequest",
-    "InferenceResponse",
-    "JSON, or with Triton's binary tensor extension: the JSON header's length in "
-    "Inference-Header-Content-Length, then the binary tensors.",
-)
-_NAME = {"name": "model_name", "in": "path", "required": True, "schema": {"type": "string"}}
-_VERSION = {"name": "model_version", "in": "path", "required": True, "schema": {"type": "string"}}
-OPENAPI_PATHS = {
-    "/v2/models/{model_name}/infer": {
-        "post": {**_INFER, "operationId": "infer", "parameters": [_NAME]}
-    },
-    "/v2/models/{model_name}/versions/{model_version}/infer": {
-        "post": {**_INFER, "operationId": "infer_version", "parameters": [_NAME, _VERSION]}
-    },
-}
-"""The OpenAPI path items of the edge-served inference routes."""
-
-SCHEMA_MODELS = (codec.InferenceRequest, codec.InferenceResponse)

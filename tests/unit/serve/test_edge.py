@@ -10,10 +10,19 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import BaseModel
 
 from sentiserve.errors import InvalidInputError
 from sentiserve.serve.auth import ApiKeys
-from sentiserve.serve.edge import Call, Edge, Reply, Route, check_content_type, http_operation
+from sentiserve.serve.edge import (
+    Call,
+    Edge,
+    Reply,
+    Route,
+    check_content_type,
+    compile_path,
+    http_operation,
+)
 from sentiserve.serve.metrics import Metrics
 from sentiserve.serve.policy import Operation, Policy, RequestIds, TransportLimits
 
@@ -26,8 +35,20 @@ async def downstream(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"app"})
 
 
+class Anything(BaseModel):
+    pass
+
+
 def make_edge(handler: Any, **kwargs: Any) -> Edge:
-    route = Route(re.compile(r"^/v1/sentiment$"), handler)
+    route = Route(
+        "/v1/sentiment",
+        handler,
+        operation_id="t",
+        summary="t",
+        request_model=Anything,
+        response_model=Anything,
+        tag="t",
+    )
     options: dict[str, Any] = {"max_in_flight": 4, "max_body_bytes": 100}
     options.update(kwargs)
     keys = options.pop("keys", ApiKeys())
@@ -190,3 +211,24 @@ def test_content_types(header: bytes | None, ok: bool) -> None:
 )
 def test_http_paths_map_to_operations(path: str, operation: Operation) -> None:
     assert http_operation(path) is operation
+
+
+@pytest.mark.parametrize(
+    ("template", "path", "params"),
+    [
+        ("/v1/sentiment", "/v1/sentiment", {}),
+        ("/v1/sentiment", "/v1/sentimentX", None),
+        ("/v2/models/{model}/infer", "/v2/models/m.1/infer", {"model": "m.1"}),
+        ("/v2/models/{model}/infer", "/v2/models/a/b/infer", None),
+        (
+            "/v2/models/{model}/versions/{version}/infer",
+            "/v2/models/m/versions/2/infer",
+            {"model": "m", "version": "2"},
+        ),
+    ],
+)
+def test_path_templates_match_one_segment_per_parameter(
+    template: str, path: str, params: dict[str, str] | None
+) -> None:
+    match = compile_path(template).match(path)
+    assert (match.groupdict() if match else None) == params

@@ -31,13 +31,15 @@ from typing import Any
 from pydantic import BaseModel
 
 from sentiserve.errors import PayloadTooLargeError, SentiserveError
-from sentiserve.serve.policy import JSON, Operation, Policy, as_error, http_error
+from sentiserve.serve.policy import Operation, Policy, as_error, http_error
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+JSON = b"application/json"
 
 _MODEL = r"^/v2/models/[^/]+(?:/versions/[^/]+)?"
 OPERATIONS = (
@@ -157,7 +159,7 @@ def check_content_type(call: Call, *allowed: str) -> None:
 def error_reply(exc: SentiserveError) -> Reply:
     """The policy's HTTP rendering of ``exc`` as a reply."""
     status, body, headers = http_error(exc)
-    return Reply(status, body, JSON, headers[1:])
+    return Reply(status, body, JSON, headers)
 
 
 async def send_reply(send: Send, reply: Reply, extra: list[tuple[bytes, bytes]]) -> None:

@@ -51,8 +51,6 @@ from sentiserve.serve.metrics import Metrics
 logger = logging.getLogger(__name__)
 access_log = logging.getLogger("sentiserve.access")
 
-JSON = b"application/json"
-
 
 class Operation(StrEnum):
     """What a request asks for; the policy decides by this, whatever the transport."""
@@ -118,9 +116,9 @@ def as_error(exc: BaseException) -> SentiserveError:
 
 
 def http_error(exc: SentiserveError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-    """Status, ``{"error": message}`` body and headers (``Retry-After`` when busy,
-    ``WWW-Authenticate`` when a key is missing) of an HTTP error answer."""
-    headers = [(b"content-type", JSON)]
+    """Status, ``{"error": message}`` JSON body and extra headers (``Retry-After`` when
+    busy, ``WWW-Authenticate`` when a key is missing) of an HTTP error answer."""
+    headers: list[tuple[bytes, bytes]] = []
     if isinstance(exc, QueueFullError):
         headers.append((b"retry-after", str(exc.retry_after_s).encode()))
     if exc.status == HTTPStatus.UNAUTHORIZED:

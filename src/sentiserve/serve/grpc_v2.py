@@ -17,7 +17,7 @@ from google.protobuf import json_format
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from sentiserve.errors import InvalidInputError
+from sentiserve.errors import InvalidInputError, SentiserveError
 from sentiserve.serve import v2_codec as codec
 from sentiserve.serve.plane import DataPlane, InferRequest, InferResponse, Tensor
 from sentiserve.serve.policy import Operation, Policy, TransportLimits, as_error, grpc_error
@@ -135,35 +135,28 @@ class PolicyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             start = time.perf_counter()
             request_id = policy.request_id(metadata.get("x-request-id"))
             model = getattr(request, "model_name", "") or getattr(request, "name", "") or None
+            error: SentiserveError | None = None
             try:
                 policy.authorize(operation, metadata.get("authorization"))
                 with policy.admitted(operation):
                     response = await inner(request, context)
             except Exception as exc:
                 error = as_error(exc)
-                policy.finish(
-                    transport="grpc",
-                    operation=operation,
-                    target=method,
-                    request_id=request_id,
-                    status=int(error.status),
-                    start=start,
-                    model=model,
-                )
-                code, message, trailers = grpc_error(error)
-                context.set_trailing_metadata((("x-request-id", request_id), *trailers))
-                await context.abort(getattr(grpc.StatusCode, code), message)
-            context.set_trailing_metadata((("x-request-id", request_id),))
             policy.finish(
                 transport="grpc",
                 operation=operation,
                 target=method,
                 request_id=request_id,
-                status=200,
+                status=200 if error is None else int(error.status),
                 start=start,
                 model=model,
             )
-            return response
+            if error is None:
+                context.set_trailing_metadata((("x-request-id", request_id),))
+                return response
+            code, message, trailers = grpc_error(error)
+            context.set_trailing_metadata((("x-request-id", request_id), *trailers))
+            await context.abort(getattr(grpc.StatusCode, code), message)
 
         return grpc.unary_unary_rpc_method_handler(
             guarded,

@@ -63,8 +63,10 @@ def overrides(params: dict[str, Any]) -> dict[str, Any]:
     return nested
 
 
-def _opt(path: str, *flags: str, **kwargs: Any) -> Any:
-    return typer.Option(None, *flags, help=describe(path), show_default=False, **kwargs)
+def _opt(name: str, *flags: str, **kwargs: Any) -> Any:
+    """The option of parameter ``name``: no default of its own (an unset option overrides
+    nothing), its help and default text from the settings field it overrides."""
+    return typer.Option(None, *flags, help=describe(FIELDS[name]), show_default=False, **kwargs)
 
 
 def serve(
@@ -77,37 +79,37 @@ def serve(
     ),
     model_repository: str | None = _opt("model_repository"),
     host: str | None = _opt("host"),
-    http_port: int | None = _opt("http.port"),
-    grpc_port: int | None = _opt("grpc.port"),
-    metrics_port: int | None = _opt("metrics.port"),
-    max_batch_size: int | None = _opt("batching.max_batch_size"),
-    max_batch_tokens: int | None = _opt("batching.max_batch_tokens"),
-    max_queue_delay_ms: float | None = _opt("batching.max_queue_delay_ms"),
-    max_queue_size: int | None = _opt("batching.max_queue_size"),
+    http_port: int | None = _opt("http_port"),
+    grpc_port: int | None = _opt("grpc_port"),
+    metrics_port: int | None = _opt("metrics_port"),
+    max_batch_size: int | None = _opt("max_batch_size"),
+    max_batch_tokens: int | None = _opt("max_batch_tokens"),
+    max_queue_delay_ms: float | None = _opt("max_queue_delay_ms"),
+    max_queue_size: int | None = _opt("max_queue_size"),
     group_by_length: bool | None = _opt(
-        "batching.group_by_length", "--group-by-length/--no-group-by-length"
+        "group_by_length", "--group-by-length/--no-group-by-length"
     ),
-    pad_to_multiple: int | None = _opt("batching.pad_to_multiple"),
-    max_padding_tokens: int | None = _opt("batching.max_padding_tokens", min=0),
-    max_texts: int | None = _opt("limits.max_texts"),
-    timeout_s: float | None = _opt("limits.timeout_s"),
-    max_in_flight: int | None = _opt("limits.max_in_flight"),
-    body_timeout_s: float | None = _opt("http.body_timeout_s"),
-    keep_alive_s: int | None = _opt("http.keep_alive_s"),
+    pad_to_multiple: int | None = _opt("pad_to_multiple"),
+    max_padding_tokens: int | None = _opt("max_padding_tokens", min=0),
+    max_texts: int | None = _opt("max_texts"),
+    timeout_s: float | None = _opt("timeout_s"),
+    max_in_flight: int | None = _opt("max_in_flight"),
+    body_timeout_s: float | None = _opt("body_timeout_s"),
+    keep_alive_s: int | None = _opt("keep_alive_s"),
     drain_s: float | None = _opt("drain_s"),
-    instances: int | None = _opt("instances.count", min=1),
+    instances: int | None = _opt("instances", min=1),
     intra_op_threads: int | None = _opt(
-        "instances.threads", "--intra-op-threads", "--threads", min=1
+        "intra_op_threads", "--intra-op-threads", "--threads", min=1
     ),
-    solo_threads: int | None = _opt("instances.solo_threads", min=0),
+    solo_threads: int | None = _opt("solo_threads", min=0),
     engine: str | None = _opt("engine"),
     model_control: bool | None = _opt("model_control", "--model-control/--no-model-control"),
-    api_keys_file: Path | None = _opt("auth.api_keys_file"),
-    tls_cert: Path | None = _opt("tls.cert"),
-    tls_key: Path | None = _opt("tls.key"),
-    backend: Backend | None = _opt("gateway.backend"),
-    triton_url: str | None = _opt("gateway.triton_url"),
-    triton_model: str | None = _opt("gateway.triton_model_name", "--triton-model-name"),
+    api_keys_file: Path | None = _opt("api_keys_file"),
+    tls_cert: Path | None = _opt("tls_cert"),
+    tls_key: Path | None = _opt("tls_key"),
+    backend: Backend | None = _opt("backend"),
+    triton_url: str | None = _opt("triton_url"),
+    triton_model: str | None = _opt("triton_model", "--triton-model-name"),
 ) -> None:
     """Serve every model in the repository: friendly REST, KServe v2 REST and gRPC, metrics.
 

@@ -5,7 +5,6 @@ them."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import socket
 import threading
@@ -36,8 +35,6 @@ from sentiserve.serve.plane.embedded import EmbeddedPlane
 from sentiserve.serve.plane.triton import TritonPlane
 from sentiserve.serve.policy import Policy, TransportLimits, as_error
 from sentiserve.serve.registry import Registry
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ rt texts): the event loop spent 540 µs of CPU per request through FastAPI's rou
 dependency solving, request and response models, and 300 µs through this path, and
 throughput went from 507-525 to 571-578 req/s. The request and response documents are
 still pydantic models, parsed and validated by pydantic, and published in the OpenAPI
-document (see ``openapi_paths``).
+document (generated in :mod:`sentiserve.serve.openapi` from each route's models).
 """
 
 from __future__ import annotations

@@ -143,7 +143,7 @@ gpu-smoke: setup
 
 ## cluster-local: 2 replicas of the default model behind HAProxy on 127.0.0.1:8080
 cluster-local: model system
-	$(PY) -m sentiserve.local.cluster --model-repository $(REPO) --replicas 2
+	$(SENTI) cluster-local --model-repository $(REPO) --replicas 2
 
 ## monitor: Prometheus with sentiserve's rules against a server on 127.0.0.1:8002
 monitor: setup system

@@ -52,32 +52,15 @@ def save_word_tokenizer(folder: Path) -> None:
     """A small WordPiece tokenizer (letters and a few words): enough for the export's parity
     texts. Benchmarks feed random token ids, so the vocabulary does not matter, and no
     tokenizer has to travel to a GPU machine with no network."""
-    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
-    from tokenizers.models import WordPiece
-    from transformers import BertTokenizerFast
+    from sentiserve.train.tiny import word_tokenizer
 
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
-    tokens = specials + WORDS + letters + [f"##{c}" for c in letters]
-    vocab = {t: i for i, t in enumerate(tokens)}
-    rust = Tokenizer(WordPiece(vocab, unk_token="[UNK]"))
-    rust.normalizer = normalizers.BertNormalizer(lowercase=True)
-    rust.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    rust.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
-    )
-    BertTokenizerFast(
-        tokenizer_object=rust,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-        model_max_length=512,
-    ).save_pretrained(folder)
+    word_tokenizer(WORDS, max_length=512).save_pretrained(folder)
 
 
-def models(workdir: Path) -> dict[str, Path]:
+MODELS = ("minilm", "bert-base")
+
+
+def models(workdir: Path, only: tuple[str, ...] = MODELS) -> dict[str, Path]:
     """MiniLM-L6-shaped (the default base) and BERT-base-sized classifiers with random
     weights, built from their configs: speed does not depend on the weights, and nothing
     over a few KB has to be carried to the GPU machine."""
@@ -94,7 +77,9 @@ def models(workdir: Path) -> dict[str, Path]:
         "BERT-base (random)": BertConfig(num_labels=2),
     }
     out = {}
-    for name, config in configs.items():
+    for key, (name, config) in zip(MODELS, configs.items(), strict=True):
+        if key not in only:
+            continue
         folder = workdir / name.split()[0]
         model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
         model.save_pretrained(folder)
@@ -249,7 +234,15 @@ def main() -> None:
         default=None,
         help="batch x length list, e.g. 1x16,2x32 (default: 1,8,32 x 128,512)",
     )
+    parser.add_argument(
+        "--models",
+        default=",".join(MODELS),
+        help=f"comma-separated subset of {', '.join(MODELS)}",
+    )
     args = parser.parse_args()
+    only = tuple(args.models.split(","))
+    if unknown := set(only) - set(MODELS):
+        parser.error(f"unknown model {', '.join(sorted(unknown))}: choose from {', '.join(MODELS)}")
     import torch
 
     shapes = None
@@ -272,7 +265,7 @@ def main() -> None:
         "",
     ]
     with tempfile.TemporaryDirectory() as tmp:
-        for name, folder in models(Path(tmp)).items():
+        for name, folder in models(Path(tmp), only).items():
             print(f"measuring {name}", file=sys.stderr)
             rows, unavailable = measure(folder, args.runs, Path(tmp), args.device, shapes)  # type: ignore[arg-type]
             lines += [

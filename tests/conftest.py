@@ -67,52 +67,10 @@ def write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
 
 def build_tiny_bert(folder: Path) -> Path:
     """A 2-layer, 32-wide BERT classifier with a word-level WordPiece vocabulary."""
-    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
-    from tokenizers.models import WordPiece
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+    from sentiserve.train.tiny import tiny_bert
 
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     words = sorted(set(POSITIVE_WORDS + NEGATIVE_WORDS + FILLER))
-    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
-    vocab = {
-        tok: i for i, tok in enumerate(specials + words + letters + [f"##{c}" for c in letters])
-    }
-    rust = Tokenizer(WordPiece(vocab, unk_token="[UNK]"))
-    rust.normalizer = normalizers.BertNormalizer(lowercase=True)
-    rust.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    rust.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
-    )
-    rust.decoder = decoders.WordPiece()
-    tokenizer = BertTokenizerFast(
-        tokenizer_object=rust,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-        model_max_length=128,
-    )
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        pad_token_id=0,
-        id2label={0: "negative", 1: "positive"},
-        label2id={"negative": 0, "positive": 1},
-    )
-    import torch
-
-    torch.manual_seed(0)
-    model = BertForSequenceClassification(config)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(folder))
-    tokenizer.save_pretrained(str(folder))
+    tiny_bert(folder, words, {0: "negative", 1: "positive"})
     (folder / "README.txt").write_text(json.dumps({"what": "tiny random BERT for tests"}))
     return folder
 

@@ -4,7 +4,11 @@ retries those elsewhere), and traffic goes on."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -63,3 +67,42 @@ def test_killing_a_replica_under_load_loses_nothing(tiny_build: Path) -> None:
     assert after >= 0.4 * before, f"throughput {before:.0f}/s before the kill, {after:.0f}/s after"
     late = [f for f in failures if f[0] > killed_at - start + 2]
     assert not late, f"failures after the balancer should have noticed: {late}"
+
+
+@pytest.mark.timeout(120)
+def test_the_command_serves_until_sigterm_and_leaves_nothing_running(tiny_build: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sentiserve",
+            "cluster-local",
+            "--replicas",
+            "1",
+            "--port",
+            str(port),
+            "--model-repository",
+            str(tiny_build / "model_repository"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stderr is not None
+        ready = proc.stderr.readline()  # the command's first line says where it listens
+        assert f"127.0.0.1:{port}/v1/sentiment" in ready, ready + proc.stderr.read()
+        answer = httpx.post(f"http://127.0.0.1:{port}/v1/sentiment", json={"text": "good"})
+        assert answer.status_code == 200
+        assert answer.json()["results"][0]["label"] in {"negative", "positive"}
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        left = subprocess.run(
+            ["pgrep", "-g", str(proc.pid)], capture_output=True, text=True, check=False
+        )
+        assert left.stdout.strip() == "", f"left running: {left.stdout}"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)

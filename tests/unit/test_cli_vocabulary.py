@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from sentiserve.cli import build_app
 from sentiserve.cli.vocabulary import MOVED_COMMANDS, RENAMED_OPTIONS, rewrite
 
-SERVERS = {("serve",), ("triton",), ("monitor",)}
+SERVERS = {("serve",), ("triton",), ("monitor",), ("cluster-local",)}
 """Commands that run until stopped: they produce no result to print as JSON."""
 MODEL_FLAGS = {
     "--base-model",

@@ -18,6 +18,7 @@ def build_app() -> typer.Typer:
     from sentiserve.cli import (
         bench,
         build,
+        cluster,
         data,
         doctor,
         evaluate,
@@ -68,6 +69,7 @@ def build_app() -> typer.Typer:
     app.command("score")(score.score)
     app.command("bench")(bench.bench)
     app.command("monitor")(monitor.monitor)
+    app.command("cluster-local")(cluster.cluster_local)
     app.command("doctor")(doctor.doctor)
     return app
 

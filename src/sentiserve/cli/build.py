@@ -10,6 +10,7 @@ from rich.table import Table
 
 from sentiserve import DEFAULT_MODEL
 from sentiserve.cli.console import console, current_settings, emit_json, step_printer, user_errors
+from sentiserve.cli.options import option
 from sentiserve.engine.tokenizer import Truncation
 from sentiserve.pipeline import BuildConfig
 from sentiserve.repository.layout import DEFAULT_ROOT
@@ -24,26 +25,18 @@ BUILD_LAYER_DECAY = 1.0
 
 
 def build(
-    data: str = typer.Option("rt", help="rt, imdb, a data file or an aclImdb folder."),
-    model: str = typer.Option(
-        DEFAULT_BASE_MODEL,
-        "--base-model",
-        help="Base model: 'minilm', a hub name or a local folder.",
-    ),
+    data: str = option("data", "rt"),
+    model: str = option("base_model", DEFAULT_BASE_MODEL),
     work_dir: Path = typer.Option(Path("build"), help="Intermediate outputs."),
     model_repository: Path = typer.Option(DEFAULT_ROOT, help="Model repository to write."),
     name: str = typer.Option(DEFAULT_MODEL, "--model-name", help="Model name in the repository."),
-    epochs: float = typer.Option(BUILD_EPOCHS, help="Fine-tuning epochs."),
-    batch_size: int = typer.Option(32, help="Fine-tuning batch size."),
-    learning_rate: float = typer.Option(BUILD_LEARNING_RATE, help="Peak learning rate."),
-    max_length: int = typer.Option(TrainConfig.max_length, help="Longest text in tokens."),
-    pooling: str = typer.Option(BUILD_POOLING, help="Classifier head: cls or mean."),
-    layer_decay: float = typer.Option(
-        BUILD_LAYER_DECAY, help="Layer-wise learning-rate decay (1: off)."
-    ),
-    max_steps: int | None = typer.Option(
-        None, help="Stop fine-tuning after N steps (quick builds)."
-    ),
+    epochs: float = option("epochs", BUILD_EPOCHS),
+    batch_size: int = option("batch_size", 32),
+    learning_rate: float = option("learning_rate", BUILD_LEARNING_RATE),
+    max_length: int = option("max_length", TrainConfig.max_length),
+    pooling: str = option("pooling", BUILD_POOLING),
+    layer_decay: float = option("layer_decay", BUILD_LAYER_DECAY),
+    max_steps: int | None = option("max_steps", None),
     truncation: Truncation = typer.Option(
         Truncation.HEAD_TAIL, help="Long-text policy for serving."
     ),

@@ -8,36 +8,27 @@ from pathlib import Path
 import typer
 
 from sentiserve.cli.console import console, current_settings, emit_json, user_errors
+from sentiserve.cli.options import option
 from sentiserve.train.trainer import DEFAULT_BASE_MODEL, TrainConfig
 
 
 def train(
-    model: str = typer.Option(
-        DEFAULT_BASE_MODEL,
-        "--base-model",
-        help="'minilm' (bundled MiniLM-L6-H384), a hub name (bert-base-uncased) or a local folder.",
-    ),
-    data: str = typer.Option("rt", help="rt, imdb, a data file or an aclImdb folder."),
+    model: str = option("base_model", DEFAULT_BASE_MODEL),
+    data: str = option("data", "rt"),
     out: Path = typer.Option(
         Path("build/model"), help="Where the fine-tuned model, tokenizer and metrics go."
     ),
-    epochs: float = typer.Option(TrainConfig.epochs, help="Passes over the training split."),
-    batch_size: int = typer.Option(TrainConfig.batch_size, help="Examples per step."),
-    learning_rate: float = typer.Option(TrainConfig.learning_rate, help="Peak learning rate."),
+    epochs: float = option("epochs", TrainConfig.epochs),
+    batch_size: int = option("batch_size", TrainConfig.batch_size),
+    learning_rate: float = option("learning_rate", TrainConfig.learning_rate),
     warmup_ratio: float = typer.Option(
         TrainConfig.warmup_ratio, help="Fraction of steps warming up."
     ),
-    max_length: int = typer.Option(TrainConfig.max_length, help="Longest text in tokens."),
+    max_length: int = option("max_length", TrainConfig.max_length),
     seed: int = typer.Option(TrainConfig.seed, help="Random seed."),
-    pooling: str = typer.Option(
-        TrainConfig.pooling, help="Classifier head: cls (Hugging Face's pooler) or mean."
-    ),
-    layer_decay: float = typer.Option(
-        TrainConfig.layer_decay, help="Layer-wise learning-rate decay (1: off)."
-    ),
-    max_steps: int | None = typer.Option(
-        None, help="Stop after this many steps (overrides --epochs)."
-    ),
+    pooling: str = option("pooling", TrainConfig.pooling),
+    layer_decay: float = option("layer_decay", TrainConfig.layer_decay),
+    max_steps: int | None = option("max_steps", None),
     max_train_examples: int | None = typer.Option(None, help="Train on the first N examples only."),
     labels: str = typer.Option(
         "negative,positive", help="Label names in class order (for data files)."

@@ -1,6 +1,6 @@
 """A local rehearsal of scale-out: N ``sentiserve serve`` replicas behind HAProxy on
 127.0.0.1, with active health checks on ``/v2/health/ready`` and retries on another replica
-when one fails (connection refused, empty response, timeout, 503). ``make cluster-local``
+when one fails (connection refused, empty response, timeout, 503). ``sentiserve cluster-local``
 runs it until Ctrl-C; the tests use it to kill a replica under load.
 
 HAProxy (Debian's package) rather than open-source nginx: nginx only checks health
@@ -9,12 +9,9 @@ passively, so it keeps sending requests to a dead replica until they fail.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -141,37 +138,3 @@ class LocalCluster:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--model-repository", default="model_repository")
-    parser.add_argument("--replicas", type=int, default=2)
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--threads", type=int, default=1, help="engine threads per replica")
-    args = parser.parse_args()
-    cluster = LocalCluster(
-        args.model_repository, args.replicas, args.port, extra=("--threads", str(args.threads))
-    )
-    try:
-        cluster.start()
-    except SentiserveError as exc:
-        sys.exit(f"error: {exc}")
-    ports = ", ".join(str(http) for _, http in cluster.replicas)
-    sys.stderr.write(
-        f"ready: {cluster.url}/v1/sentiment -> replicas on ports {ports}; Ctrl-C to stop\n"
-    )
-    signal.signal(signal.SIGTERM, lambda *_: cluster.stop())
-    try:
-        if cluster.balancer is not None:
-            cluster.balancer.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        cluster.stop()
-
-
-if __name__ == "__main__":
-    main()

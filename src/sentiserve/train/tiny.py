@@ -1,0 +1,76 @@
+"""Small randomly initialised BERT classifiers with a word-level vocabulary, built in
+seconds and without a hub: for tests, and for benchmarks that only need a model's shape."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+LETTERS = tuple(chr(c) for c in range(ord("a"), ord("z") + 1))
+
+
+def word_tokenizer(words: Sequence[str], max_length: int = 512) -> Any:
+    """A lower-casing WordPiece tokenizer whose vocabulary is the special tokens, ``words``,
+    and single letters (so any ASCII word still tokenizes), with BERT's single and pair
+    templates."""
+    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordPiece
+    from transformers import BertTokenizerFast  # type: ignore[attr-defined]
+
+    tokens = [*SPECIALS, *dict.fromkeys(words), *LETTERS, *(f"##{c}" for c in LETTERS)]
+    vocab = {token: i for i, token in enumerate(dict.fromkeys(tokens))}
+    rust = Tokenizer(WordPiece(vocab, unk_token="[UNK]"))
+    rust.normalizer = normalizers.BertNormalizer(lowercase=True)
+    rust.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    rust.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
+    rust.decoder = decoders.WordPiece()
+    return BertTokenizerFast(
+        tokenizer_object=rust,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=max_length,
+    )
+
+
+def tiny_bert(
+    folder: Path,
+    words: Sequence[str],
+    labels: Mapping[int, str],
+    *,
+    hidden: int = 32,
+    layers: int = 2,
+    heads: int = 2,
+    max_length: int = 128,
+    seed: int = 0,
+) -> Path:
+    """Save a randomly initialised BERT classifier and its word tokenizer in ``folder``."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    tokenizer = word_tokenizer(words, max_length)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=max_length,
+        pad_token_id=0,
+        id2label=dict(labels),
+        label2id={name: i for i, name in labels.items()},
+    )
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return folder

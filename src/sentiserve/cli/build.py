@@ -12,6 +12,7 @@ from sentiserve import DEFAULT_MODEL
 from sentiserve.cli.console import console, current_settings, emit_json, step_printer, user_errors
 from sentiserve.cli.options import option
 from sentiserve.engine.tokenizer import Truncation
+from sentiserve.errors import ConfigError
 from sentiserve.pipeline import BuildConfig
 from sentiserve.repository.layout import DEFAULT_ROOT
 from sentiserve.train.trainer import DEFAULT_BASE_MODEL, TrainConfig
@@ -33,7 +34,11 @@ def build(
     epochs: float = option("epochs", BUILD_EPOCHS),
     batch_size: int = option("batch_size", 32),
     learning_rate: float = option("learning_rate", BUILD_LEARNING_RATE),
-    max_length: int = option("max_length", TrainConfig.max_length),
+    max_length: int | None = typer.Option(
+        None,
+        help=f"Longest text in tokens (default: {TrainConfig.max_length} for a fine-tune; "
+        "an imported checkpoint's own limit, at most 512).",
+    ),
     pooling: str = option("pooling", BUILD_POOLING),
     layer_decay: float = option("layer_decay", BUILD_LAYER_DECAY),
     max_steps: int | None = option("max_steps", None),
@@ -41,14 +46,51 @@ def build(
         Truncation.HEAD_TAIL, help="Long-text policy for serving."
     ),
     force: bool = typer.Option(False, help="Rebuild every stage and write a new version."),
+    checkpoint: str | None = typer.Option(
+        None,
+        help="A classifier fine-tuned elsewhere (Hugging Face folder or hub name): import it "
+        "instead of fine-tuning.",
+        rich_help_panel="Serve your own model",
+    ),
+    labels: str | None = typer.Option(
+        None,
+        help="Class names in output order, comma-separated (default: the checkpoint's id2label).",
+        rich_help_panel="Serve your own model",
+    ),
+    task: str | None = typer.Option(
+        None,
+        help="single_label_classification (default: the checkpoint's problem_type).",
+        rich_help_panel="Serve your own model",
+    ),
+    eval_data: Path | None = typer.Option(
+        None,
+        help="Labelled CSV/TSV/JSONL/Parquet (text, label) to gate int8 on accuracy.",
+        rich_help_panel="Serve your own model",
+    ),
+    calibration_data: Path | None = typer.Option(
+        None,
+        help="Texts without labels (.txt or a text column) for int8 calibration; the gate "
+        "without --eval-data (default: a built-in mixed-domain sample).",
+        rich_help_panel="Serve your own model",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print a one-line JSON summary."),
 ) -> None:
-    """data -> fine-tune -> export -> optimize -> model repository. Skips stages that are
-    already built and valid; --force rebuilds them."""
+    """data -> fine-tune -> export -> optimize -> model repository; with --checkpoint,
+    import -> export -> optimize -> model repository. Skips stages that are already built
+    and valid; --force rebuilds them."""
     from sentiserve.pipeline import build as run_build
 
     start = time.perf_counter()
     with user_errors():
+        if checkpoint is None and (labels or task or eval_data or calibration_data):
+            raise ConfigError(
+                "--labels, --task, --eval-data and --calibration-data go with --checkpoint"
+            )
+        if checkpoint is not None and data != "rt":
+            raise ConfigError(
+                "--data is what a fine-tune trains on; an imported checkpoint is checked on "
+                "--eval-data (labelled) or --calibration-data (texts)"
+            )
         config = BuildConfig(
             data=data,
             work_dir=work_dir,
@@ -59,7 +101,7 @@ def build(
                 epochs=epochs,
                 batch_size=batch_size,
                 learning_rate=learning_rate,
-                max_length=max_length,
+                max_length=max_length or TrainConfig.max_length,
                 pooling=pooling,
                 layer_decay=layer_decay,
                 max_steps=max_steps,
@@ -67,11 +109,19 @@ def build(
             truncation=truncation,
             force=force,
             cache_dir=current_settings().cache_dir,
+            checkpoint=checkpoint,
+            labels=tuple(n.strip() for n in labels.split(",")) if labels else None,
+            task=task,
+            max_length=max_length,
+            eval_data=eval_data,
+            calibration_data=calibration_data,
         )
         report = run_build(config, progress=step_printer())
     total = time.perf_counter() - start
     m = report.version.manifest
-    accuracy = {k: float(v["accuracy"]) for k, v in m.evaluation.items() if "accuracy" in v}
+    accuracy = {
+        k: float(v["accuracy"]) for k, v in m.evaluation.items() if v.get("accuracy") is not None
+    }
     summary = {
         "model": m.model,
         "version": m.version,
@@ -81,6 +131,8 @@ def build(
         "total_seconds": round(total, 1),
         "default_engine": m.default_engine,
         "accuracy": accuracy,
+        "gate": m.provenance.get("gate", "accuracy"),
+        "eligible": {k: v["eligible"] for k, v in m.evaluation.items() if "eligible" in v},
     }
     if json_out:
         emit_json(summary)
@@ -92,7 +144,21 @@ def build(
     for stage, result in report.stages.items():
         table.add_row(stage, result, f"{report.seconds.get(stage, 0):.0f}")
     console.print(table)
-    console.print("held-out accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in accuracy.items()))
+    if accuracy:
+        console.print(
+            "held-out accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in accuracy.items())
+        )
+    if m.provenance.get("gate") == "agreement":
+        agreement = {k: float(v["agreement"]) for k, v in m.evaluation.items() if "agreement" in v}
+        console.print(
+            f"no labelled data: engines gated on agreement with fp32 over "
+            f"{m.provenance.get('dataset')} ("
+            + ", ".join(f"{k} {v:.4f}" for k, v in agreement.items())
+            + ")"
+        )
+    for variant, checks in m.evaluation.items():
+        if checks.get("eligible") is False:
+            console.print(f"[yellow]{variant} not a default[/]: {checks.get('note')}")
     console.print(
         f"default engines: {m.default_engine}; "
         f"repository at [bold]{report.version.path.parent.parent}[/]"

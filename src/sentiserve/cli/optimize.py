@@ -33,7 +33,7 @@ def report_table(result: OptimizeResult) -> Table:
     for name, r in result.reports.items():
         table.add_row(
             name,
-            f"{r.accuracy:.4f}",
+            "-" if r.accuracy is None else f"{r.accuracy:.4f}",
             f"{r.agreement:.4f}",
             f"{r.max_batch_delta:.1e}",
             f"{r.throughput:.0f}",

@@ -66,17 +66,17 @@ def resolve_label(value: Any, label_names: Sequence[str], where: str) -> int:
     return index
 
 
-def _check_columns(path: Path, columns: Iterable[Any]) -> None:
+def _check_columns(path: Path, columns: Iterable[Any], required: Sequence[str]) -> None:
     present = {str(c) for c in columns}
-    missing = [c for c in REQUIRED_COLUMNS if c not in present]
+    missing = [c for c in required if c not in present]
     if missing:
         raise DataError(
             f"{path}: missing column(s) {', '.join(missing)}; found "
-            f"{', '.join(sorted(present)) or 'none'} (need 'text' and 'label')"
+            f"{', '.join(sorted(present)) or 'none'} (need {' and '.join(map(repr, required))})"
         )
 
 
-def _rows_table(path: Path, kind: str) -> list[Row]:
+def _rows_table(path: Path, kind: str, required: Sequence[str] = REQUIRED_COLUMNS) -> list[Row]:
     import pandas as pd
 
     try:
@@ -91,15 +91,16 @@ def _rows_table(path: Path, kind: str) -> list[Row]:
         raise DataError(f"{path}: cannot read as {kind.upper()}: {exc}") from exc
     except Exception as exc:  # pandas/pyarrow raise many parser-specific types
         raise DataError(f"{path}: cannot read as {kind.upper()}: {exc}") from exc
-    _check_columns(path, frame.columns)
+    _check_columns(path, frame.columns, required)
     where = "line" if kind != "parquet" else "row"
+    labels = frame["label"] if "label" in required else [None] * len(frame)
     return [
         (f"{path}, {where} {i + first_row}", text, label)
-        for i, (text, label) in enumerate(zip(frame["text"], frame["label"], strict=True))
+        for i, (text, label) in enumerate(zip(frame["text"], labels, strict=True))
     ]
 
 
-def _rows_jsonl(path: Path) -> list[Row]:
+def _rows_jsonl(path: Path, required: Sequence[str] = REQUIRED_COLUMNS) -> list[Row]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
@@ -114,11 +115,13 @@ def _rows_jsonl(path: Path) -> list[Row]:
         except json.JSONDecodeError as exc:
             raise DataError(f"{where}: invalid JSON: {exc.msg}") from exc
         if not isinstance(record, dict):
-            raise DataError(f"{where}: expected a JSON object with 'text' and 'label'")
-        missing = [c for c in REQUIRED_COLUMNS if c not in record]
+            raise DataError(
+                f"{where}: expected a JSON object with {' and '.join(map(repr, required))}"
+            )
+        missing = [c for c in required if c not in record]
         if missing:
             raise DataError(f"{where}: missing field(s) {', '.join(missing)}")
-        rows.append((where, record["text"], record["label"]))
+        rows.append((where, record["text"], record.get("label")))
     return rows
 
 
@@ -144,18 +147,51 @@ def examples_from_rows(rows: list[Row], label_names: Sequence[str], source: Path
     return Examples(tuple(texts), tuple(labels), tuple(label_names))
 
 
-def read_file(path: Path, label_names: Sequence[str] = DEFAULT_LABELS) -> Examples:
-    """Read one CSV, TSV, JSONL or Parquet file of ``text`` and ``label`` rows."""
+def _kind(path: Path, also: str = "an aclImdb folder") -> str:
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise DataError(
             f"{path}: unsupported file type {path.suffix!r}; use one of "
-            f"{', '.join(sorted(SUFFIXES))} or an aclImdb folder"
+            f"{', '.join(sorted(SUFFIXES))} or {also}"
         )
     if not path.is_file():
         raise DataError(f"{path}: no such file")
+    return kind
+
+
+def read_file(path: Path, label_names: Sequence[str] = DEFAULT_LABELS) -> Examples:
+    """Read one CSV, TSV, JSONL or Parquet file of ``text`` and ``label`` rows."""
+    kind = _kind(path)
     rows = _rows_jsonl(path) if kind == "jsonl" else _rows_table(path, kind)
     return examples_from_rows(rows, label_names, path)
+
+
+def read_texts(path: Path) -> tuple[str, ...]:
+    """Texts without labels: a ``.txt`` file (one per line, blank lines skipped) or a CSV,
+    TSV, JSONL or Parquet file with a ``text`` column."""
+    if path.suffix.lower() == ".txt":
+        if not path.is_file():
+            raise DataError(f"{path}: no such file")
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"{path}: cannot read: {exc}") from exc
+        rows: list[Row] = [
+            (f"{path}, line {i}", t, None) for i, t in enumerate(lines, 1) if t.strip()
+        ]
+    else:
+        kind = _kind(path, "a .txt file")
+        rows = (
+            _rows_jsonl(path, ("text",)) if kind == "jsonl" else _rows_table(path, kind, ("text",))
+        )
+    texts = []
+    for where, text, _ in rows:
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"{where}: text must be a non-empty string")
+        texts.append(text.strip())
+    if not texts:
+        raise DataError(f"{path}: no texts")
+    return tuple(texts)
 
 
 def _read_aclimdb_split(folder: Path) -> Examples:

@@ -50,7 +50,9 @@ class Examples:
 class Corpus:
     """A named data source split into train, validation and test examples.
 
-    The test split is held out: tuning reads the validation split only.
+    The test split is held out: tuning reads the validation split only. A corpus that is
+    not ``labelled`` holds texts only (its labels are placeholders): engines are compared
+    with each other on it, never scored.
     """
 
     name: str
@@ -59,6 +61,7 @@ class Corpus:
     test: Examples
     description: str = ""
     provenance: dict[str, str] = field(default_factory=dict)
+    labelled: bool = True
 
     @property
     def label_names(self) -> tuple[str, ...]:

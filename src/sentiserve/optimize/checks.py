@@ -22,6 +22,10 @@ INVARIANCE_TOLERANCE = 1e-4
 """Largest change in any probability, alone versus batched, for a default-eligible engine."""
 MAX_ACCURACY_LOSS = 0.01
 """Largest accuracy loss against fp32 for a default-eligible engine (one point)."""
+MIN_AGREEMENT = 1 - MAX_ACCURACY_LOSS
+"""Without labels, the smallest share of texts on which a default-eligible engine picks the
+same label as fp32: a variant that disagrees on at most 1% of texts can lose at most one
+accuracy point, whatever the labels would have been."""
 INVARIANCE_BATCH = 33
 """Texts per batch in the invariance check (a text plus 32 others)."""
 THROUGHPUT_BATCH = 8
@@ -89,22 +93,26 @@ class VariantReport:
     """How one engine variant did on the held-out split.
 
     Attributes:
-        accuracy, f1: On the held-out split, through the serving tokenizer.
+        accuracy, f1: On the held-out split, through the serving tokenizer (None when the
+            texts have no labels).
         agreement: Fraction of labels equal to the fp32 reference's.
         max_batch_delta: Largest |Δp| alone versus in a batch of 33 (see batch_invariance).
         throughput: Sequences per second, batch 8, length-sorted, on this machine.
         eligible: Whether it may be a default engine (invariant and within 1 point of fp32).
         device: Where the numbers were measured.
+        gate: What eligibility was judged on: ``accuracy`` (labelled texts) or
+            ``agreement`` with fp32 (texts without labels).
     """
 
-    accuracy: float
-    f1: float
+    accuracy: float | None
+    f1: float | None
     agreement: float
     max_batch_delta: float
     throughput: float
     eligible: bool
     device: str = "cpu"
     note: str = ""
+    gate: str = "accuracy"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,11 +128,19 @@ def check_variant(
     invariance_texts: Sequence[str],
     throughput_texts: Sequence[str],
     device: str = "cpu",
+    labelled: bool = True,
 ) -> tuple[VariantReport, npt.NDArray[np.int64]]:
-    """Measure one variant; returns its report and its predictions (for agreement)."""
+    """Measure one variant; returns its report and its predictions (for agreement).
+
+    With ``labelled`` False the held-out labels are placeholders: nothing is scored, and
+    eligibility rests on agreement with the fp32 reference (``MIN_AGREEMENT``)."""
     probs = predict_probabilities(engine, tokenizer, held_out.texts)
     predictions = probs.argmax(axis=1).astype(np.int64)
-    s = score(list(held_out.labels), predictions.tolist(), held_out.label_names)
+    s = (
+        score(list(held_out.labels), predictions.tolist(), held_out.label_names)
+        if labelled
+        else None
+    )
     agreement = (
         1.0
         if reference_predictions is None
@@ -132,21 +148,27 @@ def check_variant(
     )
     delta = batch_invariance(engine, tokenizer, invariance_texts)
     rate = throughput(engine, tokenizer, throughput_texts)
-    loss = 0.0 if reference_accuracy is None else reference_accuracy - s.accuracy
-    eligible = delta <= INVARIANCE_TOLERANCE and loss <= MAX_ACCURACY_LOSS
     notes = []
     if delta > INVARIANCE_TOLERANCE:
         notes.append(f"not batch-invariant (|Δp| {delta:.2g} > {INVARIANCE_TOLERANCE:g})")
-    if loss > MAX_ACCURACY_LOSS:
-        notes.append(f"loses {100 * loss:.2f} accuracy points")
+    if s is not None:
+        loss = 0.0 if reference_accuracy is None else reference_accuracy - s.accuracy
+        close = loss <= MAX_ACCURACY_LOSS
+        if not close:
+            notes.append(f"loses {100 * loss:.2f} accuracy points")
+    else:
+        close = agreement >= MIN_AGREEMENT
+        if not close:
+            notes.append(f"agrees with fp32 on only {100 * agreement:.1f}% of texts")
     report = VariantReport(
-        accuracy=s.accuracy,
-        f1=s.f1,
+        accuracy=None if s is None else s.accuracy,
+        f1=None if s is None else s.f1,
         agreement=agreement,
         max_batch_delta=delta,
         throughput=rate,
-        eligible=eligible,
+        eligible=delta <= INVARIANCE_TOLERANCE and close,
         device=device,
         note="; ".join(notes),
+        gate="accuracy" if s is not None else "agreement",
     )
     return report, predictions

@@ -14,11 +14,14 @@ EXPECTED_FUSIONS = ("EmbedLayerNormalization", "Attention", "SkipLayerNormalizat
 
 
 def model_shape(model_dir: Path) -> tuple[int, int, str]:
-    """Attention heads, hidden size and model type from a saved model's config.json."""
+    """Attention heads, hidden size and model type from a saved model's config.json
+    (DistilBERT names the first two ``n_heads`` and ``dim``)."""
     try:
         config = json.loads((model_dir / "config.json").read_text())
-        return int(config["num_attention_heads"]), int(config["hidden_size"]), config["model_type"]
-    except (OSError, KeyError, ValueError) as exc:
+        heads = config.get("num_attention_heads", config.get("n_heads"))
+        hidden = config.get("hidden_size", config.get("dim"))
+        return int(heads), int(hidden), config["model_type"]
+    except (OSError, KeyError, ValueError, TypeError) as exc:
         raise OptimizeError(f"cannot read heads and hidden size from {model_dir}: {exc}") from exc
 
 

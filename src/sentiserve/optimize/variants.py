@@ -188,19 +188,23 @@ def optimize(
             invariance_texts=inv_texts,
             throughput_texts=thr_texts,
             device=dev,
+            labelled=corpus.labelled,
         )
         result.reports[name] = report
         if name == "fp32":
             ref_pred, ref_acc = predictions, report.accuracy
         logger.info("%s: %s", name, json.dumps(report.to_dict()))
     result.defaults = choose_defaults(result.reports)
-    progress("calibrating probabilities (temperature on the validation split)")
-    served = OnnxRuntimeEngine(
-        out / result.files[result.defaults["cpu"]],
-        threads=settings.threads,
-        providers=providers_for(dev),
-    )
-    result.calibration = calibrate(served, tokenizer, corpus.validation, held_out)
+    if corpus.labelled:
+        progress("calibrating probabilities (temperature on the validation split)")
+        served = OnnxRuntimeEngine(
+            out / result.files[result.defaults["cpu"]],
+            threads=settings.threads,
+            providers=providers_for(dev),
+        )
+        result.calibration = calibrate(served, tokenizer, corpus.validation, held_out)
+    else:
+        result.calibration = {"temperature": 1.0, "fitted_on": "nothing: no labelled data"}
     (out / REPORT_FILE).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     return result
 

@@ -1,5 +1,7 @@
 """The whole default pipeline: data -> fine-tune -> export -> optimize -> model repository,
-as a table of stages (``STAGES``) and one loop.
+as a table of stages (``STAGES``) and one loop. With a checkpoint fine-tuned elsewhere,
+the first stage imports it instead (``IMPORT_STAGES``) and the checks run on the user's
+labelled file, their texts or a built-in sample (``pipeline.checkpoint``).
 
 Each stage records a fingerprint of everything it was built from. A stage whose outputs
 exist with a matching fingerprint is skipped, so a second ``sentiserve build`` does nothing
@@ -24,6 +26,7 @@ from sentiserve.data.types import Corpus
 from sentiserve.engine.tokenizer import Truncation
 from sentiserve.errors import SentiserveError
 from sentiserve.optimize.variants import RECIPE_VERSION, OptimizeSettings
+from sentiserve.pipeline.checkpoint import Checkpoint
 from sentiserve.repository.from_build import write_from_build
 from sentiserve.repository.layout import DEFAULT_ROOT, ModelRepository, ModelVersion
 from sentiserve.train.trainer import TrainConfig
@@ -65,6 +68,12 @@ class BuildConfig:
         model_name: The model's name in the repository.
         truncation: Long-text policy recorded in the manifest.
         force: Rebuild every stage and write a new version.
+        checkpoint: A fine-tuned classifier (folder or hub name) to import instead of
+            fine-tuning ``train.base_model`` on ``data``.
+        labels, task, max_length: Override what the checkpoint's config says.
+        eval_data: Labelled file the imported model is gated on (accuracy).
+        calibration_data: Texts without labels for int8 calibration, and for the gate
+            (agreement with fp32) when there is no ``eval_data``.
     """
 
     data: str = "rt"
@@ -77,6 +86,12 @@ class BuildConfig:
     force: bool = False
     cache_dir: Path | None = None
     """Where downloaded data is cached (the settings' ``cache_dir``)."""
+    checkpoint: str | None = None
+    labels: tuple[str, ...] | None = None
+    task: str | None = None
+    max_length: int | None = None
+    eval_data: Path | None = None
+    calibration_data: Path | None = None
 
 
 @dataclass
@@ -93,6 +108,13 @@ class _Context:
     config: BuildConfig
     corpus: Corpus
     progress: Progress
+    checkpoint: Checkpoint | None = None
+
+    @property
+    def max_length(self) -> int:
+        if self.checkpoint is not None:
+            return self.checkpoint.max_length
+        return self.config.train.max_length
 
     @property
     def model_dir(self) -> Path:
@@ -128,6 +150,14 @@ def _train(ctx: _Context, folder: Path, resume: bool) -> tuple[str, dict[str, An
     return f"built in {result.seconds:.0f}s", {"steps": result.steps}
 
 
+def _import(ctx: _Context, folder: Path, _resume: bool) -> tuple[str, dict[str, Any]]:
+    from sentiserve.pipeline.checkpoint import import_checkpoint
+
+    assert ctx.checkpoint is not None
+    info = import_checkpoint(ctx.checkpoint, folder, ctx.corpus)
+    return f"{info['model_type']}, {len(ctx.checkpoint.labels)} labels", {}
+
+
 def _export(ctx: _Context, folder: Path, _resume: bool) -> tuple[str, dict[str, Any]]:
     from sentiserve.export.onnx import export
 
@@ -135,7 +165,7 @@ def _export(ctx: _Context, folder: Path, _resume: bool) -> tuple[str, dict[str, 
         ctx.model_dir,
         folder / "model.onnx",
         texts=ctx.corpus.validation.texts[:64],
-        max_length=ctx.config.train.max_length,
+        max_length=ctx.max_length,
     )
     return f"max |Δlogit| {res.max_abs_diff:.1e}", {"max_abs_diff": res.max_abs_diff}
 
@@ -148,7 +178,7 @@ def _optimize(ctx: _Context, folder: Path, _resume: bool) -> tuple[str, dict[str
         ctx.model_dir,
         folder,
         ctx.corpus,
-        max_length=ctx.config.train.max_length,
+        max_length=ctx.max_length,
         settings=ctx.config.optimize,
         progress=ctx.progress,
     )
@@ -176,6 +206,25 @@ STAGES = (
 """The stages before the model repository, in order; each depends on the one before."""
 
 
+def _import_inputs(ctx: _Context) -> tuple[Any, ...]:
+    from sentiserve.pipeline.checkpoint import fingerprint_files
+
+    assert ctx.checkpoint is not None
+    return (
+        ctx.checkpoint.to_dict(),
+        fingerprint_files(ctx.checkpoint.source),
+        ctx.corpus.name,
+        ctx.corpus.provenance,
+    )
+
+
+IMPORT_STAGES = (
+    Stage("import", "model", "importing the checkpoint", _import_inputs, _import),
+    *STAGES[1:],
+)
+"""The stages for a checkpoint fine-tuned elsewhere: import in place of fine-tuning."""
+
+
 def build(config: BuildConfig, progress: Progress = lambda _m: None) -> BuildReport:
     """Run every stage that is not already built; return the repository version."""
     work = config.work_dir
@@ -184,11 +233,25 @@ def build(config: BuildConfig, progress: Progress = lambda _m: None) -> BuildRep
     seconds: dict[str, float] = {}
     skipped: set[str] = set()
 
-    progress(f"loading data: {config.data}")
-    corpus = load_corpus(config.data, config.train.label_names, cache_dir=config.cache_dir)
-    ctx = _Context(config, corpus, progress)
+    checkpoint = None
+    if config.checkpoint is not None:
+        from sentiserve.pipeline.checkpoint import import_corpus, inspect_checkpoint
+
+        progress(f"reading the checkpoint: {config.checkpoint}")
+        checkpoint = inspect_checkpoint(
+            config.checkpoint,
+            labels=config.labels,
+            task=config.task,
+            max_length=config.max_length,
+        )
+        corpus = import_corpus(checkpoint.labels, config.eval_data, config.calibration_data)
+        progress(f"checking engines on {corpus.description} (gate: {corpus.provenance['gate']})")
+    else:
+        progress(f"loading data: {config.data}")
+        corpus = load_corpus(config.data, config.train.label_names, cache_dir=config.cache_dir)
+    ctx = _Context(config, corpus, progress, checkpoint)
     print_ = ""
-    for stage in STAGES:
+    for stage in IMPORT_STAGES if checkpoint is not None else STAGES:
         previous = (print_,) if print_ else ()
         print_ = fingerprint(stage.name, *previous, *stage.inputs(ctx))
         folder = work / stage.folder

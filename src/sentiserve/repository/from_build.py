@@ -39,12 +39,13 @@ def write_from_build(
     if "tensorrt" not in engine_files:  # a GPU without a TensorRT plan serves PyTorch fp16
         defaults["cuda"] = TORCH
     evaluation: dict[str, dict[str, Any]] = dict(opt["reports"])
-    evaluation["pytorch"] = {
-        "accuracy": metrics["test"]["accuracy"],
-        "f1": metrics["test"]["f1"],
-        "confusion": metrics["test"]["confusion"],
-        "n": metrics["test"]["n"],
-    }
+    if metrics.get("test"):  # an imported checkpoint was not scored in PyTorch
+        evaluation["pytorch"] = {
+            "accuracy": metrics["test"]["accuracy"],
+            "f1": metrics["test"]["f1"],
+            "confusion": metrics["test"]["confusion"],
+            "n": metrics["test"]["n"],
+        }
     for variant, why in opt.get("skipped", {}).items():
         evaluation.setdefault(variant, {"note": why})
     provenance = {
@@ -57,6 +58,9 @@ def write_from_build(
         "fusions": opt.get("fusions", {}),
         "build_fingerprint": build_fingerprint,
     }
+    if train_config.get("imported"):
+        provenance["imported"] = True
+        provenance["gate"] = metrics["provenance"].get("gate", "accuracy")
     if corpus is not None and corpus.name != metrics["corpus"]:
         raise RepositoryError(f"build was trained on {metrics['corpus']}, not {corpus.name}")
     return write_version(

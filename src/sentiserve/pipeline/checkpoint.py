@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sentiserve.data.types import Corpus
+from sentiserve.engine.models import POOLING_KEY
 from sentiserve.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,15 @@ DEFAULT_MAX_LENGTH = 512
 """Longest text in tokens when neither the tokenizer nor ``--max-length`` says less."""
 IMPORT_FILE = "import.json"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "spm.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
+"""A folder needs one of these: without them, transformers builds an empty tokenizer."""
 
 
 @dataclass(frozen=True)
@@ -142,7 +152,10 @@ def inspect_checkpoint(
             f"{source}: architecture {named} cannot be imported; supported: "
             f"{', '.join(ARCHITECTURES.values())}"
         )
-    if architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
+    classifier = POOLING_KEY in config or any(
+        a.endswith("ForSequenceClassification") for a in architectures
+    )
+    if architectures and not classifier:
         raise ModelLoadError(
             f"{source}: {architectures[0]} has no sequence-classification head; a base model "
             f"is fine-tuned with `sentiserve build --base-model {source}`"
@@ -159,12 +172,6 @@ def inspect_checkpoint(
         )
     if len(set(names)) != len(names) or any(not n.strip() for n in names):
         raise ModelLoadError(f"{source}: label names must be distinct and not empty: {names}")
-    declared = config.get("num_labels") or (len(found[0]) if found else None)
-    if declared is not None and int(declared) != len(names):
-        raise ModelLoadError(
-            f"{source}: {len(names)} labels named ({labels_from}) but config.json declares "
-            f"{declared} classes"
-        )
     problem = (
         task
         or config.get("problem_type")
@@ -177,20 +184,44 @@ def inspect_checkpoint(
         )
     if len(names) < 2:
         raise ModelLoadError(f"{source}: a single-label classifier needs at least 2 labels")
+    outputs = head_outputs(source)
+    declared = config.get("num_labels") or (len(found[0]) if found else None)
+    if outputs is not None and outputs != len(names):
+        raise ModelLoadError(
+            f"{source}: the classifier head has {outputs} outputs but {len(names)} labels "
+            f"are named ({labels_from}: {', '.join(names)})"
+        )
+    if outputs is None and declared is not None and int(declared) != len(names):
+        raise ModelLoadError(
+            f"{source}: {len(names)} labels named ({labels_from}) but config.json declares "
+            f"{declared} classes"
+        )
     tokenizer = load_tokenizer(source)
+    vocabulary = config.get("vocab_size")
+    if isinstance(vocabulary, int) and len(tokenizer) < vocabulary // 2:
+        raise ModelLoadError(
+            f"{source}: the tokenizer has {len(tokenizer)} tokens but the model's vocabulary "
+            f"has {vocabulary}: not this model's tokenizer"
+        )
     return Checkpoint(
         source=source,
         model_type=model_type,
         labels=names,
         labels_from=labels_from,
         task=problem,
-        max_length=max_length or _max_length(config, tokenizer),
+        max_length=max_length or _trained_max_length(source) or _max_length(config, tokenizer),
     )
 
 
 def load_tokenizer(source: str) -> Any:
     """The checkpoint's fast (Rust) tokenizer, the only kind the servers run."""
     from transformers import AutoTokenizer
+
+    folder = Path(source).expanduser()
+    if folder.is_dir() and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelLoadError(
+            f"{source}: no usable tokenizer (none of {', '.join(TOKENIZER_FILES)})"
+        )
 
     logging.getLogger("transformers").setLevel(logging.ERROR)
     try:
@@ -206,6 +237,14 @@ def load_tokenizer(source: str) -> Any:
             "Face's fast tokenizers (tokenizer.json)"
         )
     return tokenizer
+
+
+def _trained_max_length(source: str) -> int | None:
+    """The max length a checkpoint that sentiserve fine-tuned was trained with."""
+    try:
+        return int(json.loads((Path(source) / "train_config.json").read_text())["max_length"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _max_length(config: dict[str, Any], tokenizer: Any) -> int:
@@ -228,6 +267,31 @@ def _max_length(config: dict[str, Any], tokenizer: Any) -> int:
         )
         candidates.append(positions - offset)
     return min(candidates)
+
+
+def head_outputs(source: str) -> int | None:
+    """Outputs of the classifier head, read from ``model.safetensors``'s header without
+    loading anything (None: not a local safetensors file, or no head found)."""
+    path = Path(source).expanduser() / "model.safetensors"
+    try:
+        with path.open("rb") as fh:
+            size = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(size)) if 0 < size < 100_000_000 else {}
+    except (OSError, ValueError):
+        return None
+    biases = {
+        key: entry["shape"]
+        for key, entry in header.items()
+        if isinstance(entry, dict)
+        and (
+            key.endswith("classifier.out_proj.bias")
+            or key.split(".")[-2:] == ["classifier", "bias"]
+        )
+    }
+    for _key, shape in sorted(biases.items(), key=lambda kv: "out_proj" not in kv[0]):
+        if len(shape) == 1:
+            return int(shape[0])
+    return None
 
 
 def fingerprint_files(source: str) -> dict[str, str]:
@@ -253,13 +317,18 @@ def import_checkpoint(checkpoint: Checkpoint, out: Path, corpus: Corpus) -> dict
     ``tokenizer.json``, ``train_config.json`` and ``metrics.json`` (nothing was trained),
     and ``import.json`` (what was imported)."""
     import torch
-    from transformers import AutoModelForSequenceClassification
+
+    from sentiserve.engine.models import load_classifier
 
     source = checkpoint.source
     tokenizer = load_tokenizer(source)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            source, attn_implementation="eager"
+        model = load_classifier(
+            source,
+            attn_implementation="eager",
+            num_labels=len(checkpoint.labels),
+            id2label=dict(enumerate(checkpoint.labels)),
+            label2id={name: i for i, name in enumerate(checkpoint.labels)},
         )
     except (OSError, ValueError, RuntimeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -124,10 +124,13 @@ def tiny_classifier(
     max_length: int = 128,
     seed: int = 0,
     problem_type: str | None = None,
+    **config_overrides: Any,
 ) -> Path:
     """Save a randomly initialised sequence classifier of ``model_type`` (``bert``,
     ``distilbert``, ``roberta``, ``xlm-roberta``, ``electra``, ``deberta-v2``, ``mpnet``)
-    with the word tokenizer, as a Hugging Face folder: what a user's checkpoint looks like."""
+    with the word tokenizer, as a Hugging Face folder: what a user's checkpoint looks like.
+    ``config_overrides`` go to the model config (``initializer_range=0.5``: outputs that
+    vary more from text to text)."""
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
@@ -140,6 +143,7 @@ def tiny_classifier(
         label2id={name: i for i, name in labels.items()},
         **({"problem_type": problem_type} if problem_type else {}),
         **_shape(model_type, hidden, layers, heads, max_length),
+        **config_overrides,
     )
     torch.manual_seed(seed)
     model = AutoModelForSequenceClassification.from_config(config)  # type: ignore[no-untyped-call]

@@ -1,0 +1,290 @@
+"""Classifiers fine-tuned elsewhere (``sentiserve build --checkpoint``): a small randomly
+initialised model of every supported architecture, built here, is imported, exported,
+optimized and written to a repository, and serves the PyTorch model's own probabilities
+(|Δp| ≤ 1e-4 with fp32). A 5-label model is served by the embedded server (v1, v2 REST, v2
+gRPC) and by the real Triton; the pipeline's own fine-tuned checkpoint round-trips; bad
+checkpoints get one clear line and leave the repository untouched."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from sentiserve.errors import ModelLoadError
+from sentiserve.pipeline import BuildConfig, build
+from sentiserve.pipeline.checkpoint import ARCHITECTURES
+from sentiserve.repository.layout import ModelRepository
+from sentiserve.repository.served import open_model
+from sentiserve.train.tiny import tiny_classifier
+from tests.conftest import FILLER, NEGATIVE_WORDS, POSITIVE_WORDS, toy_texts, write_csv
+from tests.integration.serving import start_server, stop
+
+WORDS = sorted(set(POSITIVE_WORDS + NEGATIVE_WORDS + FILLER))
+EMOTIONS = {0: "anger", 1: "joy", 2: "fear", 3: "sadness", 4: "surprise"}
+TEXTS = [text for text, _ in toy_texts(40, seed=5)] + ["ok", "GREAT great great!", "the plot"]
+
+
+def checkpoint(folder: Path, arch: str = "bert", labels: dict[int, str] = EMOTIONS) -> Path:
+    # A wide initialisation, so that the random model's outputs differ from text to text.
+    return tiny_classifier(folder, arch, WORDS, labels, seed=3, initializer_range=0.5)
+
+
+def pytorch_probabilities(folder: Path, texts: list[str]) -> np.ndarray:
+    import torch
+    from transformers import AutoTokenizer
+
+    from sentiserve.engine.models import load_classifier
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    model = load_classifier(folder, attn_implementation="eager").eval()
+    with torch.no_grad():
+        rows = [
+            torch.softmax(model(**tokenizer([t], return_tensors="pt")).logits.double(), -1)[0]
+            for t in texts
+        ]
+    return torch.stack(rows).numpy()
+
+
+def import_build(ckpt: Path, root: Path, **options: object) -> ModelRepository:
+    build(
+        BuildConfig(
+            work_dir=root / "build",
+            repository=root / "repo",
+            model_name="emotion",
+            checkpoint=str(ckpt),
+            **options,  # type: ignore[arg-type]
+        )
+    )
+    return ModelRepository(root / "repo")
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_each_architecture_serves_the_pytorch_probabilities(arch: str, tmp_path: Path) -> None:
+    ckpt = checkpoint(tmp_path / "ckpt", arch)
+    version = import_build(ckpt, tmp_path).load("emotion")
+    manifest = version.manifest
+    assert manifest.labels == list(EMOTIONS.values())
+    assert manifest.provenance["imported"] is True
+    assert manifest.provenance["gate"] == "agreement"  # no labelled data was given
+    for variant in ("fp32", "int8"):
+        report = manifest.evaluation[variant]
+        assert report["gate"] == "agreement"
+        assert report["accuracy"] is None
+        assert report["eligible"] == (
+            report["agreement"] >= 0.99 and report["max_batch_delta"] <= 1e-4
+        )
+    assert manifest.default_engine["cpu"] == (
+        "int8" if manifest.evaluation["int8"]["eligible"] else "fp32"
+    )
+
+    served = open_model(version, engine="fp32", device="cpu")
+    got = served.probabilities(TEXTS)
+    want = pytorch_probabilities(ckpt, TEXTS)
+    assert got.shape == (len(TEXTS), 5)
+    assert float(np.abs(got - want).max()) <= 1e-4
+    assert len(set(want.argmax(1).tolist())) > 1, "the random model must not answer one label"
+
+
+@pytest.fixture(scope="module")
+def emotion_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A 5-label RoBERTa-style checkpoint (no token types) and its imported repository."""
+    root = tmp_path_factory.mktemp("emotion")
+    ckpt = checkpoint(root / "ckpt", "roberta")
+    import_build(ckpt, root)
+    return ckpt, root / "repo"
+
+
+def test_the_embedded_server_serves_five_labels_over_every_protocol(
+    emotion_repo: tuple[Path, Path],
+) -> None:
+    import tritonclient.grpc as grpcclient
+
+    ckpt, repo = emotion_repo
+    want = pytorch_probabilities(ckpt, TEXTS)
+    names = list(EMOTIONS.values())
+    running = start_server(repo, "--engine", "fp32")
+    try:
+        body = httpx.post(
+            f"{running.url}/v1/sentiment", json={"texts": TEXTS, "model": "emotion"}, timeout=30
+        ).json()
+        v1 = np.array([[r["scores"][name] for name in names] for r in body["results"]])
+        assert [r["label"] for r in body["results"]] == [names[i] for i in want.argmax(1)]
+        assert float(np.abs(v1 - want).max()) <= 1e-4
+
+        request = {
+            "inputs": [{"name": "TEXT", "shape": [len(TEXTS)], "datatype": "BYTES", "data": TEXTS}]
+        }
+        reply = httpx.post(f"{running.url}/v2/models/emotion/infer", json=request, timeout=30)
+        outputs = {o["name"]: o for o in reply.json()["outputs"]}
+        v2 = np.array(outputs["PROBABILITIES"]["data"]).reshape(len(TEXTS), 5)
+        assert float(np.abs(v2 - want).max()) <= 1e-4
+
+        grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{running.grpc_port}")
+        tensor = grpcclient.InferInput("TEXT", [len(TEXTS)], "BYTES")
+        tensor.set_data_from_numpy(np.array([t.encode() for t in TEXTS], dtype=np.object_))
+        result = grpc.infer("emotion", [tensor])
+        assert float(np.abs(result.as_numpy("PROBABILITIES") - want).max()) <= 1e-4
+        grpc.close()
+    finally:
+        stop(running)
+
+
+@pytest.mark.timeout(600)
+def test_triton_serves_the_imported_model(emotion_repo: tuple[Path, Path], tmp_path: Path) -> None:
+    import tritonclient.http as httpclient
+
+    from sentiserve.repository.triton import write_python_form
+    from sentiserve.triton.environment import TritonEnvironment
+    from tests.integration.test_triton import ROOT, column, start_triton
+
+    _, repo = emotion_repo
+    copy = tmp_path / "repo"
+    shutil.copytree(repo, copy)
+    write_python_form(copy, "emotion")
+    env = TritonEnvironment(ROOT / ".triton")
+    if not env.ready():
+        env.create()
+    server = start_triton(env, copy, tmp_path / "triton.log")
+    try:
+        client = httpclient.InferenceServerClient(server.url.removeprefix("http://"))
+        tensor = httpclient.InferInput("TEXT", [len(TEXTS), 1], "BYTES")
+        tensor.set_data_from_numpy(column(TEXTS), binary_data=True)
+        result = client.infer("emotion", [tensor])
+        client.close()
+    finally:
+        server.stop()
+    # Triton runs the repository's default engine: the embedded path's answers with it.
+    want = open_model(ModelRepository(repo).load("emotion"), device="cpu").probabilities(TEXTS)
+    assert result.as_numpy("PROBABILITIES").shape == (len(TEXTS), 5)
+    assert float(np.abs(result.as_numpy("PROBABILITIES") - want).max()) <= 1e-4
+    labels = [x.decode() for x in result.as_numpy("LABEL").reshape(-1)]
+    assert labels == [EMOTIONS[i] for i in want.argmax(1)]
+
+
+def test_eval_data_gates_on_accuracy_and_fits_a_temperature(tmp_path: Path) -> None:
+    ckpt = checkpoint(tmp_path / "ckpt", "bert", {0: "negative", 1: "positive"})
+    data = write_csv(tmp_path / "eval.csv", toy_texts(200, seed=9))
+    version = import_build(ckpt, tmp_path, eval_data=data).load("emotion")
+    manifest = version.manifest
+    assert manifest.provenance["gate"] == "accuracy"
+    assert manifest.evaluation["fp32"]["gate"] == "accuracy"
+    assert 0.0 <= manifest.evaluation["fp32"]["accuracy"] <= 1.0
+    assert manifest.calibration["fitted_on"] == "validation"
+    assert manifest.temperature > 0
+
+
+def test_the_pipelines_own_checkpoint_round_trips(tiny_build: Path, tmp_path: Path) -> None:
+    own = ModelRepository(tiny_build / "model_repository").load("sentiment")
+    imported = import_build(tiny_build / "build" / "model", tmp_path).load("emotion")
+    assert imported.manifest.labels == own.manifest.labels
+    assert imported.manifest.max_length == own.manifest.max_length
+    texts = [text for text, _ in toy_texts(64, seed=21)]
+    a = open_model(own, engine="fp32", device="cpu")
+    b = open_model(imported, engine="fp32", device="cpu")
+    # The same logits; the probabilities differ only by the default build's temperature,
+    # which an import without labelled data does not fit.
+    from sentiserve.engine.predict import predict_probabilities
+
+    pa = predict_probabilities(a.engine, a.tokenizer, texts)
+    pb = predict_probabilities(b.engine, b.tokenizer, texts)
+    assert float(np.abs(pa - pb).max()) <= 1e-4
+    assert (pa.argmax(1) == pb.argmax(1)).all()
+
+
+def broken(tmp_path: Path, what: str) -> Path:
+    ckpt = checkpoint(tmp_path / what)
+    config_path = ckpt / "config.json"
+    config = json.loads(config_path.read_text())
+    if what == "no tokenizer":
+        for name in (
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "vocab.txt",
+            "special_tokens_map.json",
+        ):
+            (ckpt / name).unlink(missing_ok=True)
+    elif what == "unknown architecture":
+        config["model_type"] = "gpt2"
+        config["architectures"] = ["GPT2ForSequenceClassification"]
+    elif what == "head and labels disagree":
+        config["id2label"] = {"0": "a", "1": "b", "2": "c"}
+        config["label2id"] = {"a": 0, "b": 1, "c": 2}
+    elif what == "no id2label":
+        config.pop("id2label")
+        config.pop("label2id")
+    elif what == "no weights":
+        (ckpt / "model.safetensors").unlink()
+    config_path.write_text(json.dumps(config))
+    return ckpt
+
+
+@pytest.mark.parametrize(
+    ("what", "message"),
+    [
+        ("no tokenizer", "no usable tokenizer"),
+        (
+            "unknown architecture",
+            "architecture gpt2 (GPT2ForSequenceClassification) cannot be imported; supported: BERT",
+        ),
+        ("head and labels disagree", "the classifier head has 5 outputs but 3 labels are named (config: a, b, c)"),
+        (
+            "no id2label",
+            "config.json has no id2label; name the classes in output order with --labels",
+        ),
+        ("no weights", "cannot load the weights"),
+    ],
+)
+def test_a_bad_checkpoint_is_one_clear_line_and_writes_no_repository(
+    tmp_path: Path, what: str, message: str
+) -> None:
+    with pytest.raises(ModelLoadError) as caught:
+        import_build(broken(tmp_path, what), tmp_path)
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "repo").exists()
+
+
+def test_labels_that_disagree_with_the_head_and_cli_errors(tmp_path: Path) -> None:
+    ckpt = checkpoint(tmp_path / "ckpt")
+    with pytest.raises(
+        ModelLoadError, match="the classifier head has 5 outputs but 3 labels are named .--labels: a, b, c."
+    ):
+        import_build(ckpt, tmp_path, labels=("a", "b", "c"))
+    # --labels renames the classes when the count is right.
+    names = ("w", "x", "y", "z", "v")
+    version = import_build(ckpt, tmp_path, labels=names, calibration_data=_texts(tmp_path))
+    assert version.load("emotion").manifest.labels == list(names)
+    assert version.load("emotion").manifest.provenance["dataset"] == "texts"
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sentiserve",
+            "build",
+            "--checkpoint",
+            str(tmp_path / "nope"),
+            "--model-repository",
+            str(tmp_path / "cli-repo"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "nope: no such folder" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "cli-repo").exists()
+
+
+def _texts(tmp_path: Path) -> Path:
+    path = tmp_path / "texts.txt"
+    path.write_text("\n".join(TEXTS * 3) + "\n")
+    return path

@@ -5,7 +5,7 @@ SENTI     := $(VENV)/bin/sentiserve
 STAMP     := $(VENV)/.installed
 REPO      ?= model_repository
 
-.PHONY: help gpu-wheels gpu-smoke cluster-local setup system tools triton kserve serve-triton model serve test test-unit test-fast fuzz lint format bench bench-serving soak monitor clean
+.PHONY: help gpu-wheels gpu-smoke cluster-local serve-checkpoint setup system tools triton kserve serve-triton model serve test test-unit test-fast fuzz lint format bench bench-serving soak monitor clean
 
 ## help: this list of targets
 help:
@@ -84,6 +84,14 @@ model: setup
 
 ## serve: build the default model if missing, then serve it on 127.0.0.1
 serve: model
+	$(SENTI) serve --model-repository $(REPO)
+
+## serve-checkpoint: import CHECKPOINT (a classifier fine-tuned elsewhere: a Hugging Face
+## folder or hub name) into REPO as NAME (mine unless set), then serve REPO
+NAME ?= mine
+serve-checkpoint: setup
+	@test -n "$(CHECKPOINT)" || { echo "usage: make serve-checkpoint CHECKPOINT=path/to/model [NAME=mine] [REPO=model_repository]"; exit 2; }
+	$(SENTI) build --checkpoint $(CHECKPOINT) --model-name $(NAME) --model-repository $(REPO)
 	$(SENTI) serve --model-repository $(REPO)
 
 ## test: lint, type-check and the whole test suite (what CI runs)

@@ -117,6 +117,10 @@ def test_the_embedded_server_serves_five_labels_over_every_protocol(
         v1 = np.array([[r["scores"][name] for name in names] for r in body["results"]])
         assert [r["label"] for r in body["results"]] == [names[i] for i in want.argmax(1)]
         assert float(np.abs(v1 - want).max()) <= 1e-4
+        # The repository holds one model: a request that names none goes to it.
+        alone = httpx.post(f"{running.url}/v1/sentiment", json={"text": TEXTS[0]}, timeout=30)
+        assert alone.json()["model"] == "emotion"
+        assert alone.json()["results"][0]["scores"] == body["results"][0]["scores"]
 
         request = {
             "inputs": [{"name": "TEXT", "shape": [len(TEXTS)], "datatype": "BYTES", "data": TEXTS}]
@@ -233,7 +237,10 @@ def broken(tmp_path: Path, what: str) -> Path:
             "unknown architecture",
             "architecture gpt2 (GPT2ForSequenceClassification) cannot be imported; supported: BERT",
         ),
-        ("head and labels disagree", "the classifier head has 5 outputs but 3 labels are named (config: a, b, c)"),
+        (
+            "head and labels disagree",
+            "the classifier head has 5 outputs but 3 labels are named (config: a, b, c)",
+        ),
         (
             "no id2label",
             "config.json has no id2label; name the classes in output order with --labels",
@@ -254,7 +261,8 @@ def test_a_bad_checkpoint_is_one_clear_line_and_writes_no_repository(
 def test_labels_that_disagree_with_the_head_and_cli_errors(tmp_path: Path) -> None:
     ckpt = checkpoint(tmp_path / "ckpt")
     with pytest.raises(
-        ModelLoadError, match="the classifier head has 5 outputs but 3 labels are named .--labels: a, b, c."
+        ModelLoadError,
+        match="the classifier head has 5 outputs but 3 labels are named .--labels: a, b, c.",
     ):
         import_build(ckpt, tmp_path, labels=("a", "b", "c"))
     # --labels renames the classes when the count is right.

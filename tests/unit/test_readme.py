@@ -30,10 +30,12 @@ def test_readme_has_the_two_fresh_machine_commands() -> None:
     first_block = re.search(r"```bash\n(.*?)```", text, flags=re.S)
     assert first_block is not None
     lines = [ln.split("#")[0].strip() for ln in first_block.group(1).splitlines() if ln.strip()]
-    assert lines == ["make serve", "make test"]
+    assert lines[:2] == ["make serve", "make test"]
+    assert lines[2:] == ["make serve-checkpoint CHECKPOINT=./my-classifier REPO=my_repository"]
     makefile = (README.parent / "Makefile").read_text()
     assert re.search(r"^serve:", makefile, flags=re.M)
     assert re.search(r"^test:", makefile, flags=re.M)
+    assert re.search(r"^serve-checkpoint:", makefile, flags=re.M)
     assert "make test" in (README.parent / ".ci" / "run").read_text()
 
 

@@ -83,9 +83,13 @@ SAMPLE_SEED = 20261205
 
 
 def sample_texts(n: int = SAMPLE_SIZE, seed: int = SAMPLE_SEED) -> tuple[str, ...]:
-    """``n`` texts of one to six sentences each, the same for the same ``n`` and ``seed``."""
+    """``n`` distinct texts of one to six sentences each, the same for the same ``n`` and
+    ``seed``."""
     rng = random.Random(seed)
-    return tuple(" ".join(rng.sample(SENTENCES, rng.randint(1, 6))) for _ in range(n))
+    texts: dict[str, None] = {}
+    while len(texts) < n:
+        texts[" ".join(rng.sample(SENTENCES, rng.randint(1, 6)))] = None
+    return tuple(texts)
 
 
 def unlabelled_corpus(

@@ -175,7 +175,8 @@ def optimize(
             # GPU computes, so measuring here would cost minutes and prove nothing.
             result.skipped[name] = "built for GPUs; not measured here (no CUDA device)"
             continue
-        progress(f"checking {name}: accuracy, batch invariance, throughput")
+        gate = "accuracy" if corpus.labelled else "agreement with fp32"
+        progress(f"checking {name}: {gate}, batch invariance, throughput")
         engine = OnnxRuntimeEngine(
             out / result.files[name], threads=settings.threads, providers=providers_for(dev)
         )

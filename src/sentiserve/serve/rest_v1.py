@@ -25,7 +25,11 @@ class SentimentRequest(BaseModel):
 
     text: str | None = Field(default=None, description="One text to classify.")
     texts: list[str] | None = Field(default=None, description="Several texts to classify.")
-    model: str = Field(default=DEFAULT_MODEL, description="Model name in the repository.")
+    model: str | None = Field(
+        default=None,
+        description=f"Model name in the repository (default: {DEFAULT_MODEL!r}, or the only "
+        "model when the repository holds one).",
+    )
     timeout_ms: int | None = Field(default=None, gt=0, description="Deadline for this request.")
 
     @model_validator(mode="after")
@@ -59,7 +63,8 @@ def route(plane: DataPlane) -> Route:
             raise InvalidInputError(validation_message(exc)) from exc
         texts = [body.text] if body.text is not None else (body.texts or [])
         timeout = None if body.timeout_ms is None else body.timeout_ms / 1000
-        result = await plane.classify(body.model, texts, timeout_s=timeout)
+        name = body.model or plane.default_model()
+        result = await plane.classify(name, texts, timeout_s=timeout)
         call.state["model"] = f"{result.model}:{result.version}"
         labels = result.labels
         results = []

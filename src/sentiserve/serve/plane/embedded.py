@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from sentiserve import DEFAULT_MODEL
 from sentiserve.engine.base import softmax
 from sentiserve.errors import (
     DeadlineExceededError,
@@ -170,6 +171,12 @@ class EmbeddedPlane:
 
     async def ready(self) -> bool:
         return bool(self.registry.names())
+
+    def default_model(self) -> str:
+        """``sentiment`` when it is served or when several models are; the only model
+        otherwise (a repository of one imported classifier needs no ``model`` field)."""
+        names = self.registry.names()
+        return names[0] if len(names) == 1 and DEFAULT_MODEL not in names else DEFAULT_MODEL
 
     async def model_ready(self, name: str, version: int | None = None) -> bool:
         try:

@@ -172,6 +172,10 @@ class TritonPlane:
 
     # --- health and metadata ---
 
+    def default_model(self) -> str:
+        """The Triton model whose readiness is ours."""
+        return self.readiness_model
+
     async def live(self) -> bool:
         return True
 

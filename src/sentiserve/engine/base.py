@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Protocol
 
 import numpy as np
@@ -29,3 +30,28 @@ def softmax(logits: npt.NDArray[np.float32], temperature: float = 1.0) -> npt.ND
     exp = np.exp(shifted)
     probs: npt.NDArray[np.float32] = (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
     return probs
+
+
+class Task(StrEnum):
+    """How a classifier's logits become scores (Hugging Face's ``problem_type`` values)."""
+
+    SINGLE_LABEL = "single_label_classification"
+    """One label per text: a softmax over the labels."""
+    MULTI_LABEL = "multi_label_classification"
+    """Any number of labels per text: one sigmoid per label, each against its threshold."""
+
+
+def sigmoid(logits: npt.NDArray[np.float32], temperature: float = 1.0) -> npt.NDArray[np.float32]:
+    """Element-wise logistic of ``logits / temperature``, stable for large |logits|."""
+    scaled = logits.astype(np.float64) / temperature
+    out: npt.NDArray[np.float32] = (0.5 * (1.0 + np.tanh(0.5 * scaled))).astype(np.float32)
+    return out
+
+
+def activate(
+    logits: npt.NDArray[np.float32], task: Task | str, temperature: float = 1.0
+) -> npt.NDArray[np.float32]:
+    """Scores from logits as ``task`` defines them: every serving path calls this."""
+    if task == Task.MULTI_LABEL:
+        return sigmoid(logits, temperature)
+    return softmax(logits, temperature)

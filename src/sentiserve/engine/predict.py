@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import numpy.typing as npt
 
-from sentiserve.engine.base import Engine, softmax
+from sentiserve.engine.base import Engine, Task, activate
 from sentiserve.engine.tokenizer import Tokenizer
 
 SORTED_BATCH = 32
@@ -50,12 +50,13 @@ def predict_probabilities(
     texts: Sequence[str],
     batch_size: int = SORTED_BATCH,
     temperature: float = 1.0,
+    task: Task | str = Task.SINGLE_LABEL,
 ) -> npt.NDArray[np.float32]:
-    """Probabilities for ``texts`` in their order (softmax of the logits over
-    ``temperature``, the model's calibration)."""
+    """Probabilities for ``texts`` in their order (softmax, or one sigmoid per label for a
+    multi-label ``task``, of the logits over ``temperature``, the model's calibration)."""
     if not texts:
         return np.zeros((0, 0), dtype=np.float32)
-    return softmax(predict_logits(engines, tokenizer, texts, batch_size), temperature)
+    return activate(predict_logits(engines, tokenizer, texts, batch_size), task, temperature)
 
 
 def predict_logits(

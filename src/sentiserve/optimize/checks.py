@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sentiserve.data.types import Examples
-from sentiserve.engine.base import Engine, softmax
+from sentiserve.engine.base import Engine, Task, activate
 from sentiserve.engine.predict import predict_probabilities
 from sentiserve.engine.tokenizer import Tokenizer
 from sentiserve.evaluate.scores import score
@@ -32,7 +32,12 @@ THROUGHPUT_BATCH = 8
 
 
 def batch_invariance(
-    engine: Engine, tokenizer: Tokenizer, texts: Sequence[str], *, seed: int = 0
+    engine: Engine,
+    tokenizer: Tokenizer,
+    texts: Sequence[str],
+    *,
+    seed: int = 0,
+    task: Task | str = Task.SINGLE_LABEL,
 ) -> float:
     """Largest |Δp| for any text run alone versus inside a padded batch of
     ``INVARIANCE_BATCH`` texts.
@@ -47,7 +52,9 @@ def batch_invariance(
     if not encoded:
         return 0.0
     singles = [tokenizer.pad([seq]) for seq in encoded]
-    alone = np.concatenate([softmax(engine.infer(b.input_ids, b.attention_mask)) for b in singles])
+    alone = np.concatenate(
+        [activate(engine.infer(b.input_ids, b.attention_mask), task) for b in singles]
+    )
     rng = random.Random(seed)
     order = list(range(len(encoded)))
     rng.shuffle(order)
@@ -60,7 +67,7 @@ def batch_invariance(
             others = [i for i in range(len(encoded)) if i not in chosen]
             members += rng.sample(others, min(missing, len(others)))
         batch = tokenizer.pad([encoded[i] for i in members])
-        inside = softmax(engine.infer(batch.input_ids, batch.attention_mask))
+        inside = activate(engine.infer(batch.input_ids, batch.attention_mask), task)
         worst = max(worst, float(np.abs(inside - alone[members]).max()))
     return worst
 
@@ -129,13 +136,21 @@ def check_variant(
     throughput_texts: Sequence[str],
     device: str = "cpu",
     labelled: bool = True,
+    task: Task | str = Task.SINGLE_LABEL,
+    thresholds: Sequence[float] | None = None,
 ) -> tuple[VariantReport, npt.NDArray[np.int64]]:
-    """Measure one variant; returns its report and its predictions (for agreement).
+    """Measure one variant; returns its report and its predictions (for agreement): the
+    label index per text, or for a multi-label ``task`` each label's yes/no per text (a
+    text agrees when its whole label set does).
 
     With ``labelled`` False the held-out labels are placeholders: nothing is scored, and
     eligibility rests on agreement with the fp32 reference (``MIN_AGREEMENT``)."""
-    probs = predict_probabilities(engine, tokenizer, held_out.texts)
-    predictions = probs.argmax(axis=1).astype(np.int64)
+    probs = predict_probabilities(engine, tokenizer, held_out.texts, task=task)
+    if task == Task.MULTI_LABEL:
+        cut = np.asarray(thresholds or [0.5] * probs.shape[1], dtype=np.float32)
+        predictions = (probs >= cut).astype(np.int64)
+    else:
+        predictions = probs.argmax(axis=1).astype(np.int64)
     s = (
         score(list(held_out.labels), predictions.tolist(), held_out.label_names)
         if labelled
@@ -144,9 +159,11 @@ def check_variant(
     agreement = (
         1.0
         if reference_predictions is None
-        else float((predictions == reference_predictions).mean())
+        else float(
+            (predictions == reference_predictions).reshape(len(predictions), -1).all(-1).mean()
+        )
     )
-    delta = batch_invariance(engine, tokenizer, invariance_texts)
+    delta = batch_invariance(engine, tokenizer, invariance_texts, task=task)
     rate = throughput(engine, tokenizer, throughput_texts)
     notes = []
     if delta > INVARIANCE_TOLERANCE:

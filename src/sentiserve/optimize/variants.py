@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sentiserve.data.types import Corpus, Examples
+from sentiserve.engine.base import Task
 from sentiserve.engine.onnxruntime import OnnxRuntimeEngine, device, providers_for
 from sentiserve.engine.tokenizer import Tokenizer
 from sentiserve.errors import OptimizeError
@@ -117,7 +118,14 @@ def optimize(
         raise OptimizeError(f"unknown variant(s) {', '.join(sorted(unknown))}")
     out.mkdir(parents=True, exist_ok=True)
     heads, hidden, model_type = fusion.model_shape(model_dir)
-    pad_id = int(json.loads((model_dir / "config.json").read_text()).get("pad_token_id") or 0)
+    model_config = json.loads((model_dir / "config.json").read_text())
+    pad_id = int(model_config.get("pad_token_id") or 0)
+    task = Task(model_config.get("problem_type") or Task.SINGLE_LABEL)
+    if task == Task.MULTI_LABEL and corpus.labelled:
+        raise OptimizeError(
+            "a multi-label model is checked on texts without labels (agreement with fp32); "
+            "labelled multi-label data is not supported yet"
+        )
     tokenizer = Tokenizer(model_dir / "tokenizer.json", max_length=max_length, pad_id=pad_id)
     result = OptimizeResult(folder=out)
 
@@ -190,6 +198,7 @@ def optimize(
             throughput_texts=thr_texts,
             device=dev,
             labelled=corpus.labelled,
+            task=task,
         )
         result.reports[name] = report
         if name == "fp32":

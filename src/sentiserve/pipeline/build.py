@@ -24,7 +24,7 @@ from sentiserve import DEFAULT_MODEL
 from sentiserve.data import load_corpus
 from sentiserve.data.types import Corpus
 from sentiserve.engine.tokenizer import Truncation
-from sentiserve.errors import SentiserveError
+from sentiserve.errors import ConfigError, SentiserveError
 from sentiserve.optimize.variants import RECIPE_VERSION, OptimizeSettings
 from sentiserve.pipeline.checkpoint import Checkpoint
 from sentiserve.repository.from_build import write_from_build
@@ -244,6 +244,11 @@ def build(config: BuildConfig, progress: Progress = lambda _m: None) -> BuildRep
             task=config.task,
             max_length=config.max_length,
         )
+        if checkpoint.task == "multi_label_classification" and config.eval_data is not None:
+            raise ConfigError(
+                "--eval-data holds one label per text; a multi-label model is checked on "
+                "texts (--calibration-data, or the built-in sample) by agreement with fp32"
+            )
         corpus = import_corpus(checkpoint.labels, config.eval_data, config.calibration_data)
         progress(f"checking engines on {corpus.description} (gate: {corpus.provenance['gate']})")
     else:

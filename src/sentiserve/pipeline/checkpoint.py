@@ -35,7 +35,7 @@ ARCHITECTURES = {
     "mpnet": "MPNet",
 }
 """``model_type`` values the import accepts (each tested on a small random model)."""
-TASKS = ("single_label_classification",)
+TASKS = ("single_label_classification", "multi_label_classification")
 """Tasks the repository and the servers can serve from an imported checkpoint."""
 DEFAULT_MAX_LENGTH = 512
 """Longest text in tokens when neither the tokenizer nor ``--max-length`` says less."""
@@ -180,10 +180,10 @@ def inspect_checkpoint(
     if problem not in TASKS:
         raise ModelLoadError(
             f"{source}: task {problem} cannot be served yet; imports support "
-            f"{', '.join(TASKS)} (a softmax over 2 or more labels)"
+            f"{', '.join(TASKS)} (a softmax over 2 or more labels, or one sigmoid per label)"
         )
     if len(names) < 2:
-        raise ModelLoadError(f"{source}: a single-label classifier needs at least 2 labels")
+        raise ModelLoadError(f"{source}: a classifier needs at least 2 labels")
     outputs = head_outputs(source)
     declared = config.get("num_labels") or (len(found[0]) if found else None)
     if outputs is not None and outputs != len(names):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sentiserve import __version__
+from sentiserve.engine.base import Task
 from sentiserve.engine.tokenizer import Truncation
 from sentiserve.errors import RepositoryError
 from sentiserve.files import write_text_atomic
@@ -75,6 +76,8 @@ def write_version(
     truncation: Truncation = Truncation.HEAD_TAIL,
     version: int | None = None,
     calibration: Mapping[str, Any] | None = None,
+    task: Task = Task.SINGLE_LABEL,
+    thresholds: list[float] | None = None,
 ) -> ModelVersion:
     """Write one version of ``name`` under ``root`` and (re)generate its python-form
     ``config.pbtxt`` (see :mod:`sentiserve.repository.triton`).
@@ -127,6 +130,8 @@ def write_version(
             model=name,
             version=number,
             labels=list(labels),
+            task=task,
+            thresholds=thresholds,
             max_length=max_length,
             truncation=truncation,
             pad_id=pad_id,

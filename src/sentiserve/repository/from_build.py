@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sentiserve.data.types import Corpus
+from sentiserve.engine.base import Task
 from sentiserve.engine.tokenizer import Truncation
 from sentiserve.errors import RepositoryError
 from sentiserve.optimize.variants import SHIPPED
@@ -32,6 +33,7 @@ def write_from_build(
     train_config = read_json(model_dir / "train_config.json")
     metrics = read_json(model_dir / "metrics.json")
     labels = [model_config["id2label"][str(i)] for i in range(len(model_config["id2label"]))]
+    task = Task(model_config.get("problem_type") or Task.SINGLE_LABEL)
     onnx_inputs = _onnx_inputs(opt_dir / opt["files"]["fp32"])
     engine_files = {v: opt_dir / f for v, f in opt["files"].items() if v in SHIPPED}
     engine_files[TORCH] = model_dir / "model.safetensors"
@@ -77,6 +79,8 @@ def write_from_build(
         evaluation=evaluation,
         provenance=provenance,
         truncation=truncation,
+        task=task,
+        thresholds=[0.5] * len(labels) if task == Task.MULTI_LABEL else None,
     )
 
 

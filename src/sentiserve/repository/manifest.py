@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from sentiserve.engine.base import Task
 from sentiserve.engine.tokenizer import Truncation
 from sentiserve.errors import RepositoryError, validation_problem
 from sentiserve.files import sha256_file
@@ -47,6 +48,9 @@ class Manifest(BaseModel):
 
     Attributes:
         labels: Label names in class-index order.
+        task: Softmax over the labels, or one sigmoid per label (multi-label).
+        thresholds: Multi-label only: a label is given when its score reaches its threshold
+            (0.5 each by default).
         max_length: Most tokens per text, special tokens included.
         truncation: What the server does with longer texts.
         pad_id: Padding token id.
@@ -67,6 +71,8 @@ class Manifest(BaseModel):
     model: str
     version: int = Field(ge=1)
     labels: list[str] = Field(min_length=2)
+    task: Task = Task.SINGLE_LABEL
+    thresholds: list[float] | None = None
     max_length: int = Field(ge=8, le=8192)
     truncation: Truncation = Truncation.HEAD_TAIL
     pad_id: int = 0
@@ -77,6 +83,16 @@ class Manifest(BaseModel):
     evaluation: dict[str, dict[str, Any]] = Field(default_factory=dict)
     provenance: dict[str, Any] = Field(default_factory=dict)
     calibration: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _thresholds_per_label(self) -> Manifest:
+        if self.thresholds is not None and len(self.thresholds) != len(self.labels):
+            raise ValueError(f"{len(self.thresholds)} thresholds for {len(self.labels)} labels")
+        return self
+
+    def thresholds_or_default(self) -> list[float]:
+        """Each label's threshold (multi-label), 0.5 where none was recorded."""
+        return list(self.thresholds or [0.5] * len(self.labels))
 
     @property
     def temperature(self) -> float:

@@ -64,9 +64,14 @@ class ServedModel:
         return self.version.manifest.temperature
 
     def probabilities(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        """Calibrated class probabilities per text, in length-sorted padded batches."""
+        """Calibrated class probabilities per text (one sigmoid per label for a multi-label
+        model), in length-sorted padded batches."""
         return predict_probabilities(
-            self.engine, self.tokenizer, texts, temperature=self.temperature
+            self.engine,
+            self.tokenizer,
+            texts,
+            temperature=self.temperature,
+            task=self.version.manifest.task,
         )
 
 

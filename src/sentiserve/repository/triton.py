@@ -168,6 +168,7 @@ def ensemble_configs(
             "sentiserve_role": "postprocess",
             LABELS: json.dumps(manifest.labels),
             "sentiserve_temperature": repr(manifest.temperature),
+            "sentiserve_task": str(manifest.task),
         },
     )
     same = {n: n for n in manifest.inputs}

@@ -155,7 +155,9 @@ def score_with_ray(
                 row += block.num_rows
                 if writer is None:
                     labels = [n[2:] for n in block.schema.names if n.startswith("p_")]
-                    writer = pq.ParquetWriter(partial, output_schema(labels))
+                    writer = pq.ParquetWriter(
+                        partial, output_schema(labels, "labels" in block.schema.names)
+                    )
                 writer.write_table(block.cast(writer.schema))
                 accumulate(summary, tally(block))
         finally:

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from sentiserve import DEFAULT_MODEL
+from sentiserve.engine.base import Task
 from sentiserve.engine.predict import predict_probabilities
 from sentiserve.engine.tokenizer import text_problem
 from sentiserve.errors import ConfigError
@@ -86,14 +87,18 @@ class Summary:
         return {**asdict(self), "rows_per_s": round(self.rows_per_s, 1)}
 
 
-def output_schema(labels: list[str]) -> Any:
+def output_schema(labels: list[str], multi_label: bool = False) -> Any:
+    """The output columns; a multi-label model adds ``labels``, those at or above their
+    threshold."""
     import pyarrow as pa
 
+    above = [("labels", pa.list_(pa.string()))] if multi_label else []
     return pa.schema(
         [
             ("id", pa.string()),
             ("label", pa.string()),
             ("score", pa.float32()),
+            *above,
             *[(f"p_{label}", pa.float32()) for label in labels],
             ("model", pa.string()),
             ("version", pa.int64()),
@@ -107,12 +112,18 @@ def score_chunk(model: ServedModel, engines: list[Any], rows: list[Row]) -> Any:
     import pyarrow as pa
 
     labels = model.labels
+    manifest = model.version.manifest
+    multi_label = manifest.task == Task.MULTI_LABEL
     problems = [text_problem(text) for _, text in rows]
     good = [i for i, problem in enumerate(problems) if problem is None]
     probs = np.zeros((len(rows), len(labels)), dtype=np.float32)
     if good:
         probs[good] = predict_probabilities(
-            engines, model.tokenizer, [rows[i][1] for i in good], temperature=model.temperature
+            engines,
+            model.tokenizer,
+            [rows[i][1] for i in good],
+            temperature=model.temperature,
+            task=manifest.task,
         )
     best = probs.argmax(axis=1)
     ok = np.array([p is None for p in problems])
@@ -121,12 +132,18 @@ def score_chunk(model: ServedModel, engines: list[Any], rows: list[Row]) -> Any:
         "label": [labels[b] if fine else None for b, fine in zip(best, ok, strict=True)],
         "score": pa.array(np.where(ok, probs.max(axis=1), np.nan), pa.float32(), mask=~ok),
     }
+    if multi_label:
+        above = probs >= np.asarray(manifest.thresholds_or_default(), dtype=np.float32)
+        columns["labels"] = [
+            [labels[k] for k in np.flatnonzero(row)] if fine else None
+            for row, fine in zip(above, ok, strict=True)
+        ]
     for k, label in enumerate(labels):
         columns[f"p_{label}"] = pa.array(probs[:, k], pa.float32(), mask=~ok)
     columns["model"] = [model.version.name] * len(rows)
     columns["version"] = [model.version.version] * len(rows)
     columns["error"] = [None if p is None else f"text {p}" for p in problems]
-    return pa.table(columns, schema=output_schema(labels))
+    return pa.table(columns, schema=output_schema(labels, multi_label))
 
 
 @dataclass(frozen=True)
@@ -245,7 +262,8 @@ def join_parts(parts: list[Path], target: Path, labels: list[str]) -> None:
                 for row in pq.read_table(part).to_pylist():
                     handle.write(json.dumps(row, allow_nan=False) + "\n")
     elif target.suffix.lower() in (".parquet", ".pq"):
-        with pq.ParquetWriter(partial, output_schema(labels)) as writer:
+        schema = pq.read_schema(parts[0]) if parts else output_schema(labels)
+        with pq.ParquetWriter(partial, schema) as writer:
             for part in parts:
                 writer.write_table(pq.read_table(part))
     else:

@@ -43,6 +43,10 @@ class Result(BaseModel):
     label: str
     score: float
     scores: dict[str, float]
+    labels: list[str] | None = Field(
+        default=None,
+        description="Multi-label models only: every label whose score reaches its threshold.",
+    )
 
 
 class SentimentResponse(BaseModel):
@@ -67,10 +71,14 @@ def route(plane: DataPlane) -> Route:
         result = await plane.classify(name, texts, timeout_s=timeout)
         call.state["model"] = f"{result.model}:{result.version}"
         labels = result.labels
-        results = []
+        results: list[dict[str, object]] = []
         for best, row in zip(result.best, result.probabilities.tolist(), strict=True):
             scores = dict(zip(labels, row, strict=True))
             results.append({"label": labels[best], "score": row[best], "scores": scores})
+        above = result.above_thresholds()
+        if above is not None:
+            for item, given in zip(results, above, strict=True):
+                item["labels"] = given
         doc = {"model": result.model, "version": result.version, "results": results}
         return Reply(200, json.dumps(doc, separators=(",", ":")).encode())
 

@@ -76,6 +76,7 @@ class TritonPythonModel:
         elif self.role == "postprocess":
             self.labels = json.loads(params["sentiserve_labels"])
             self.temperature = float(params.get("sentiserve_temperature", "1.0"))
+            self.task = params.get("sentiserve_task", "single_label_classification")
         elif self.role == "engine":
             from sentiserve.engine.onnxruntime import OnnxRuntimeEngine
 
@@ -159,10 +160,10 @@ class TritonPythonModel:
         return self._pb.InferenceResponse(output_tensors=tensors)
 
     def _postprocess(self, request: Any) -> Any:
-        from sentiserve.engine.base import softmax
+        from sentiserve.engine.base import activate
 
         logits = self._pb.get_input_tensor_by_name(request, "logits").as_numpy()
-        return self._answer(softmax(logits.astype(np.float32), self.temperature))
+        return self._answer(activate(logits.astype(np.float32), self.task, self.temperature))
 
     def _engine(self, request: Any) -> Any:
         ids, mask = (

@@ -89,6 +89,8 @@ class Classification:
     version: int
     labels: list[str]
     probabilities: npt.NDArray[np.float32]
+    thresholds: list[float] | None = None
+    """Multi-label models only: a label is given when its probability reaches its threshold."""
 
     @cached_property
     def best(self) -> list[int]:
@@ -98,6 +100,13 @@ class Classification:
 
     def predicted(self) -> list[str]:
         return [self.labels[i] for i in self.best]
+
+    def above_thresholds(self) -> list[list[str]] | None:
+        """Each text's labels at or above their thresholds (None: not multi-label)."""
+        if self.thresholds is None:
+            return None
+        above = self.probabilities >= np.asarray(self.thresholds, dtype=np.float32)
+        return [[self.labels[k] for k in np.flatnonzero(row)] for row in above]
 
 
 @dataclass

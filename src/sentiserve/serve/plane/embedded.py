@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sentiserve import DEFAULT_MODEL
-from sentiserve.engine.base import softmax
+from sentiserve.engine.base import Task, activate
 from sentiserve.errors import (
     DeadlineExceededError,
     InvalidInputError,
@@ -277,8 +277,12 @@ class EmbeddedPlane:
                 sequences = tokenizer.encode(checked, parallel=False)
             count.texts = len(sequences)
             logits = await self._batch(model, sequences, deadline)
-        probabilities = softmax(logits, model.served.temperature)
-        return Classification(model.name, model.version, model.served.labels, probabilities)
+        manifest = model.served.version.manifest
+        probabilities = activate(logits, manifest.task, model.served.temperature)
+        thresholds = manifest.thresholds_or_default() if manifest.task == Task.MULTI_LABEL else None
+        return Classification(
+            model.name, model.version, model.served.labels, probabilities, thresholds
+        )
 
     async def logits(
         self,

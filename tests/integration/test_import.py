@@ -39,7 +39,9 @@ def checkpoint(
     return tiny_classifier(folder, arch, WORDS, labels, seed=3, **options)
 
 
-def pytorch_probabilities(folder: Path, texts: list[str], multi_label: bool = False) -> np.ndarray:
+def pytorch_probabilities(
+    folder: Path, texts: list[str], multi_label: bool = False, raw: bool = False
+) -> np.ndarray:
     import torch
     from transformers import AutoTokenizer
 
@@ -49,7 +51,9 @@ def pytorch_probabilities(folder: Path, texts: list[str], multi_label: bool = Fa
     model = load_classifier(folder, attn_implementation="eager").eval()
     with torch.no_grad():
         logits = [model(**tokenizer([t], return_tensors="pt")).logits.double()[0] for t in texts]
-        rows = [torch.sigmoid(x) if multi_label else torch.softmax(x, -1) for x in logits]
+        rows = [
+            x if raw else torch.sigmoid(x) if multi_label else torch.softmax(x, -1) for x in logits
+        ]
     return torch.stack(rows).numpy()
 
 
@@ -366,6 +370,29 @@ def test_a_multi_label_model_refuses_single_label_eval_data(tmp_path: Path) -> N
 
     ckpt = checkpoint(tmp_path / "ckpt", "bert", TOXIC, problem_type="multi_label_classification")
     data = write_csv(tmp_path / "eval.csv", [(t, "toxic") for t in TEXTS])
-    with pytest.raises(ConfigError, match="a multi-label model is checked on texts"):
+    with pytest.raises(ConfigError, match="a multi_label_classification model is checked on texts"):
         import_build(ckpt, tmp_path, eval_data=data)
     assert not (tmp_path / "repo").exists()
+
+
+def test_a_single_output_model_serves_its_raw_score(tmp_path: Path) -> None:
+    ckpt = checkpoint(tmp_path / "ckpt", "electra", {0: "LABEL_0"}, problem_type="regression")
+    version = import_build(ckpt, tmp_path).load("emotion")
+    manifest = version.manifest
+    assert manifest.task == "regression"
+    assert manifest.labels == ["score"]  # a generic LABEL_0 is named for what it is
+    report = manifest.evaluation["int8"]
+    assert report["gate"] == "rank correlation"
+    assert report["eligible"] == (report["agreement"] >= 0.99 and report["max_batch_delta"] <= 1e-4)
+    want = pytorch_probabilities(ckpt, TEXTS, raw=True)
+    got = open_model(version, engine="fp32", device="cpu").probabilities(TEXTS)
+    assert got.shape == (len(TEXTS), 1)
+    assert float(np.abs(got - want).max()) <= 1e-4
+    running = start_server(tmp_path / "repo", "--engine", "fp32")
+    try:
+        body = httpx.post(f"{running.url}/v1/sentiment", json={"texts": TEXTS}, timeout=30).json()
+    finally:
+        stop(running)
+    served = np.array([r["score"] for r in body["results"]])
+    assert {r["label"] for r in body["results"]} == {"score"}
+    assert float(np.abs(served - want[:, 0]).max()) <= 1e-4

@@ -39,6 +39,8 @@ class Task(StrEnum):
     """One label per text: a softmax over the labels."""
     MULTI_LABEL = "multi_label_classification"
     """Any number of labels per text: one sigmoid per label, each against its threshold."""
+    REGRESSION = "regression"
+    """One output, served as it is (a score: similarity, relevance, a rating)."""
 
 
 def sigmoid(logits: npt.NDArray[np.float32], temperature: float = 1.0) -> npt.NDArray[np.float32]:
@@ -51,7 +53,10 @@ def sigmoid(logits: npt.NDArray[np.float32], temperature: float = 1.0) -> npt.ND
 def activate(
     logits: npt.NDArray[np.float32], task: Task | str, temperature: float = 1.0
 ) -> npt.NDArray[np.float32]:
-    """Scores from logits as ``task`` defines them: every serving path calls this."""
+    """Scores from logits as ``task`` defines them: every serving path calls this. A
+    regression output is its own score (no temperature)."""
     if task == Task.MULTI_LABEL:
         return sigmoid(logits, temperature)
+    if task == Task.REGRESSION:
+        return logits.astype(np.float32, copy=True)
     return softmax(logits, temperature)

@@ -23,6 +23,9 @@ INVARIANCE_TOLERANCE = 1e-4
 MAX_ACCURACY_LOSS = 0.01
 """Largest accuracy loss against fp32 for a default-eligible engine (one point)."""
 MIN_AGREEMENT = 1 - MAX_ACCURACY_LOSS
+MIN_RANK_CORRELATION = 0.99
+"""A regression model's variant must rank texts as fp32 does: Spearman's correlation of
+their scores at least this."""
 """Without labels, the smallest share of texts on which a default-eligible engine picks the
 same label as fp32: a variant that disagrees on at most 1% of texts can lose at most one
 accuracy point, whatever the labels would have been."""
@@ -107,8 +110,9 @@ class VariantReport:
         throughput: Sequences per second, batch 8, length-sorted, on this machine.
         eligible: Whether it may be a default engine (invariant and within 1 point of fp32).
         device: Where the numbers were measured.
-        gate: What eligibility was judged on: ``accuracy`` (labelled texts) or
-            ``agreement`` with fp32 (texts without labels).
+        gate: What eligibility was judged on: ``accuracy`` (labelled texts),
+            ``agreement`` with fp32 (texts without labels), or ``rank correlation`` with
+            fp32 (regression: ``agreement`` then holds Spearman's correlation).
     """
 
     accuracy: float | None
@@ -130,7 +134,7 @@ def check_variant(
     tokenizer: Tokenizer,
     held_out: Examples,
     *,
-    reference_predictions: npt.NDArray[np.int64] | None,
+    reference_predictions: npt.NDArray[Any] | None,
     reference_accuracy: float | None,
     invariance_texts: Sequence[str],
     throughput_texts: Sequence[str],
@@ -138,7 +142,7 @@ def check_variant(
     labelled: bool = True,
     task: Task | str = Task.SINGLE_LABEL,
     thresholds: Sequence[float] | None = None,
-) -> tuple[VariantReport, npt.NDArray[np.int64]]:
+) -> tuple[VariantReport, npt.NDArray[Any]]:
     """Measure one variant; returns its report and its predictions (for agreement): the
     label index per text, or for a multi-label ``task`` each label's yes/no per text (a
     text agrees when its whole label set does).
@@ -146,6 +150,16 @@ def check_variant(
     With ``labelled`` False the held-out labels are placeholders: nothing is scored, and
     eligibility rests on agreement with the fp32 reference (``MIN_AGREEMENT``)."""
     probs = predict_probabilities(engine, tokenizer, held_out.texts, task=task)
+    if task == Task.REGRESSION:
+        return _check_regression(
+            engine,
+            tokenizer,
+            probs[:, 0],
+            reference_predictions,
+            invariance_texts,
+            throughput_texts,
+            device,
+        )
     if task == Task.MULTI_LABEL:
         cut = np.asarray(thresholds or [0.5] * probs.shape[1], dtype=np.float32)
         predictions = (probs >= cut).astype(np.int64)
@@ -189,3 +203,45 @@ def check_variant(
         gate="accuracy" if s is not None else "agreement",
     )
     return report, predictions
+
+
+def spearman(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> float:
+    """Spearman's rank correlation (ties broken by order: scores are continuous)."""
+    if len(a) < 2:
+        return 1.0
+    ra = np.argsort(np.argsort(a)).astype(np.float64)
+    rb = np.argsort(np.argsort(b)).astype(np.float64)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denominator = float(np.sqrt((ra**2).sum() * (rb**2).sum()))
+    return float((ra * rb).sum() / denominator) if denominator else 1.0
+
+
+def _check_regression(
+    engine: Engine,
+    tokenizer: Tokenizer,
+    scores: npt.NDArray[Any],
+    reference: npt.NDArray[Any] | None,
+    invariance_texts: Sequence[str],
+    throughput_texts: Sequence[str],
+    device: str,
+) -> tuple[VariantReport, npt.NDArray[Any]]:
+    """A regression variant: ranked as fp32 ranks the texts, and batch-invariant."""
+    agreement = 1.0 if reference is None else spearman(scores, reference)
+    delta = batch_invariance(engine, tokenizer, invariance_texts, task=Task.REGRESSION)
+    notes = []
+    if delta > INVARIANCE_TOLERANCE:
+        notes.append(f"not batch-invariant (|Δscore| {delta:.2g} > {INVARIANCE_TOLERANCE:g})")
+    if agreement < MIN_RANK_CORRELATION:
+        notes.append(f"ranks texts unlike fp32 (Spearman {agreement:.4f})")
+    report = VariantReport(
+        accuracy=None,
+        f1=None,
+        agreement=agreement,
+        max_batch_delta=delta,
+        throughput=throughput(engine, tokenizer, throughput_texts),
+        eligible=delta <= INVARIANCE_TOLERANCE and agreement >= MIN_RANK_CORRELATION,
+        device=device,
+        note="; ".join(notes),
+        gate="rank correlation",
+    )
+    return report, scores

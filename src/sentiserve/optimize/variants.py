@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import numpy.typing as npt
 
 from sentiserve.data.types import Corpus, Examples
@@ -121,10 +120,10 @@ def optimize(
     model_config = json.loads((model_dir / "config.json").read_text())
     pad_id = int(model_config.get("pad_token_id") or 0)
     task = Task(model_config.get("problem_type") or Task.SINGLE_LABEL)
-    if task == Task.MULTI_LABEL and corpus.labelled:
+    if task != Task.SINGLE_LABEL and corpus.labelled:
         raise OptimizeError(
-            "a multi-label model is checked on texts without labels (agreement with fp32); "
-            "labelled multi-label data is not supported yet"
+            f"a {task} model is checked on texts without labels (against fp32); "
+            "labelled data for it is not supported yet"
         )
     tokenizer = Tokenizer(model_dir / "tokenizer.json", max_length=max_length, pad_id=pad_id)
     result = OptimizeResult(folder=out)
@@ -172,7 +171,7 @@ def optimize(
     held_out = corpus.test.take(settings.held_out_limit)
     inv_texts = held_out.texts[: settings.invariance_texts]
     thr_texts = held_out.texts[: settings.throughput_texts]
-    ref_pred: npt.NDArray[np.int64] | None = None
+    ref_pred: npt.NDArray[Any] | None = None
     ref_acc: float | None = None
     dev = device()
     for name in ("fp32", "int8", "int8_dynamic", "fp16"):

@@ -35,7 +35,7 @@ ARCHITECTURES = {
     "mpnet": "MPNet",
 }
 """``model_type`` values the import accepts (each tested on a small random model)."""
-TASKS = ("single_label_classification", "multi_label_classification")
+TASKS = ("single_label_classification", "multi_label_classification", "regression")
 """Tasks the repository and the servers can serve from an imported checkpoint."""
 DEFAULT_MAX_LENGTH = 512
 """Longest text in tokens when neither the tokenizer nor ``--max-length`` says less."""
@@ -180,9 +180,17 @@ def inspect_checkpoint(
     if problem not in TASKS:
         raise ModelLoadError(
             f"{source}: task {problem} cannot be served yet; imports support "
-            f"{', '.join(TASKS)} (a softmax over 2 or more labels, or one sigmoid per label)"
+            f"{', '.join(TASKS)} (a softmax over 2 or more labels, one sigmoid per label, or "
+            "one score)"
         )
-    if len(names) < 2:
+    if problem == "regression":
+        if len(names) != 1:
+            raise ModelLoadError(
+                f"{source}: a regression model has one output, but {len(names)} labels are named"
+            )
+        if labels_from == "generic":
+            names = ("score",)  # LABEL_0 says nothing: the output is a score
+    elif len(names) < 2:
         raise ModelLoadError(f"{source}: a classifier needs at least 2 labels")
     outputs = head_outputs(source)
     declared = config.get("num_labels") or (len(found[0]) if found else None)

@@ -5,7 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from sentiserve.engine.base import Task
 from sentiserve.engine.tokenizer import Truncation
@@ -48,7 +56,8 @@ class Manifest(BaseModel):
 
     Attributes:
         labels: Label names in class-index order.
-        task: Softmax over the labels, or one sigmoid per label (multi-label).
+        task: Softmax over the labels, one sigmoid per label (multi-label), or one raw
+            score (regression; ``labels`` then holds the score's one name).
         thresholds: Multi-label only: a label is given when its score reaches its threshold
             (0.5 each by default).
         max_length: Most tokens per text, special tokens included.
@@ -70,8 +79,8 @@ class Manifest(BaseModel):
     format: int = FORMAT_VERSION
     model: str
     version: int = Field(ge=1)
-    labels: list[str] = Field(min_length=2)
     task: Task = Task.SINGLE_LABEL
+    labels: list[str] = Field(min_length=1)
     thresholds: list[float] | None = None
     max_length: int = Field(ge=8, le=8192)
     truncation: Truncation = Truncation.HEAD_TAIL
@@ -83,6 +92,16 @@ class Manifest(BaseModel):
     evaluation: dict[str, dict[str, Any]] = Field(default_factory=dict)
     provenance: dict[str, Any] = Field(default_factory=dict)
     calibration: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_fit_the_task(cls, labels: list[str], info: ValidationInfo) -> list[str]:
+        task = info.data.get("task", Task.SINGLE_LABEL)
+        if task == Task.REGRESSION and len(labels) != 1:
+            raise ValueError(f"a regression model has one output, not {len(labels)}")
+        if task != Task.REGRESSION and len(labels) < 2:
+            raise ValueError("a classifier needs at least 2 labels")
+        return labels
 
     @model_validator(mode="after")
     def _thresholds_per_label(self) -> Manifest:

@@ -98,8 +98,8 @@ def classify_config(
     name: str, labels: list[str], batching: TritonBatching | None = None
 ) -> ModelConfig:
     """The python form: TEXT -> LABEL, PROBABILITIES, batched by Triton, run on CPU."""
-    if len(labels) < 2:
-        raise ConfigError("a classifier needs at least two labels")
+    if not labels:
+        raise ConfigError("a model needs at least one output label")
     b = batching or TritonBatching()
     inputs, outputs = _text_io(len(labels))
     return ModelConfig(

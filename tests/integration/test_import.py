@@ -166,9 +166,15 @@ def test_triton_serves_the_imported_model(emotion_repo: tuple[Path, Path], tmp_p
         tensor = httpclient.InferInput("TEXT", [len(TEXTS), 1], "BYTES")
         tensor.set_data_from_numpy(column(TEXTS), binary_data=True)
         result = client.infer("emotion", [tensor])
+        pair = httpclient.InferInput("TEXT_PAIR", [len(TEXTS), 1], "BYTES")
+        pair.set_data_from_numpy(column(TEXTS[::-1]), binary_data=True)
+        paired = client.infer("emotion", [tensor, pair])
         client.close()
     finally:
         server.stop()
+    served = open_model(ModelRepository(repo).load("emotion"), device="cpu")
+    want_pairs = served.probabilities(TEXTS, TEXTS[::-1])
+    assert float(np.abs(paired.as_numpy("PROBABILITIES") - want_pairs).max()) <= 1e-4
     # Triton runs the repository's default engine: the embedded path's answers with it.
     want = open_model(ModelRepository(repo).load("emotion"), device="cpu").probabilities(TEXTS)
     assert result.as_numpy("PROBABILITIES").shape == (len(TEXTS), 5)
@@ -396,3 +402,80 @@ def test_a_single_output_model_serves_its_raw_score(tmp_path: Path) -> None:
     served = np.array([r["score"] for r in body["results"]])
     assert {r["label"] for r in body["results"]} == {"score"}
     assert float(np.abs(served - want[:, 0]).max()) <= 1e-4
+
+
+NLI = {0: "entailment", 1: "neutral", 2: "contradiction"}
+PREMISES = [t for t, _ in toy_texts(12, seed=31)] + ["good " * 200]  # the last is too long
+HYPOTHESES = [t for t, _ in toy_texts(12, seed=32)] + ["bad plot"]
+
+
+def pytorch_pairs(folder: Path, texts: list[str], pairs: list[str], max_length: int) -> np.ndarray:
+    import torch
+    from transformers import AutoTokenizer
+
+    from sentiserve.engine.models import load_classifier
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    model = load_classifier(folder, attn_implementation="eager").eval()
+    rows = []
+    with torch.no_grad():
+        for a, b in zip(texts, pairs, strict=True):
+            encoded = tokenizer(
+                [a], [b], truncation=True, max_length=max_length, return_tensors="pt"
+            )
+            rows.append(torch.softmax(model(**encoded).logits.double(), -1)[0])
+    return torch.stack(rows).numpy()
+
+
+@pytest.mark.parametrize("arch", ["bert", "roberta"])
+def test_sentence_pairs_are_encoded_with_the_models_template(arch: str, tmp_path: Path) -> None:
+    import tritonclient.grpc as grpcclient
+
+    ckpt = checkpoint(tmp_path / "ckpt", arch, NLI)
+    version = import_build(ckpt, tmp_path).load("emotion")
+    want = pytorch_pairs(ckpt, PREMISES, HYPOTHESES, version.manifest.max_length)
+    swapped = pytorch_pairs(ckpt, HYPOTHESES, PREMISES, version.manifest.max_length)
+    assert float(np.abs(want - swapped).max()) > 1e-3, "the order of a pair matters"
+    served = open_model(version, engine="fp32", device="cpu")
+    assert float(np.abs(served.probabilities(PREMISES, HYPOTHESES) - want).max()) <= 1e-4
+
+    names = list(NLI.values())
+    running = start_server(tmp_path / "repo", "--engine", "fp32")
+    try:
+        many = httpx.post(
+            f"{running.url}/v1/sentiment",
+            json={"texts": PREMISES, "text_pairs": HYPOTHESES},
+            timeout=30,
+        ).json()["results"]
+        got = np.array([[r["scores"][n] for n in names] for r in many])
+        assert float(np.abs(got - want).max()) <= 1e-4
+        one = httpx.post(
+            f"{running.url}/v1/sentiment",
+            json={"text": PREMISES[0], "text_pair": HYPOTHESES[0]},
+            timeout=30,
+        ).json()["results"][0]
+        assert one["scores"] == many[0]["scores"]
+        bad = httpx.post(
+            f"{running.url}/v1/sentiment", json={"texts": PREMISES, "text_pair": "x"}, timeout=30
+        )
+        assert bad.status_code == 400
+        assert "'text_pair' goes with 'text'" in bad.json()["error"]
+        short = httpx.post(
+            f"{running.url}/v1/sentiment",
+            json={"texts": PREMISES, "text_pairs": HYPOTHESES[:2]},
+            timeout=30,
+        )
+        assert short.status_code == 400
+        assert f"{len(PREMISES)} texts but 2 text pairs" in short.json()["error"]
+
+        grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{running.grpc_port}")
+        inputs = []
+        for name, column in (("TEXT", PREMISES), ("TEXT_PAIR", HYPOTHESES)):
+            tensor = grpcclient.InferInput(name, [len(column)], "BYTES")
+            tensor.set_data_from_numpy(np.array([t.encode() for t in column], dtype=np.object_))
+            inputs.append(tensor)
+        result = grpc.infer("emotion", inputs)
+        grpc.close()
+        assert float(np.abs(result.as_numpy("PROBABILITIES") - want).max()) <= 1e-4
+    finally:
+        stop(running)

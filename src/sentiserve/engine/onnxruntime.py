@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from sentiserve.engine.tokenizer import segments
 from sentiserve.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
@@ -80,10 +81,17 @@ class OnnxRuntimeEngine:
         path: The ``.onnx`` file.
         threads: Intra-op threads; None lets ONNX Runtime choose (one per core).
         providers: Execution providers in preference order; CPU is always the fallback.
+        sep_id: The separator of the tokenizer's pair template: ``token_type_ids`` are
+            rebuilt from the ids (``tokenizer.segments``). None: all zeros.
     """
 
     def __init__(
-        self, path: Path, *, threads: int | None = None, providers: Sequence[str] = (CPU,)
+        self,
+        path: Path,
+        *,
+        threads: int | None = None,
+        providers: Sequence[str] = (CPU,),
+        sep_id: int | None = None,
     ) -> None:
         import onnxruntime as ort
 
@@ -98,6 +106,7 @@ class OnnxRuntimeEngine:
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ModelLoadError(f"cannot load ONNX model {path}: {exc}") from exc
         self.name = f"onnxruntime:{path.name}"
+        self.sep_id = sep_id
         self.providers: list[str] = list(self._session.get_providers())
         self._inputs = [i.name for i in self._session.get_inputs()]
         unknown = set(self._inputs) - {"input_ids", "attention_mask", "token_type_ids"}
@@ -109,7 +118,11 @@ class OnnxRuntimeEngine:
     ) -> npt.NDArray[np.float32]:
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
         if "token_type_ids" in self._inputs:
-            feeds["token_type_ids"] = np.zeros_like(input_ids)
+            feeds["token_type_ids"] = (
+                np.zeros_like(input_ids)
+                if self.sep_id is None
+                else segments(input_ids, attention_mask, self.sep_id)
+            )
         feeds = {k: v for k, v in feeds.items() if k in self._inputs}
         (logits,) = self._session.run(["logits"], feeds)
         return np.asarray(logits, dtype=np.float32)

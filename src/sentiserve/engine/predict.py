@@ -51,12 +51,14 @@ def predict_probabilities(
     batch_size: int = SORTED_BATCH,
     temperature: float = 1.0,
     task: Task | str = Task.SINGLE_LABEL,
+    pairs: Sequence[str] | None = None,
 ) -> npt.NDArray[np.float32]:
     """Probabilities for ``texts`` in their order (softmax, or one sigmoid per label for a
     multi-label ``task``, of the logits over ``temperature``, the model's calibration)."""
     if not texts:
         return np.zeros((0, 0), dtype=np.float32)
-    return activate(predict_logits(engines, tokenizer, texts, batch_size), task, temperature)
+    logits = predict_logits(engines, tokenizer, texts, batch_size, pairs)
+    return activate(logits, task, temperature)
 
 
 def predict_logits(
@@ -64,13 +66,15 @@ def predict_logits(
     tokenizer: Tokenizer,
     texts: Sequence[str],
     batch_size: int = SORTED_BATCH,
+    pairs: Sequence[str] | None = None,
 ) -> npt.NDArray[np.float32]:
-    """Logits for ``texts`` in their order, computed in length-sorted padded batches on
-    ``engines`` (one or several, side by side)."""
+    """Logits for ``texts`` (each with its second text from ``pairs``, if given) in their
+    order, computed in length-sorted padded batches on ``engines`` (one or several, side by
+    side)."""
     if not texts:
         return np.zeros((0, 0), dtype=np.float32)
     pool = [engines] if not isinstance(engines, Sequence) else list(engines)
-    encoded = tokenizer.encode(texts)
+    encoded = tokenizer.encode(texts) if pairs is None else tokenizer.encode_pairs(texts, pairs)
     batches = sorted_batches([len(e) for e in encoded], batch_size)
     free: queue.SimpleQueue[Engine] = queue.SimpleQueue()
     for engine in pool:

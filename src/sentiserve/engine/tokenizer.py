@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from http import HTTPStatus
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -98,6 +99,9 @@ class Tokenizer:
         self.max_length = max_length
         self.truncation = Truncation(truncation)
         self.pad_id = pad_id
+        self._path = path
+        self._pairs: Any = None
+        self.sep_id, self.pair_problem = self._pair_template()
         self._budget = budget
         self._head = min(HEAD_TOKENS, budget // 2)
 
@@ -159,5 +163,80 @@ class Tokenizer:
             mask[row, : len(seq)] = 1
         return Batch(ids, mask)
 
+    def _pair_template(self) -> tuple[int | None, str | None]:
+        """The separator whose position splits a pair's segments, and why pairs cannot be
+        encoded (None when they can).
+
+        Engines rebuild ``token_type_ids`` from the ids (0 up to and including the first
+        separator, 1 after it), so the batcher only carries ids. That holds for BERT's pair
+        template and for templates without token types (RoBERTa's); a tokenizer whose pair
+        template types tokens otherwise cannot take pairs."""
+        try:
+            pair = self._tok.encode("a", "b", add_special_tokens=True)
+            single = self._tok.encode("a", add_special_tokens=True)
+        except Exception as exc:  # the Rust side raises a bare Exception
+            return None, f"its tokenizer cannot encode a pair ({exc})"
+        if len(pair.ids) <= len(single.ids):
+            return None, "its tokenizer has no template for a pair of texts"
+        sep = single.ids[-1]
+        ids = np.asarray([pair.ids])
+        derived = segments(ids, np.ones_like(ids), sep)[0].tolist()
+        if list(pair.type_ids) != derived and any(pair.type_ids):
+            return (
+                None,
+                "its tokenizer's pair template types tokens in a way engines cannot rebuild",
+            )
+        return sep, None
+
+    def encode_pairs(
+        self, texts: Sequence[str], pairs: Sequence[str], *, parallel: bool = True
+    ) -> list[list[int]]:
+        """Token ids per (text, text pair), with the model's own pair template; a pair
+        longer than ``max_length`` loses tokens from its longer side first (or is refused
+        under the ``reject`` policy).
+
+        Raises:
+            InvalidInputError: The model's tokenizer has no usable pair template.
+            TextTooLongError: A pair is too long and the policy is ``reject``.
+        """
+        from sentiserve.errors import InvalidInputError
+
+        if self.pair_problem is not None:
+            raise InvalidInputError(f"this model takes single texts: {self.pair_problem}")
+        if len(texts) != len(pairs):
+            raise InvalidInputError(f"{len(texts)} texts but {len(pairs)} text pairs")
+        if self._pairs is None:
+            from tokenizers import Tokenizer as RustTokenizer
+
+            self._pairs = RustTokenizer.from_file(str(self._path))
+            self._pairs.no_padding()
+            self._pairs.enable_truncation(self.max_length, strategy="longest_first")
+        items = list(zip(texts, pairs, strict=True))
+        if self.truncation is Truncation.REJECT:
+            full = self.content_lengths(texts), self.content_lengths(pairs)
+            extra = self._tok.num_special_tokens_to_add(True)
+            for index, (a, b) in enumerate(zip(*full, strict=True)):
+                if a + b + extra > self.max_length:
+                    raise TextTooLongError(
+                        f"pair {index} has {a + b + extra} tokens; this model takes at most "
+                        f"{self.max_length} (truncation policy: reject)"
+                    )
+        if parallel:
+            encoded = self._pairs.encode_batch(items, add_special_tokens=True)
+        else:
+            encoded = [self._pairs.encode(a, b, add_special_tokens=True) for a, b in items]
+        return [list(e.ids) for e in encoded]
+
     def __call__(self, texts: Sequence[str]) -> Batch:
         return self.pad(self.encode(texts))
+
+
+def segments(
+    input_ids: npt.NDArray[np.int64], attention_mask: npt.NDArray[np.int64], sep_id: int
+) -> npt.NDArray[np.int64]:
+    """``token_type_ids`` rebuilt from the ids: 0 up to and including the first ``sep_id``,
+    1 after it, 0 on padding. A single text's real tokens are all 0, as before."""
+    is_sep = (input_ids == sep_id).astype(np.int64)
+    before = np.cumsum(is_sep, axis=1) - is_sep
+    types: npt.NDArray[np.int64] = ((before > 0) & (attention_mask > 0)).astype(np.int64)
+    return types

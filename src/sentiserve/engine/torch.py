@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from sentiserve.engine.tokenizer import segments
 from sentiserve.errors import ConfigError, ModelLoadError
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,8 @@ class TorchEngine:
         max_length: The model's longest input, the last length bucket.
         threads: CPU threads (torch.set_num_threads) when on the CPU.
         cuda_graphs: Capture and replay a CUDA graph per (batch, length) bucket.
+        sep_id: The separator of the tokenizer's pair template: ``token_type_ids`` are
+            rebuilt from the ids (``tokenizer.segments``); None: zeros.
     """
 
     def __init__(
@@ -78,6 +81,7 @@ class TorchEngine:
         max_length: int = 512,
         threads: int | None = None,
         cuda_graphs: bool = False,
+        sep_id: int | None = None,
     ) -> None:
         import torch
 
@@ -105,6 +109,8 @@ class TorchEngine:
         self.dtype = dtype
         self.max_length = max_length
         self.cuda_graphs = cuda_graphs
+        uses_types = int(getattr(model.config, "type_vocab_size", 0) or 0) > 1
+        self.sep_id = sep_id if uses_types else None
         self.name = f"torch:{dtype}:{device}"
         self._graphs: dict[tuple[int, int], tuple[Any, Any, Any, Any]] = {}
         self._lock = threading.Lock()
@@ -119,13 +125,17 @@ class TorchEngine:
         mask = np.zeros((rows, padded), dtype=np.int64)
         ids[:, :length] = input_ids
         mask[:, :length] = attention_mask
+        types = None if self.sep_id is None else segments(ids, mask, self.sep_id)
         with torch.inference_mode():
-            if self.cuda_graphs:
+            if self.cuda_graphs and (types is None or not types.any()):
                 logits = self._replay(ids, mask)
-            else:
+            else:  # pairs with token types run outside the graphs, which capture ids and mask
                 ids_t = torch.from_numpy(ids).to(self.device, non_blocking=True)
                 mask_t = torch.from_numpy(mask).to(self.device, non_blocking=True)
-                logits = self._model(input_ids=ids_t, attention_mask=mask_t).logits
+                extra = {}
+                if types is not None:
+                    extra["token_type_ids"] = torch.from_numpy(types).to(self.device)
+                logits = self._model(input_ids=ids_t, attention_mask=mask_t, **extra).logits
             return np.asarray(logits.float().cpu().numpy()[:rows], dtype=np.float32)
 
     def _replay(self, ids: npt.NDArray[np.int64], mask: npt.NDArray[np.int64]) -> Any:

@@ -41,6 +41,8 @@ class Tensor:
     name: str
     data_type: DataType
     dims: tuple[int, ...]
+    optional: bool = False
+    """An input a request may leave out (``optional: true``)."""
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").isalnum():
@@ -211,8 +213,10 @@ def _tensors(kind: str, tensors: Sequence[Tensor]) -> list[str]:
     for i, t in enumerate(tensors):
         dims = ", ".join(str(d) for d in t.dims)
         comma = "," if i < len(tensors) - 1 else ""
+        optional = " optional: true" if t.optional else ""
         out.append(
-            f'  {{ name: "{t.name}" data_type: {t.data_type.value} dims: [ {dims} ] }}{comma}'
+            f'  {{ name: "{t.name}" data_type: {t.data_type.value} dims: [ {dims} ]{optional} }}'
+            f"{comma}"
         )
     out.append("]")
     return out

@@ -63,15 +63,18 @@ class ServedModel:
     def temperature(self) -> float:
         return self.version.manifest.temperature
 
-    def probabilities(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        """Calibrated class probabilities per text (one sigmoid per label for a multi-label
-        model), in length-sorted padded batches."""
+    def probabilities(
+        self, texts: Sequence[str], pairs: Sequence[str] | None = None
+    ) -> npt.NDArray[np.float32]:
+        """Calibrated class probabilities per text, or per (text, pair) (one sigmoid per
+        label for a multi-label model), in length-sorted padded batches."""
         return predict_probabilities(
             self.engine,
             self.tokenizer,
             texts,
             temperature=self.temperature,
             task=self.version.manifest.task,
+            pairs=pairs,
         )
 
 
@@ -117,19 +120,21 @@ def open_model(
         truncation=truncation or manifest.truncation,
         pad_id=manifest.pad_id,
     )
-    factory = _engine_factory(version, variant, entry, dev)
+    factory = _engine_factory(version, variant, entry, dev, tokenizer.sep_id)
     return ServedModel(version, variant, tokenizer, factory(threads), dev, factory)
 
 
 def _engine_factory(
-    version: ModelVersion, variant: str, entry: EngineEntry, device: str
+    version: ModelVersion, variant: str, entry: EngineEntry, device: str, sep_id: int | None
 ) -> Callable[[int | None], Engine]:
     if entry.format == "onnx":
         path = version.file(entry.file)
         providers = providers_for(onnx_device() if device == "cuda" else "cpu")
 
         def onnx_engine(threads: int | None) -> Engine:
-            return OnnxRuntimeEngine(path, threads=threads, providers=providers or (CPU,))
+            return OnnxRuntimeEngine(
+                path, threads=threads, providers=providers or (CPU,), sep_id=sep_id
+            )
 
         return onnx_engine
     if entry.format == TORCH:
@@ -141,7 +146,12 @@ def _engine_factory(
 
         def torch_engine(threads: int | None) -> Engine:
             return TorchEngine(
-                folder, device=device, dtype=dtype, max_length=max_length, threads=threads
+                folder,
+                device=device,
+                dtype=dtype,
+                max_length=max_length,
+                threads=threads,
+                sep_id=sep_id,
             )
 
         return torch_engine

@@ -97,11 +97,13 @@ def _text_io(num_labels: int) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
 def classify_config(
     name: str, labels: list[str], batching: TritonBatching | None = None
 ) -> ModelConfig:
-    """The python form: TEXT -> LABEL, PROBABILITIES, batched by Triton, run on CPU."""
+    """The python form: TEXT (and optionally TEXT_PAIR, the second text of each pair) ->
+    LABEL, PROBABILITIES, batched by Triton, run on CPU."""
     if not labels:
         raise ConfigError("a model needs at least one output label")
     b = batching or TritonBatching()
     inputs, outputs = _text_io(len(labels))
+    inputs = (*inputs, Tensor("TEXT_PAIR", DataType.STRING, (1,), optional=True))
     return ModelConfig(
         name=name,
         backend="python",

@@ -19,12 +19,17 @@ PATH = "/v1/sentiment"
 
 
 class SentimentRequest(BaseModel):
-    """One text (``text``) or several (``texts``)."""
+    """One text (``text``) or several (``texts``); for models that compare two texts (NLI,
+    cross-encoders), the second of each pair in ``text_pair`` or ``text_pairs``."""
 
     model_config = ConfigDict(extra="forbid")
 
     text: str | None = Field(default=None, description="One text to classify.")
     texts: list[str] | None = Field(default=None, description="Several texts to classify.")
+    text_pair: str | None = Field(default=None, description="With `text`: the pair's second text.")
+    text_pairs: list[str] | None = Field(
+        default=None, description="With `texts`: each pair's second text, in the same order."
+    )
     model: str | None = Field(
         default=None,
         description=f"Model name in the repository (default: {DEFAULT_MODEL!r}, or the only "
@@ -36,6 +41,10 @@ class SentimentRequest(BaseModel):
     def one_of(self) -> SentimentRequest:
         if (self.text is None) == (self.texts is None):
             raise ValueError("give exactly one of 'text' and 'texts'")
+        if self.text_pair is not None and self.text is None:
+            raise ValueError("'text_pair' goes with 'text' (with 'texts', use 'text_pairs')")
+        if self.text_pairs is not None and self.texts is None:
+            raise ValueError("'text_pairs' goes with 'texts' (with 'text', use 'text_pair')")
         return self
 
 
@@ -66,9 +75,10 @@ def route(plane: DataPlane) -> Route:
         except ValidationError as exc:
             raise InvalidInputError(validation_message(exc)) from exc
         texts = [body.text] if body.text is not None else (body.texts or [])
+        pairs = [body.text_pair] if body.text_pair is not None else body.text_pairs
         timeout = None if body.timeout_ms is None else body.timeout_ms / 1000
         name = body.model or plane.default_model()
-        result = await plane.classify(name, texts, timeout_s=timeout)
+        result = await plane.classify(name, texts, text_pairs=pairs, timeout_s=timeout)
         call.state["model"] = f"{result.model}:{result.version}"
         labels = result.labels
         results: list[dict[str, object]] = []

@@ -115,12 +115,20 @@ class TritonPythonModel:
         texts = [decode_texts(pb.get_input_tensor_by_name(r, "TEXT").as_numpy()) for r in requests]
         if self.role == "tokenize":
             return [self._guard(self._tokenize, group) for group in texts]
+        pairs = [pb.get_input_tensor_by_name(r, "TEXT_PAIR") for r in requests]
+        if any(p is not None for p in pairs):  # pairs: each request on its own
+            return [
+                self._guard(
+                    self._classify, (group, None if p is None else decode_texts(p.as_numpy()))
+                )
+                for group, p in zip(texts, pairs, strict=True)
+            ]
         try:
             probabilities = self.served.probabilities([t for group in texts for t in group])
         except Exception:
             # One bad request (a text too long under the reject policy) must not fail the
             # requests batched with it: answer each on its own, so only that one errs.
-            return [self._guard(self._classify, group) for group in texts]
+            return [self._guard(self._classify, (group, None)) for group in texts]
         return [self._answer(p) for p in split_rows(probabilities, [len(g) for g in texts])]
 
     def _guard(self, step: Any, argument: Any) -> Any:
@@ -136,8 +144,9 @@ class TritonPythonModel:
             code = error.INVALID_ARG if client else error.INTERNAL
             return self._pb.InferenceResponse(error=error(str(exc), code))
 
-    def _classify(self, texts: list[str]) -> Any:
-        return self._answer(self.served.probabilities(texts))
+    def _classify(self, request: tuple[list[str], list[str] | None]) -> Any:
+        texts, pairs = request
+        return self._answer(self.served.probabilities(texts, pairs))
 
     def _answer(self, probs: npt.NDArray[np.float32]) -> Any:
         pb = self._pb

@@ -64,20 +64,21 @@ class Limits:
         return time.monotonic() + min(chosen, self.max_timeout_s)
 
 
-def check_texts(texts: object, limits: Limits) -> list[str]:
-    """Validate a list of texts: non-empty strings of valid Unicode, within the limit."""
+def check_texts(texts: object, limits: Limits, what: str = "text") -> list[str]:
+    """Validate a list of texts (or of ``text_pair``s): non-empty strings of valid Unicode,
+    within the limit."""
     if not isinstance(texts, list | tuple):
-        raise InvalidInputError("texts must be a list of strings")
+        raise InvalidInputError(f"{what}s must be a list of strings")
     if not texts:
-        raise InvalidInputError("no texts given")
+        raise InvalidInputError(f"no {what}s given")
     if len(texts) > limits.max_texts:
         raise PayloadTooLargeError(
-            f"{len(texts)} texts in one request; the limit is {limits.max_texts}"
+            f"{len(texts)} {what}s in one request; the limit is {limits.max_texts}"
         )
     for i, text in enumerate(texts):
         problem = text_problem(text)
         if problem is not None:
-            raise InvalidInputError(f"text {i} {problem}")
+            raise InvalidInputError(f"{what} {i} {problem}")
     return list(texts)
 
 
@@ -209,6 +210,7 @@ class DataPlane(Protocol):
         model_name: str,
         texts: Sequence[str],
         *,
+        text_pairs: Sequence[str] | None = None,
         version: int | None = None,
         timeout_s: float | None = None,
     ) -> Classification:

@@ -47,6 +47,8 @@ from sentiserve.serve.registry import LoadedModel, Registry
 RAW_SUFFIX = "_onnx"
 """``<model>_onnx`` is the raw engine of ``<model>``: token ids in, logits out."""
 TEXT_INPUT = "TEXT"
+TEXT_PAIR_INPUT = "TEXT_PAIR"
+"""The optional second text of each pair (NLI, cross-encoders)."""
 RAW_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 """Inputs of the raw engine model; ``token_type_ids`` is accepted and must be all zeros."""
 TOKENIZE_INLINE_CHARS = 20_000
@@ -87,28 +89,43 @@ def check_ids(
     return [row[:n].tolist() for row, n in zip(input_ids, lengths, strict=True)]
 
 
-def texts_of(tensors: dict[str, Tensor], model: str) -> tuple[list[str], list[int]]:
-    """The texts of a text model's request (exactly one input, ``TEXT``: BYTES of UTF-8,
-    shape ``[n]`` or ``[n, 1]``) and that shape."""
-    if set(tensors) != {TEXT_INPUT}:
+def texts_of(
+    tensors: dict[str, Tensor], model: str
+) -> tuple[list[str], list[str] | None, list[int]]:
+    """The texts of a text model's request (input ``TEXT``: BYTES of UTF-8, shape ``[n]`` or
+    ``[n, 1]``), the second texts of pairs (optional input ``TEXT_PAIR``, the same shape), and
+    that shape."""
+    if TEXT_INPUT not in tensors or set(tensors) - {TEXT_INPUT, TEXT_PAIR_INPUT}:
         raise InvalidInputError(
-            f"model {model} takes one input {TEXT_INPUT} (BYTES); got "
-            f"{', '.join(sorted(tensors)) or 'none'}"
+            f"model {model} takes input {TEXT_INPUT} (BYTES) and optionally {TEXT_PAIR_INPUT}; "
+            f"got {', '.join(sorted(tensors)) or 'none'}"
         )
-    tensor = tensors[TEXT_INPUT]
+    texts = _utf8_column(tensors[TEXT_INPUT])
+    shape = tensors[TEXT_INPUT].shape
+    if TEXT_PAIR_INPUT not in tensors:
+        return texts, None, shape
+    pairs = _utf8_column(tensors[TEXT_PAIR_INPUT])
+    if tensors[TEXT_PAIR_INPUT].shape != shape:
+        raise InvalidInputError(
+            f"input {TEXT_PAIR_INPUT}: shape {tensors[TEXT_PAIR_INPUT].shape} differs from "
+            f"{TEXT_INPUT}'s {shape}"
+        )
+    return texts, pairs, shape
+
+
+def _utf8_column(tensor: Tensor) -> list[str]:
+    name = tensor.name
     if tensor.datatype != "BYTES" or not isinstance(tensor.data, list):
-        raise InvalidInputError(
-            f"input {TEXT_INPUT}: expected datatype BYTES, got {tensor.datatype}"
-        )
+        raise InvalidInputError(f"input {name}: expected datatype BYTES, got {tensor.datatype}")
     if len(tensor.shape) not in (1, 2) or (len(tensor.shape) == 2 and tensor.shape[1] != 1):
-        raise InvalidInputError(f"input {TEXT_INPUT}: shape must be [n] or [n, 1]")
+        raise InvalidInputError(f"input {name}: shape must be [n] or [n, 1]")
     out = []
     for i, raw in enumerate(tensor.data):
         try:
             out.append(raw.decode("utf-8"))
         except UnicodeDecodeError as exc:
-            raise InvalidInputError(f"input {TEXT_INPUT}: element {i} is not valid UTF-8") from exc
-    return out, tensor.shape
+            raise InvalidInputError(f"input {name}: element {i} is not valid UTF-8") from exc
+    return out
 
 
 def raw_arrays(
@@ -233,10 +250,11 @@ class EmbeddedPlane:
             outputs = [Tensor("logits", "FP32", list(logits.shape), logits)]
             name, version = request.model, model.version
         else:
-            texts, shape = texts_of(tensors, request.model)
+            texts, pairs, shape = texts_of(tensors, request.model)
             result = await self.classify(
                 request.model,
                 texts,
+                text_pairs=pairs,
                 version=request.version,
                 timeout_s=request.timeout_s,
                 transport_s=request.transport_deadline_s,
@@ -257,6 +275,7 @@ class EmbeddedPlane:
         model_name: str,
         texts: Sequence[str],
         *,
+        text_pairs: Sequence[str] | None = None,
         version: int | None = None,
         timeout_s: float | None = None,
         transport_s: float | None = None,
@@ -271,10 +290,18 @@ class EmbeddedPlane:
             deadline = self.limits.deadline(timeout_s, transport_s)
             checked = check_texts(texts, self.limits)
             tokenizer = model.served.tokenizer
-            if sum(len(t) for t in checked) > TOKENIZE_INLINE_CHARS:
-                sequences = await asyncio.to_thread(tokenizer.encode, checked)
+            size = sum(len(t) for t in checked)
+            if text_pairs is None:
+                if size > TOKENIZE_INLINE_CHARS:
+                    sequences = await asyncio.to_thread(tokenizer.encode, checked)
+                else:
+                    sequences = tokenizer.encode(checked, parallel=False)
             else:
-                sequences = tokenizer.encode(checked, parallel=False)
+                pairs = check_texts(text_pairs, self.limits, what="text_pair")
+                if size + sum(len(t) for t in pairs) > TOKENIZE_INLINE_CHARS:
+                    sequences = await asyncio.to_thread(tokenizer.encode_pairs, checked, pairs)
+                else:
+                    sequences = tokenizer.encode_pairs(checked, pairs, parallel=False)
             count.texts = len(sequences)
             logits = await self._batch(model, sequences, deadline)
         manifest = model.served.version.manifest

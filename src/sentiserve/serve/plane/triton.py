@@ -40,6 +40,7 @@ from sentiserve import DEFAULT_MODEL
 from sentiserve.errors import (
     BadGatewayError,
     DeadlineExceededError,
+    InvalidInputError,
     ModelControlDisabledError,
     SentiserveError,
     UnavailableError,
@@ -291,10 +292,11 @@ class TritonPlane:
         model_name: str,
         texts: Sequence[str],
         *,
+        text_pairs: Sequence[str] | None = None,
         version: int | None = None,
         timeout_s: float | None = None,
     ) -> Classification:
-        """Label and probabilities for each text, from Triton.
+        """Label and probabilities for each text (or pair: ``TEXT_PAIR``), from Triton.
 
         Raises:
             SentiserveError: with the HTTP status the client gets.
@@ -302,11 +304,23 @@ class TritonPlane:
         start = time.monotonic()
         deadline = self.limits.deadline(timeout_s)
         checked = check_texts(texts, self.limits)
+        pairs = None if text_pairs is None else check_texts(text_pairs, self.limits, "text_pair")
+        if pairs is not None and len(pairs) != len(checked):
+            raise InvalidInputError(f"{len(checked)} texts but {len(pairs)} text pairs")
         model = await self.remote(model_name)
         size = model.max_batch_size or len(checked)
-        chunks = [checked[i : i + size] for i in range(0, len(checked), size)]
+        starts = range(0, len(checked), size)
         answers = await asyncio.gather(
-            *(self._classify(model, chunk, version, deadline) for chunk in chunks)
+            *(
+                self._classify(
+                    model,
+                    checked[i : i + size],
+                    None if pairs is None else pairs[i : i + size],
+                    version,
+                    deadline,
+                )
+                for i in starts
+            )
         )
         probabilities = np.concatenate([a[1] for a in answers]).astype(np.float32)
         served_version = answers[0][0]
@@ -315,15 +329,25 @@ class TritonPlane:
         return Classification(model_name, served_version, model.labels, probabilities)
 
     async def _classify(
-        self, model: RemoteModel, texts: list[str], version: int | None, deadline: float
+        self,
+        model: RemoteModel,
+        texts: list[str],
+        pairs: list[str] | None,
+        version: int | None,
+        deadline: float,
     ) -> tuple[int, np.ndarray[Any, Any]]:
         import tritonclient.grpc.aio as grpcclient
 
-        column = np.array([t.encode() for t in texts], dtype=np.object_).reshape(-1, 1)
-        tensor = grpcclient.InferInput("TEXT", list(column.shape), "BYTES")
-        tensor.set_data_from_numpy(column)
+        tensors = []
+        for name, column in (("TEXT", texts), ("TEXT_PAIR", pairs)):
+            if column is None:
+                continue
+            array = np.array([t.encode() for t in column], dtype=np.object_).reshape(-1, 1)
+            tensor = grpcclient.InferInput(name, list(array.shape), "BYTES")
+            tensor.set_data_from_numpy(array)
+            tensors.append(tensor)
         outputs = [grpcclient.InferRequestedOutput("PROBABILITIES")]
-        result = await self._call_infer(model.name, version, [tensor], outputs, deadline)
+        result = await self._call_infer(model.name, version, tensors, outputs, deadline)
         probabilities = result.as_numpy("PROBABILITIES")
         if probabilities is None or probabilities.shape != (len(texts), len(model.labels)):
             got = None if probabilities is None else probabilities.shape

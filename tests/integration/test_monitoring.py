@@ -163,3 +163,42 @@ def test_every_rule_evaluates_cleanly(prometheus: str) -> None:
     alerts = httpx.get(f"{prometheus}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
     firing = [a["labels"]["alertname"] for a in alerts]
     assert "SentiserveNoReadyTargets" not in firing
+
+
+def test_the_monitor_command_stops_prometheus_on_sigterm(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sentiserve",
+            "monitor",
+            "--target",
+            "127.0.0.1:9",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stderr is not None
+        ready = proc.stderr.readline()
+        assert "prometheus ready" in ready, ready + proc.stderr.read()
+        assert httpx.get(f"http://127.0.0.1:{port}/-/ready", timeout=5).status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0  # stopping takes well under a second
+        left = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True)
+        assert left.stdout.strip() == "", f"left running: {left.stdout}"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)

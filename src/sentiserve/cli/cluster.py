@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import signal
-
 import typer
 
-from sentiserve.cli.console import console, user_errors
+from sentiserve.cli.console import console, interrupt_on_sigterm, user_errors
 from sentiserve.repository.layout import DEFAULT_ROOT
 
 
@@ -32,7 +30,7 @@ def cluster_local(
         f"[green]ready[/]: {cluster.url}/v1/sentiment -> replicas on ports {ports}; Ctrl-C to stop",
         soft_wrap=True,
     )
-    signal.signal(signal.SIGTERM, lambda *_: cluster.stop())
+    interrupt_on_sigterm()
     try:
         if cluster.balancer is not None:
             cluster.balancer.wait()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import FrameType
 from typing import Any, NoReturn
 
 from rich.console import Console
@@ -78,3 +80,14 @@ def step_printer() -> Callable[[str], None]:
         console.print(f"[cyan]•[/] {message}")
 
     return show
+
+
+def interrupt_on_sigterm() -> None:
+    """Make SIGTERM act as Ctrl-C: a long-running command's ``wait()`` is interrupted and its
+    ``finally`` stops what it started. (Stopping from the handler itself deadlocks: the
+    interrupted ``Popen.wait`` holds the lock a second wait needs.)"""
+
+    def interrupt(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)

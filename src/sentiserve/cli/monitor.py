@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import signal
 import tempfile
 from pathlib import Path
 
 import typer
 
-from sentiserve.cli.console import console, user_errors
+from sentiserve.cli.console import console, interrupt_on_sigterm, user_errors
 from sentiserve.monitoring.prometheus import DEFAULT_RULES
 
 
@@ -34,7 +33,7 @@ def monitor(
             f"[green]prometheus ready[/]: {running.url}/graph  (alerts: {running.url}/alerts, "
             f"rules: {running.url}/rules); scraping {', '.join(target)}; Ctrl-C to stop"
         )
-        signal.signal(signal.SIGTERM, lambda *_: running.stop())
+        interrupt_on_sigterm()
         try:
             running.process.wait()
         except KeyboardInterrupt:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
-from types import FrameType
 
 import typer
 
-from sentiserve.cli.console import console, current_settings, user_errors
+from sentiserve.cli.console import console, current_settings, interrupt_on_sigterm, user_errors
 from sentiserve.repository.layout import DEFAULT_ROOT
 from sentiserve.repository.stores import open_repository
 from sentiserve.triton.environment import DEFAULT_HOME
@@ -85,11 +83,8 @@ def triton(
             exit_timeout=exit_timeout,
         )
 
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
     # Installed before Triton starts: a SIGTERM while it loads stops it cleanly too.
-    signal.signal(signal.SIGTERM, on_signal)
+    interrupt_on_sigterm()
     code = 0
     try:
         with user_errors():

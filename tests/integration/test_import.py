@@ -479,3 +479,37 @@ def test_sentence_pairs_are_encoded_with_the_models_template(arch: str, tmp_path
         assert float(np.abs(result.as_numpy("PROBABILITIES") - want).max()) <= 1e-4
     finally:
         stop(running)
+
+    data = tmp_path / "pairs.jsonl"
+    rows = [{"premise": a, "hypothesis": b} for a, b in zip(PREMISES, HYPOTHESES, strict=True)]
+    rows.append({"premise": "fine", "hypothesis": ""})
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "scored.jsonl"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sentiserve",
+            "score",
+            str(data),
+            str(out),
+            "--text-column",
+            "premise",
+            "--pair-column",
+            "hypothesis",
+            "--model-repository",
+            str(tmp_path / "repo"),
+            "--model-name",
+            "emotion",
+            "--engine",
+            "fp32",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    scored = [json.loads(line) for line in out.read_text().splitlines()]
+    got = np.array([[r[f"p_{n}"] for n in names] for r in scored[:-1]])
+    assert float(np.abs(got - want).max()) <= 1e-4
+    assert scored[-1]["error"] == "text pair is empty"

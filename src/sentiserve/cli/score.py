@@ -26,6 +26,11 @@ def score(
         ..., metavar="OUTPUT", help="A .parquet or .jsonl file, local or s3://bucket/key."
     ),
     text_column: str = typer.Option("text", help="Column holding the texts."),
+    pair_column: str | None = typer.Option(
+        None,
+        help="Column holding each pair's second text, for models that compare two texts "
+        "(NLI, cross-encoders).",
+    ),
     id_column: str | None = typer.Option(
         None, help="Column holding row ids (default: row number)."
     ),
@@ -54,7 +59,7 @@ def score(
     continue where they stopped when the same command runs again; OUTPUT appears only when
     complete."""
     settings = current_settings()
-    spec = InputSpec(text_column, id_column)
+    spec = InputSpec(text_column, id_column, pair_column)
     with user_errors():
         if ray:
             from sentiserve.score.ray_data import score_with_ray

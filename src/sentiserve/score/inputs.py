@@ -3,7 +3,8 @@ a folder of them (files in name order). Memory stays flat: Parquet is read a rec
 a time, CSV and TSV through pyarrow's streaming reader, JSONL a line at a time.
 
 Each chunk is a list of rows ``(id, text)`` in input order; ``text`` is whatever the column
-held (a row with a missing or non-string text is scored as an error, not dropped). Chunk
+held (a row with a missing or non-string text is scored as an error, not dropped), or with
+a pair column the tuple ``(text, text_pair)``. Chunk
 boundaries depend only on the input and the chunk size, so a resumed run cuts the same
 chunks.
 """
@@ -23,15 +24,21 @@ FORMATS = SUFFIXES
 """File suffix -> format: the same table the training data reader uses."""
 
 Row = tuple[Any, Any]
-"""(id, text) of one input row."""
+"""(id, text) of one input row; text is (text, text_pair) when the spec has a pair column."""
 
 
 @dataclass(frozen=True)
 class InputSpec:
-    """Which columns hold the text and the id (None: the row number, from 0)."""
+    """Which columns hold the text, the id (None: the row number, from 0) and, for models
+    that compare two texts, the second text of each pair (None: single texts)."""
 
     text_column: str = "text"
     id_column: str | None = None
+    pair_column: str | None = None
+
+    def columns(self) -> list[str]:
+        """The text columns: the text, then the pair's second text if any."""
+        return [self.text_column, *([self.pair_column] if self.pair_column else [])]
 
 
 def input_files(path: Path) -> list[Path]:
@@ -85,7 +92,7 @@ def _batches(path: Path, spec: InputSpec) -> Iterator[tuple[list[Any], list[Any]
     if kind == "jsonl":
         yield from _jsonl(path, spec)
         return
-    for table in _arrow_batches(path, kind, spec.text_column):
+    for table in _arrow_batches(path, kind, spec.columns()):
         names = table.schema.names
         if spec.text_column not in names:
             raise DataError(
@@ -94,7 +101,12 @@ def _batches(path: Path, spec: InputSpec) -> Iterator[tuple[list[Any], list[Any]
             )
         if spec.id_column is not None and spec.id_column not in names:
             raise DataError(f"{path}: no id column {spec.id_column!r} (--id-column)")
+        if spec.pair_column is not None and spec.pair_column not in names:
+            raise DataError(f"{path}: no pair column {spec.pair_column!r} (--pair-column)")
         texts = table.column(spec.text_column).to_pylist()
+        if spec.pair_column is not None:
+            pairs = table.column(spec.pair_column).to_pylist()
+            texts = list(zip(texts, pairs, strict=True))
         ids = (
             table.column(spec.id_column).to_pylist()
             if spec.id_column is not None
@@ -103,7 +115,7 @@ def _batches(path: Path, spec: InputSpec) -> Iterator[tuple[list[Any], list[Any]
         yield ids, texts
 
 
-def _arrow_batches(path: Path, kind: str, text_column: str) -> Iterator[Any]:
+def _arrow_batches(path: Path, kind: str, text_columns: list[str]) -> Iterator[Any]:
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
@@ -121,7 +133,7 @@ def _arrow_batches(path: Path, kind: str, text_column: str) -> Iterator[Any]:
             # The text column is text even when every value looks like a number; empty
             # fields are nulls (scored as errors, not as empty strings).
             convert_options=pacsv.ConvertOptions(
-                column_types={text_column: pa.string()}, strings_can_be_null=True
+                column_types=dict.fromkeys(text_columns, pa.string()), strings_can_be_null=True
             ),
         )
         for batch in reader:
@@ -143,7 +155,8 @@ def _jsonl(path: Path, spec: InputSpec) -> Iterator[tuple[list[Any], list[Any]]]
                 raise DataError(f"{path}:{number}: invalid JSON") from exc
             if not isinstance(row, dict):
                 raise DataError(f"{path}:{number}: expected a JSON object per line")
-            texts.append(row.get(spec.text_column))
+            text = row.get(spec.text_column)
+            texts.append(text if spec.pair_column is None else (text, row.get(spec.pair_column)))
             ids.append(row.get(spec.id_column) if spec.id_column is not None else None)
             if len(texts) == 8192:
                 yield ids, texts

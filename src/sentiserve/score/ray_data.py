@@ -65,6 +65,9 @@ class ScoringActor:
         from sentiserve.score.run import score_chunk
 
         texts = batch.column(self.spec.text_column).to_pylist()
+        if self.spec.pair_column is not None:
+            pairs = batch.column(self.spec.pair_column).to_pylist()
+            texts = list(zip(texts, pairs, strict=True))
         if self.spec.id_column is not None:
             ids = batch.column(self.spec.id_column).to_pylist()
         else:
@@ -187,7 +190,8 @@ def _read(ray: Any, kind: str, files: list[Path], spec: InputSpec) -> Any:
                 delimiter="\t" if kind == "tsv" else ",", newlines_in_values=True
             ),
             convert_options=pacsv.ConvertOptions(
-                column_types={spec.text_column: pa.string()}, strings_can_be_null=True
+                column_types=dict.fromkeys(spec.columns(), pa.string()),
+                strings_can_be_null=True,
             ),
         )
     return ray.data.read_json(paths, lines=True)

@@ -107,6 +107,17 @@ def output_schema(labels: list[str], multi_label: bool = False) -> Any:
     )
 
 
+def row_problem(text: Any) -> str | None:
+    """Why a row cannot be scored: its text's problem, or its pair's (``text_problem``)."""
+    if isinstance(text, tuple):
+        first, second = text
+        problem = text_problem(first)
+        if problem is None and (problem := text_problem(second)) is not None:
+            return f"pair {problem}"
+        return problem
+    return text_problem(text)
+
+
 def score_chunk(model: ServedModel, engines: list[Any], rows: list[Row]) -> Any:
     """One chunk's output table (rows in input order)."""
     import pyarrow as pa
@@ -114,16 +125,18 @@ def score_chunk(model: ServedModel, engines: list[Any], rows: list[Row]) -> Any:
     labels = model.labels
     manifest = model.version.manifest
     multi_label = manifest.task == Task.MULTI_LABEL
-    problems = [text_problem(text) for _, text in rows]
+    problems = [row_problem(text) for _, text in rows]
     good = [i for i, problem in enumerate(problems) if problem is None]
+    paired = bool(rows) and isinstance(rows[0][1], tuple)
     probs = np.zeros((len(rows), len(labels)), dtype=np.float32)
     if good:
         probs[good] = predict_probabilities(
             engines,
             model.tokenizer,
-            [rows[i][1] for i in good],
+            [rows[i][1][0] if paired else rows[i][1] for i in good],
             temperature=model.temperature,
             task=manifest.task,
+            pairs=[rows[i][1][1] for i in good] if paired else None,
         )
     best = probs.argmax(axis=1)
     ok = np.array([p is None for p in problems])
@@ -153,6 +166,7 @@ class Job:
     input: str
     input_fingerprint: str
     text_column: str
+    pair_column: str | None
     id_column: str | None
     model: str
     version: int
@@ -344,6 +358,7 @@ def score(
         input=source,
         input_fingerprint=input_print,
         text_column=spec.text_column,
+        pair_column=spec.pair_column,
         id_column=spec.id_column,
         model=loaded.name,
         version=loaded.version,

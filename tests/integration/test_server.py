@@ -64,7 +64,7 @@ def test_tritonclient_http_matches_v1(server: Running) -> None:
     assert client.is_server_ready()
     assert client.is_model_ready("sentiment")
     meta = client.get_model_metadata("sentiment")
-    assert [i["name"] for i in meta["inputs"]] == ["TEXT"]
+    assert [i["name"] for i in meta["inputs"]] == ["TEXT", "TEXT_PAIR"]
     for binary in (True, False):
         text = httpclient.InferInput("TEXT", [len(TEXTS)], "BYTES")
         text.set_data_from_numpy(
@@ -177,7 +177,7 @@ def test_one_hundred_thousand_texts_are_refused_with_the_limit(server: Running) 
         ),
         (
             {"inputs": [{"name": "WORDS", "datatype": "BYTES", "shape": [1], "data": ["a"]}]},
-            "takes one input TEXT",
+            "takes input TEXT (BYTES) and optionally TEXT_PAIR",
         ),
         ({"inputs": []}, "inputs: List should have at least 1 item"),
         (
@@ -260,7 +260,7 @@ def test_tritonclient_grpc_matches_v1(server: Running) -> None:
     assert not client.is_model_ready("nope")
     assert client.get_server_metadata().name == "sentiserve"
     meta = client.get_model_metadata("sentiment")
-    assert [i.name for i in meta.inputs] == ["TEXT"]
+    assert [i.name for i in meta.inputs] == ["TEXT", "TEXT_PAIR"]
     text = grpcclient.InferInput("TEXT", [len(TEXTS)], "BYTES")
     text.set_data_from_numpy(np.array([t.encode() for t in TEXTS], dtype=object))
     result = client.infer("sentiment", [text])

@@ -219,7 +219,7 @@ class EmbeddedPlane:
             name=model.name,
             versions=[str(model.version)],
             platform="sentiserve_onnxruntime",
-            inputs=[TensorSpec(TEXT_INPUT, "BYTES", [-1, 1])],
+            inputs=[TensorSpec(n, "BYTES", [-1, 1]) for n in (TEXT_INPUT, TEXT_PAIR_INPUT)],
             outputs=[
                 TensorSpec("LABEL", "BYTES", [-1, 1]),
                 TensorSpec("PROBABILITIES", "FP32", [-1, labels]),

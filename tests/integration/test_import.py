@@ -513,3 +513,28 @@ def test_sentence_pairs_are_encoded_with_the_models_template(arch: str, tmp_path
     got = np.array([[r[f"p_{n}"] for n in names] for r in scored[:-1]])
     assert float(np.abs(got - want).max()) <= 1e-4
     assert scored[-1]["error"] == "text pair is empty"
+
+
+def test_evaluate_refuses_data_labelled_unlike_the_model(
+    emotion_repo: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from sentiserve.cli import build_app
+
+    _, repo = emotion_repo
+    data = write_csv(tmp_path / "two.csv", toy_texts(60, seed=4))  # negative / positive
+    args = ["evaluate", "--model-repository", str(repo), "--model-name", "emotion"]
+    result = CliRunner().invoke(build_app(), [*args, "--data", str(data)])
+    assert result.exit_code == 1
+    assert "expected one of anger, joy, fear, sadness, surprise" in result.output
+    result = CliRunner().invoke(build_app(), [*args, "--data", "rt"])
+    assert result.exit_code == 1
+    assert "rt is labelled negative, positive but emotion answers anger, joy" in result.output
+    labelled = write_csv(
+        tmp_path / "five.csv",
+        [(t, EMOTIONS[i % 5]) for i, (t, _) in enumerate(toy_texts(60, seed=4))],
+    )
+    result = CliRunner().invoke(build_app(), [*args, "--data", str(labelled), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output.splitlines()[-1])["n"] == 9  # the held-out 15%

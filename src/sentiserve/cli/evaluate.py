@@ -9,6 +9,8 @@ import typer
 
 from sentiserve import DEFAULT_MODEL
 from sentiserve.cli.console import console, current_settings, emit_json, user_errors
+from sentiserve.engine.base import Task
+from sentiserve.errors import ConfigError
 from sentiserve.repository.layout import DEFAULT_ROOT
 
 
@@ -38,10 +40,20 @@ def evaluate(
 
     with user_errors():
         loaded = ModelRepository(model_repository).load(model, version)
+        labels = tuple(loaded.manifest.labels)
+        if loaded.manifest.task != Task.SINGLE_LABEL:
+            raise ConfigError(
+                f"{model} is a {loaded.manifest.task} model; evaluate scores single-label "
+                "classifiers (accuracy, F1, calibration) only, for now"
+            )
         served = open_model(loaded, engine=engine, threads=threads)
-        corpus = load_corpus(
-            data, tuple(loaded.manifest.labels), cache_dir=current_settings().cache_dir
-        )
+        corpus = load_corpus(data, labels, cache_dir=current_settings().cache_dir)
+        if corpus.label_names != labels:
+            raise ConfigError(
+                f"{corpus.name} is labelled {', '.join(corpus.label_names)} but {model} "
+                f"answers {', '.join(labels)}: evaluate it on a file labelled like the model "
+                "(--data FILE)"
+            )
         examples = corpus.split(split).take(limit)
         evaluation = run_evaluate(served, examples)
     scores = evaluation.scores

@@ -57,12 +57,14 @@ def pytorch_probabilities(
     return torch.stack(rows).numpy()
 
 
-def import_build(ckpt: Path, root: Path, **options: object) -> ModelRepository:
+def import_build(
+    ckpt: Path, root: Path, name: str = "emotion", **options: object
+) -> ModelRepository:
     build(
         BuildConfig(
-            work_dir=root / "build",
+            work_dir=root / f"build-{name}",
             repository=root / "repo",
-            model_name="emotion",
+            model_name=name,
             checkpoint=str(ckpt),
             **options,  # type: ignore[arg-type]
         )
@@ -70,10 +72,23 @@ def import_build(ckpt: Path, root: Path, **options: object) -> ModelRepository:
     return ModelRepository(root / "repo")
 
 
+@pytest.fixture(scope="module")
+def every_architecture(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Path]]:
+    """One repository with a 5-label model of every supported architecture, named for it."""
+    root = tmp_path_factory.mktemp("architectures")
+    checkpoints = {}
+    for arch in sorted(ARCHITECTURES):
+        checkpoints[arch] = checkpoint(root / arch, arch)
+        import_build(checkpoints[arch], root, name=arch)
+    return root / "repo", checkpoints
+
+
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
-def test_each_architecture_serves_the_pytorch_probabilities(arch: str, tmp_path: Path) -> None:
-    ckpt = checkpoint(tmp_path / "ckpt", arch)
-    version = import_build(ckpt, tmp_path).load("emotion")
+def test_each_architecture_serves_the_pytorch_probabilities(
+    arch: str, every_architecture: tuple[Path, dict[str, Path]]
+) -> None:
+    repo, checkpoints = every_architecture
+    version = ModelRepository(repo).load(arch)
     manifest = version.manifest
     assert manifest.labels == list(EMOTIONS.values())
     assert manifest.provenance["imported"] is True
@@ -91,10 +106,56 @@ def test_each_architecture_serves_the_pytorch_probabilities(arch: str, tmp_path:
 
     served = open_model(version, engine="fp32", device="cpu")
     got = served.probabilities(TEXTS)
-    want = pytorch_probabilities(ckpt, TEXTS)
+    want = pytorch_probabilities(checkpoints[arch], TEXTS)
     assert got.shape == (len(TEXTS), 5)
     assert float(np.abs(got - want).max()) <= 1e-4
     assert float(want.std(axis=0).max()) > 0.01, "the random model's answers vary with the text"
+
+
+@pytest.mark.timeout(600)
+def test_triton_and_score_serve_every_architecture(
+    every_architecture: tuple[Path, dict[str, Path]], tmp_path: Path
+) -> None:
+    """The real Triton (python form) and `sentiserve score` answer as the embedded path
+    does, with each model's default engine."""
+    import tritonclient.http as httpclient
+    from typer.testing import CliRunner
+
+    from sentiserve.cli import build_app
+    from sentiserve.repository.triton import write_python_form
+    from sentiserve.triton.environment import TritonEnvironment
+    from tests.integration.test_triton import ROOT, column, start_triton
+
+    repo, _ = every_architecture
+    copy = tmp_path / "repo"
+    shutil.copytree(repo, copy)
+    for arch in ARCHITECTURES:
+        write_python_form(copy, arch)
+    env = TritonEnvironment(ROOT / ".triton")
+    if not env.ready():
+        env.create()
+    answers = {}
+    server = start_triton(env, copy, tmp_path / "triton.log")
+    try:
+        client = httpclient.InferenceServerClient(server.url.removeprefix("http://"))
+        for arch in ARCHITECTURES:
+            tensor = httpclient.InferInput("TEXT", [len(TEXTS), 1], "BYTES")
+            tensor.set_data_from_numpy(column(TEXTS), binary_data=True)
+            answers[arch] = client.infer(arch, [tensor]).as_numpy("PROBABILITIES")
+        client.close()
+    finally:
+        server.stop()
+    data = write_csv(tmp_path / "in.csv", [(t, "x") for t in TEXTS])
+    for arch in sorted(ARCHITECTURES):
+        want = open_model(ModelRepository(repo).load(arch), device="cpu").probabilities(TEXTS)
+        assert float(np.abs(answers[arch] - want).max()) <= 1e-4, arch
+        out = tmp_path / f"{arch}.jsonl"
+        args = ["score", str(data), str(out), "--model-repository", str(repo)]
+        result = CliRunner().invoke(build_app(), [*args, "--model-name", arch])
+        assert result.exit_code == 0, result.output
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        scored = np.array([[r[f"p_{n}"] for n in EMOTIONS.values()] for r in rows])
+        assert float(np.abs(scored - want).max()) <= 1e-4, arch
 
 
 @pytest.fixture(scope="module")

@@ -431,6 +431,38 @@ def test_a_multi_label_model_gives_every_label_above_its_threshold(tmp_path: Pat
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["labels"] for r in rows] == expected
 
+    # The gateway in front of the real Triton gives the same labels (default engine).
+    from sentiserve.repository.triton import write_python_form
+    from sentiserve.triton.environment import TritonEnvironment
+    from tests.integration.test_triton import ROOT, start_triton
+
+    served = open_model(version, device="cpu").probabilities(TEXTS)
+    default = [[names[k] for k in range(4) if row[k] >= 0.5] for row in served]
+    write_python_form(tmp_path / "repo", "emotion")
+    env = TritonEnvironment(ROOT / ".triton")
+    if not env.ready():
+        env.create()
+    triton = start_triton(env, tmp_path / "repo", tmp_path / "triton.log")
+    try:
+        gateway = start_server(
+            ".",
+            "--backend",
+            "triton",
+            "--triton-url",
+            triton.grpc_url,
+            "--triton-model-name",
+            "emotion",
+        )
+        try:
+            body = httpx.post(
+                f"{gateway.url}/v1/sentiment", json={"texts": TEXTS, "model": "emotion"}, timeout=30
+            ).json()
+        finally:
+            stop(gateway)
+    finally:
+        triton.stop()
+    assert [r["labels"] for r in body["results"]] == default
+
 
 def test_a_multi_label_model_refuses_single_label_eval_data(tmp_path: Path) -> None:
     from sentiserve.errors import ConfigError

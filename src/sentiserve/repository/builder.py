@@ -24,7 +24,12 @@ from sentiserve.errors import RepositoryError
 from sentiserve.files import write_text_atomic
 from sentiserve.repository.layout import CONFIG, ModelRepository, ModelVersion
 from sentiserve.repository.manifest import MANIFEST, EngineEntry, FileEntry, Manifest
-from sentiserve.repository.triton import classify_config, is_gpu_form, write_model_py
+from sentiserve.repository.triton import (
+    classify_config,
+    is_gpu_form,
+    thresholds_of,
+    write_model_py,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +108,6 @@ def write_version(
     missing = [e for e in default_engine.values() if e not in engine_files]
     if missing:
         raise RepositoryError(f"default engine(s) {missing} have no engine file")
-    config = classify_config(name, list(labels))
     partial = model_dir / f"{PARTIAL_PREFIX}{number}-{uuid.uuid4().hex[:8]}"
     partial.mkdir()
     try:
@@ -147,6 +151,7 @@ def write_version(
                 **(provenance or {}),
             },
         )
+        config = classify_config(name, manifest.labels, thresholds=thresholds_of(manifest))
         write_model_py(partial)  # the python backend's entry point (Triton's python form)
         (partial / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
         with open(partial / MANIFEST, "rb") as fh:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from sentiserve.engine.base import Task
 from sentiserve.errors import ConfigError, RepositoryError
 from sentiserve.files import write_text_atomic
 from sentiserve.repository.config import (
@@ -50,6 +51,8 @@ MODEL_PY_TEXT = """\
 from sentiserve.triton.backend import TritonPythonModel  # noqa: F401
 """
 LABELS = "sentiserve_labels"
+THRESHOLDS = "sentiserve_thresholds"
+"""Multi-label models: each label's threshold (JSON), for the gateway's ``labels``."""
 """Label names in class order, on the models a client calls (the gateway reads them)."""
 TOKENIZER_MEMBER, ONNX_MEMBER, POSTPROCESS_MEMBER = "_tokenizer", "_onnx", "_postprocess"
 ONNX_TYPES = {1: DataType.FP32, 10: DataType.FP16, 6: DataType.INT32, 7: DataType.INT64}
@@ -95,7 +98,10 @@ def _text_io(num_labels: int) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
 
 
 def classify_config(
-    name: str, labels: list[str], batching: TritonBatching | None = None
+    name: str,
+    labels: list[str],
+    batching: TritonBatching | None = None,
+    thresholds: list[float] | None = None,
 ) -> ModelConfig:
     """The python form: TEXT (and optionally TEXT_PAIR, the second text of each pair) ->
     LABEL, PROBABILITIES, batched by Triton, run on CPU."""
@@ -112,7 +118,11 @@ def classify_config(
         outputs=outputs,
         dynamic_batching=DynamicBatching(max_queue_delay_microseconds=0),
         instance_groups=(InstanceGroup(InstanceKind.CPU, b.instances),),
-        parameters={"sentiserve_role": "classify", LABELS: json.dumps(labels)},
+        parameters={
+            "sentiserve_role": "classify",
+            LABELS: json.dumps(labels),
+            **({THRESHOLDS: json.dumps(thresholds)} if thresholds is not None else {}),
+        },
     )
 
 
@@ -125,6 +135,7 @@ def ensemble_configs(
     b = batching or TritonBatching()
     preferred = tuple(s for s in b.preferred_batch_sizes if s <= b.max_batch_size)
     num_labels = len(manifest.labels)
+    thresholds = thresholds_of(manifest)
     text_in, text_out = _text_io(num_labels)
     ids = tuple(Tensor(n, DataType.INT64, (-1,)) for n in manifest.inputs)
     logits = (Tensor("logits", DataType.FP32, (num_labels,)),)
@@ -180,7 +191,10 @@ def ensemble_configs(
         max_batch_size=b.max_batch_size,
         inputs=text_in,
         outputs=text_out,
-        parameters={LABELS: json.dumps(manifest.labels)},
+        parameters={
+            LABELS: json.dumps(manifest.labels),
+            **({THRESHOLDS: json.dumps(thresholds)} if thresholds is not None else {}),
+        },
         ensemble_steps=(
             EnsembleStep(tokenizer.name, {"TEXT": "TEXT"}, same),
             EnsembleStep(model.name, same, {"logits": "logits"}),
@@ -310,12 +324,19 @@ def write_python_form(root: Path, name: str, batching: TritonBatching | None = N
         ModelNotFoundError, RepositoryError: ``name`` has no readable version.
     """
     newest = ModelRepository(root).load(name, verify=False)
-    config = classify_config(name, newest.manifest.labels, batching)
+    manifest = newest.manifest
+    config = classify_config(name, manifest.labels, batching, thresholds_of(manifest))
     for number in ModelRepository(root).versions(name):
         write_model_py(root / name / str(number))
     write_text_atomic(root / name / CONFIG, config.to_pbtxt())
     _remove_members(root, name)
     return config
+
+
+def thresholds_of(manifest: Manifest) -> list[float] | None:
+    """A multi-label model's thresholds, for its config's parameters; None otherwise."""
+    multi = manifest.task == Task.MULTI_LABEL
+    return manifest.thresholds_or_default() if multi else None
 
 
 def _remove_members(root: Path, name: str) -> None:

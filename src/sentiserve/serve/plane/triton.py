@@ -46,7 +46,7 @@ from sentiserve.errors import (
     UnavailableError,
     from_grpc_code,
 )
-from sentiserve.repository.triton import LABELS
+from sentiserve.repository.triton import LABELS, THRESHOLDS
 from sentiserve.serve.metrics import Metrics
 from sentiserve.serve.plane import (
     Classification,
@@ -91,6 +91,8 @@ class RemoteModel:
     labels: list[str]
     max_batch_size: int
     fetched: float
+    thresholds: list[float] | None = None
+    """A multi-label model's thresholds (its config's ``sentiserve_thresholds``)."""
 
 
 def map_error(exc: Exception, what: str) -> SentiserveError:
@@ -238,8 +240,14 @@ class TritonPlane:
                 f"Triton model {name!r} has no {LABELS} parameter; "
                 "write it with `sentiserve repository form`"
             )
+        parameters = config.get("parameters", {})
+        thresholds = parameters.get(THRESHOLDS, {}).get("string_value")
         model = RemoteModel(
-            name, list(json.loads(raw)), int(config.get("max_batch_size", 0)), time.monotonic()
+            name,
+            list(json.loads(raw)),
+            int(config.get("max_batch_size", 0)),
+            time.monotonic(),
+            [float(t) for t in json.loads(thresholds)] if thresholds else None,
         )
         self._models[name] = model
         return model
@@ -326,7 +334,9 @@ class TritonPlane:
         served_version = answers[0][0]
         elapsed = time.monotonic() - start
         self.metrics.request_latency.labels(model_name, str(served_version)).observe(elapsed)
-        return Classification(model_name, served_version, model.labels, probabilities)
+        return Classification(
+            model_name, served_version, model.labels, probabilities, model.thresholds
+        )
 
     async def _classify(
         self,

@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 import pytest
 
+from sentiserve.client import Client
 from sentiserve.errors import ModelLoadError
 from sentiserve.pipeline import BuildConfig, build
 from sentiserve.pipeline.checkpoint import ARCHITECTURES
@@ -399,9 +400,12 @@ def test_a_multi_label_model_gives_every_label_above_its_threshold(tmp_path: Pat
     running = start_server(tmp_path / "repo", "--engine", "fp32")
     try:
         body = httpx.post(f"{running.url}/v1/sentiment", json={"texts": TEXTS}, timeout=30).json()
+        with Client(running.url) as client:
+            from_client = client.classify_many(TEXTS)
     finally:
         stop(running)
     assert [r["labels"] for r in body["results"]] == expected
+    assert [p.labels for p in from_client.predictions] == expected
     scores = np.array([[r["scores"][n] for n in names] for r in body["results"]])
     assert float(np.abs(scores - want).max()) <= 1e-4
 
@@ -548,6 +552,10 @@ def test_sentence_pairs_are_encoded_with_the_models_template(arch: str, tmp_path
             timeout=30,
         ).json()["results"][0]
         assert one["scores"] == many[0]["scores"]
+        with Client(running.url) as client:  # the server's only model: no name needed
+            assert client.classify(PREMISES[0], text_pair=HYPOTHESES[0]).scores == one["scores"]
+            result = client.classify_many(PREMISES, text_pairs=HYPOTHESES)
+            assert [p.scores for p in result.predictions] == [r["scores"] for r in many]
         bad = httpx.post(
             f"{running.url}/v1/sentiment", json={"texts": PREMISES, "text_pair": "x"}, timeout=30
         )

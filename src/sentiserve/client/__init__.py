@@ -28,7 +28,6 @@ from typing import Any, Self
 
 import httpx
 
-from sentiserve import DEFAULT_MODEL
 from sentiserve.errors import (
     DeadlineExceededError,
     SentiserveError,
@@ -45,11 +44,13 @@ Outcome = httpx.Response | httpx.TransportError | None
 
 @dataclass(frozen=True)
 class Prediction:
-    """One text's result: the label, its probability, and every label's probability."""
+    """One text's result: the label, its probability, and every label's probability; for
+    a multi-label model also ``labels``, those at or above their thresholds."""
 
     label: str
     score: float
     scores: dict[str, float]
+    labels: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ class _Base:
         api_key: str | None,
         timeout_s: float,
         retry: RetryPolicy | None,
-        model: str,
+        model: str | None,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError("timeout_s must be > 0")
@@ -107,12 +108,19 @@ class _Base:
         if api_key:
             self.headers["Authorization"] = f"Bearer {api_key}"
 
-    def _body(self, texts: Sequence[str], model: str | None, timeout_s: float) -> dict[str, Any]:
-        return {
-            "texts": list(texts),
-            "model": model or self.model,
-            "timeout_ms": max(1, int(timeout_s * 1000)),
-        }
+    def _body(
+        self,
+        texts: Sequence[str],
+        pairs: Sequence[str] | None,
+        model: str | None,
+        timeout_s: float,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"texts": list(texts), "timeout_ms": max(1, int(timeout_s * 1000))}
+        if pairs is not None:
+            body["text_pairs"] = list(pairs)
+        if model or self.model:
+            body["model"] = model or self.model
+        return body
 
     @staticmethod
     def _result(response: httpx.Response) -> Result:
@@ -120,7 +128,12 @@ class _Base:
             raise _error_of(response)
         doc = response.json()
         predictions = [
-            Prediction(r["label"], float(r["score"]), {k: float(v) for k, v in r["scores"].items()})
+            Prediction(
+                r["label"],
+                float(r["score"]),
+                {k: float(v) for k, v in r["scores"].items()},
+                r.get("labels"),
+            )
             for r in doc["results"]
         ]
         return Result(doc["model"], int(doc["version"]), predictions)
@@ -167,7 +180,8 @@ class Client(_Base):
         api_key: Sent as ``Authorization: Bearer <key>``.
         timeout_s: Each call's deadline, retries included.
         retry: Retries of connection errors and 503s.
-        model: The model name to ask for by default.
+        model: The model name to ask for by default (None: the server's default model,
+            ``sentiment`` or the only one it serves).
         transport: An httpx transport (tests, custom TLS).
     """
 
@@ -178,18 +192,28 @@ class Client(_Base):
         api_key: str | None = None,
         timeout_s: float = 10.0,
         retry: RetryPolicy | None = None,
-        model: str = DEFAULT_MODEL,
+        model: str | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         super().__init__(url, api_key, timeout_s, retry, model)
         self._http = httpx.Client(headers=self.headers, transport=transport)
 
-    def classify(self, text: str, *, model: str | None = None) -> Prediction:
-        """The prediction for one text."""
-        return self.classify_many([text], model=model).predictions[0]
+    def classify(
+        self, text: str, *, text_pair: str | None = None, model: str | None = None
+    ) -> Prediction:
+        """The prediction for one text (or one pair, with ``text_pair``)."""
+        pairs = None if text_pair is None else [text_pair]
+        return self.classify_many([text], text_pairs=pairs, model=model).predictions[0]
 
-    def classify_many(self, texts: Sequence[str], *, model: str | None = None) -> Result:
-        """Predictions for several texts, in order, from one request."""
+    def classify_many(
+        self,
+        texts: Sequence[str],
+        *,
+        text_pairs: Sequence[str] | None = None,
+        model: str | None = None,
+    ) -> Result:
+        """Predictions for several texts (or pairs, with ``text_pairs``), in order, from one
+        request."""
         tries = self._tries(time.monotonic)
         outcome: Outcome = None
         try:
@@ -202,7 +226,7 @@ class Client(_Base):
                 try:
                     outcome = self._http.post(
                         f"{self.url}/v1/sentiment",
-                        json=self._body(texts, model, step),
+                        json=self._body(texts, text_pairs, model, step),
                         timeout=step,
                     )
                 except httpx.TransportError as exc:
@@ -237,18 +261,28 @@ class AsyncClient(_Base):
         api_key: str | None = None,
         timeout_s: float = 10.0,
         retry: RetryPolicy | None = None,
-        model: str = DEFAULT_MODEL,
+        model: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__(url, api_key, timeout_s, retry, model)
         self._http = httpx.AsyncClient(headers=self.headers, transport=transport)
 
-    async def classify(self, text: str, *, model: str | None = None) -> Prediction:
-        """The prediction for one text."""
-        return (await self.classify_many([text], model=model)).predictions[0]
+    async def classify(
+        self, text: str, *, text_pair: str | None = None, model: str | None = None
+    ) -> Prediction:
+        """The prediction for one text (or one pair, with ``text_pair``)."""
+        pairs = None if text_pair is None else [text_pair]
+        return (await self.classify_many([text], text_pairs=pairs, model=model)).predictions[0]
 
-    async def classify_many(self, texts: Sequence[str], *, model: str | None = None) -> Result:
-        """Predictions for several texts, in order, from one request."""
+    async def classify_many(
+        self,
+        texts: Sequence[str],
+        *,
+        text_pairs: Sequence[str] | None = None,
+        model: str | None = None,
+    ) -> Result:
+        """Predictions for several texts (or pairs, with ``text_pairs``), in order, from one
+        request."""
         tries = self._tries(asyncio.get_running_loop().time)
         outcome: Outcome = None
         try:
@@ -261,7 +295,7 @@ class AsyncClient(_Base):
                 try:
                     outcome = await self._http.post(
                         f"{self.url}/v1/sentiment",
-                        json=self._body(texts, model, step),
+                        json=self._body(texts, text_pairs, model, step),
                         timeout=step,
                     )
                 except httpx.TransportError as exc:

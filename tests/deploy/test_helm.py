@@ -8,6 +8,7 @@ kube-prometheus-stack; without it the chart refuses them (tested below)."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -314,7 +315,9 @@ def test_keda_scales_on_the_average_as_it_is() -> None:
     (scaled,) = kinds(docs, "ScaledObject")
     (trigger,) = scaled["spec"]["triggers"]
     assert trigger["metricType"] == "Value"
-    assert trigger["metadata"]["query"].startswith("avg(sentiserve:queue_us_per_request")
+    assert trigger["metadata"]["query"].startswith(
+        "avg(max by (pod) (sentiserve:queue_us_per_request"
+    )
     behavior = scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
     assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 600
 
@@ -515,6 +518,8 @@ def test_triton_scales_on_the_queue_time_recording_rule() -> None:
     assert adapter["seriesQuery"] in docs_text, "docs/monitoring.md shows the shipped rule"
 
     docs = render(VARIANTS["values-eks-gpu"])
+    assert kinds(docs, "ScaledObject"), "KEDA is the default"
+    docs = render([*VARIANTS["values-eks-gpu"], "--set", "triton.autoscaling.kind=hpa"])
     triton = component(docs, "triton")
     (hpa,) = [
         h
@@ -557,7 +562,10 @@ def test_embedded_mode_has_no_triton() -> None:
         (["--set", "replicaCount=two"], "/replicaCount"),
         (["--set", "mode=triton", "--set", "triton.image.tag=latest"], "triton.image.tag"),
         (["--set", "mode=triton", "--set", "triton.autoscaling.kind=vpa"], "'hpa', 'keda'"),
-        (["--set", "mode=triton", "--set", "triton.autoscaling.kind=keda"], "serverAddress"),
+        (
+            ["--set", "mode=triton", "--set", "triton.autoscaling.keda.serverAddress="],
+            "serverAddress",
+        ),
         (
             ["--set", "mode=triton", "--set", "triton.resources.limits.nvidia\\.com/gpu=0"],
             "must request nvidia.com/gpu",
@@ -584,3 +592,60 @@ def test_name_overrides_rename_every_object() -> None:
     assert all(n.startswith("sentiment-api") for n in names), names
     renamed = render(["--set", "nameOverride=reviews"])
     assert "rel-reviews" in {d["metadata"]["name"] for d in renamed}
+
+
+def test_the_keda_query_takes_each_pods_busiest_model(tmp_path: Path) -> None:
+    """Review finding: a Triton pod reports a queue time per model (the ensemble and its
+    members); averaging every series scaled at a fraction of the intended queue time. The
+    rendered query, evaluated by promtool on two pods of four models each, is the mean of
+    the pods' busiest models."""
+    if shutil.which("promtool") is None:
+        pytest.skip("promtool missing (Debian package prometheus)")
+    docs = render(VARIANTS["triton, keda, pvc"])
+    (scaled,) = kinds(docs, "ScaledObject")
+    query = scaled["spec"]["triggers"][0]["metadata"]["query"]
+    pod = "rel-sentiserve-triton-{}"
+    busy = {
+        "a": {
+            "sentiment": 40000,
+            "sentiment_onnx": 40000,
+            "sentiment_tokenize": 100,
+            "sentiment_postprocess": 50,
+        },
+        "b": {
+            "sentiment": 20000,
+            "sentiment_onnx": 20000,
+            "sentiment_tokenize": 100,
+            "sentiment_postprocess": 50,
+        },
+    }
+    series = [
+        {
+            "series": "sentiserve:queue_us_per_request:rate1m"
+            f'{{namespace="ml",pod="{pod.format(p)}",model="{m}"}}',
+            "values": f"{v}x5",
+        }
+        for p, models in busy.items()
+        for m, v in models.items()
+    ]
+    tests = {
+        "rule_files": [],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "promql_expr_test": [
+                    {
+                        "expr": query,
+                        "eval_time": "2m",
+                        "exp_samples": [{"labels": "{}", "value": 30000}],
+                    }
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "keda-test.yml"
+    path.write_text(yaml.safe_dump(tests))
+    done = subprocess.run(["promtool", "test", "rules", str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -649,3 +649,33 @@ def test_the_keda_query_takes_each_pods_busiest_model(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(tests))
     done = subprocess.run(["promtool", "test", "rules", str(path)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_probes_allow_a_busy_server_five_seconds() -> None:
+    """Review finding: 1 s probe timeouts restart or unready a pod that is merely busy."""
+    for variant in ("values-cpu", "values-eks-gpu"):
+        for _, container in containers(render(VARIANTS[variant])):
+            if "readinessProbe" not in container:
+                continue  # init containers
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                assert container[probe]["timeoutSeconds"] >= 5, (variant, container["name"])
+
+
+def test_triton_read_only_root_is_a_value_and_explicit_mode_loads_every_model() -> None:
+    docs = render(VARIANTS["values-eks-gpu"])
+    triton = component(docs, "triton")["spec"]["template"]["spec"]["containers"][0]
+    assert triton["securityContext"]["readOnlyRootFilesystem"] is True
+    assert not any(a.startswith("--load-model") for a in triton["args"])
+    docs = render(
+        [
+            *VARIANTS["values-eks-gpu"],
+            "--set",
+            "triton.readOnlyRootFilesystem=false",
+            "--set",
+            "triton.modelControlMode=explicit",
+        ]
+    )
+    triton = component(docs, "triton")["spec"]["template"]["spec"]["containers"][0]
+    assert triton["securityContext"]["readOnlyRootFilesystem"] is False
+    assert "--model-control-mode=explicit" in triton["args"]
+    assert "--load-model=*" in triton["args"]

@@ -66,6 +66,10 @@ def test_node_groups() -> None:
     # Scale from zero: the autoscaler learns a GPU node's offer from the group's tags.
     assert gpu["propagateASGTags"] is True
     assert gpu["tags"]["k8s.io/cluster-autoscaler/node-template/resources/nvidia.com/gpu"] == "1"
+    # The autoscaler's GPU label, on the nodes and in the scale-from-zero template.
+    accelerator = gpu["labels"]["k8s.amazonaws.com/accelerator"]
+    template = "k8s.io/cluster-autoscaler/node-template/label/k8s.amazonaws.com/accelerator"
+    assert gpu["tags"][template] == accelerator == "nvidia-tesla-t4"
     assert cpu["minSize"] >= 2
     assert not cpu.get("taints")
 
@@ -95,6 +99,19 @@ def test_runbook_blocks_are_valid_shell() -> None:
     for block in blocks:
         done = subprocess.run(["bash", "-n"], input=block, capture_output=True, text=True)
         assert done.returncode == 0, f"{done.stderr}\n{block}"
+
+
+def test_runbook_pins_the_device_plugin_and_refused_zones() -> None:
+    """Review findings: eksctl's device plugin DaemonSet has no node selector, and zones
+    picked by name may include one EKS refuses for the control plane."""
+    lines = commands(RUNBOOK.read_text())
+    patch = [line for line in lines if "patch daemonset nvidia-device-plugin-daemonset" in line]
+    assert patch
+    assert '"nodeSelector":{"sentiserve.io/pool":"gpu"}' in patch[0]
+    zones = next(line for line in lines if line.startswith("ZONE_IDS="))
+    assert "availability-zone-id" in zones
+    for refused in ("use1-az3", "usw1-az2", "cac1-az3"):
+        assert refused in zones
 
 
 def test_runbook_installs_no_second_device_plugin() -> None:

@@ -144,3 +144,26 @@ def test_build_context_is_what_the_build_copies(dockerfile: Path) -> None:
     }
     for source in copied:
         assert f"!{source.rstrip('/')}/" in ignore or f"!{source}" in ignore, source
+
+
+def test_cpu_image_creates_cache_for_its_user() -> None:
+    """Review finding: /cache was a VOLUME with no folder behind it, so Docker created it
+    root-owned and uid 10001 could not pull from S3 into it without a tmpfs."""
+    text = (ROOT / "deploy" / "docker" / "Dockerfile").read_text()
+    runtime = text.split("AS runtime", 1)[1]
+    made = runtime.index("install -d -o 10001 -g 10001")
+    assert "/cache" in runtime[made : runtime.index("\n", made)]
+    assert made < runtime.index('VOLUME ["/tmp", "/cache"]')
+
+
+def test_the_build_requirement_supports_the_license_string() -> None:
+    """setuptools reads ``license = "SPDX"`` from version 77 (PEP 639)."""
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert isinstance(project["project"]["license"], str)
+    (setuptools,) = [r for r in project["build-system"]["requires"] if r.startswith("setuptools")]
+    found = re.fullmatch(r"setuptools>=(\d+)(\..*)?", setuptools)
+    assert found is not None
+    assert int(found.group(1)) >= 77

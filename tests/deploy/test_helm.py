@@ -70,6 +70,8 @@ VARIANTS = {
         "ingress.grpc.enabled=true",
         "--set",
         "ingress.grpc.host=grpc.example.com",
+        "--set",
+        "networkPolicy.loadBalancerCIDRs={192.168.0.0/19,192.168.32.0/19}",
     ],
     "triton, keda, pvc": [
         "--set",
@@ -324,11 +326,23 @@ def test_keda_scales_on_the_average_as_it_is() -> None:
 
 def test_load_balancer_ip_targets_may_reach_the_api() -> None:
     """Finding 9: with network policies enforced, an ALB/NLB with IP targets connects from
-    the VPC's addresses, not from a pod; the API ports allow them, metrics do not."""
+    the load balancer's subnets, not from a pod; the API ports allow them, metrics do not.
+    Review finding: the default was the whole VPC, which every pod's address is in; now no
+    range by default, and the Ingress requires the ALB's subnets."""
     docs = render(VARIANTS["values-cpu"])
     (policy,) = kinds(docs, "NetworkPolicy")
     api, metrics = policy["spec"]["ingress"]
-    assert {"ipBlock": {"cidr": "192.168.0.0/16"}} in api["from"]
+    assert not any("ipBlock" in source for source in api["from"] + metrics["from"])
+    ingress = ["--set", "ingress.enabled=true", "--set", "ingress.certificateArn=arn:x"]
+    ingress += ["--set", "ingress.host=api.example.com"]
+    done = helm("template", "rel", str(CHART), *VARIANTS["values-cpu"], *ingress)
+    assert done.returncode != 0
+    assert "networkPolicy.loadBalancerCIDRs is required with the Ingress" in done.stderr
+    subnets = "networkPolicy.loadBalancerCIDRs={192.168.0.0/19,192.168.32.0/19}"
+    docs = render([*VARIANTS["values-cpu"], *ingress, "--set", subnets])
+    (policy,) = kinds(docs, "NetworkPolicy")
+    api, metrics = policy["spec"]["ingress"]
+    assert {"ipBlock": {"cidr": "192.168.32.0/19"}} in api["from"]
     assert not any("ipBlock" in source for source in metrics["from"])
     cluster = yaml.safe_load((ROOT / "deploy/eks/cluster.yaml").read_text())
     (cni,) = [a for a in cluster["addons"] if a["name"] == "vpc-cni"]
@@ -679,3 +693,16 @@ def test_triton_read_only_root_is_a_value_and_explicit_mode_loads_every_model() 
     assert triton["securityContext"]["readOnlyRootFilesystem"] is False
     assert "--model-control-mode=explicit" in triton["args"]
     assert "--load-model=*" in triton["args"]
+
+
+def test_the_load_job_may_read_the_servers_metrics() -> None:
+    """Review finding: the load Job reads the server's side of a run on port 8002, which the
+    NetworkPolicy opened to the monitoring namespace only."""
+    docs = render(VARIANTS["values-cpu"])
+    (policy,) = kinds(docs, "NetworkPolicy")
+    _, metrics = policy["spec"]["ingress"]
+    job = yaml.safe_load((ROOT / "deploy/eks/load-job.yaml").read_text())
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    selectors = [s["podSelector"] for s in metrics["from"] if "podSelector" in s]
+    assert any(selects(s["matchLabels"], labels) for s in selectors)
+    assert all("namespaceSelector" not in s for s in metrics["from"] if "podSelector" in s)

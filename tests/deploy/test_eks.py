@@ -26,6 +26,7 @@ def rendered() -> dict[str, object]:
         "CLUSTER": "sentiserve",
         "REGION": "eu-west-1",
         "MODEL_BUCKET": "my-models",
+        "DATA_BUCKET": "my-data",
         "AZS": "[eu-west-1a,eu-west-1b]",
     }
     text = re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], CLUSTER.read_text())
@@ -194,3 +195,46 @@ def test_load_job_reaches_the_release_and_validates() -> None:
             timeout=120,
         )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+RAYJOB = ROOT / "deploy" / "ray" / "rayjob.yaml"
+
+
+def test_the_rayjob_runs_the_scoring_image_as_its_own_account() -> None:
+    """Review finding: the RayJob ran the serving image (no Ray, no pyarrow) in namespace
+    default, while its IRSA account lived in sentiserve with a policy that could neither read
+    the input nor write the output; its GPU workers got the CPU image."""
+    values = {
+        "SCORE_IMAGE": "registry.example/sentiserve-score:0.1.0",
+        "DATA_BUCKET": "my-data",
+        "MODEL_BUCKET": "my-models",
+        "REGION": "eu-west-1",
+        "RAY_VERSION": "2.40.0",
+    }
+    job = yaml.safe_load(re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], RAYJOB.read_text()))
+    accounts = {
+        a["metadata"]["name"]: a
+        for a in rendered()["iam"]["serviceAccounts"]  # type: ignore[index]
+    }
+    account = accounts["sentiserve-score"]
+    assert job["metadata"]["namespace"] == account["metadata"]["namespace"] == "sentiserve"
+    cluster = job["spec"]["rayClusterSpec"]
+    pods = [cluster["headGroupSpec"]["template"]["spec"]] + [
+        g["template"]["spec"] for g in cluster["workerGroupSpecs"]
+    ]
+    for pod in pods:
+        assert pod["serviceAccountName"] == "sentiserve-score"
+        assert {c["image"] for c in pod["containers"]} == {values["SCORE_IMAGE"]}
+        assert "nvidia.com/gpu" not in json.dumps(pod), "no GPU worker on the CPU image"
+    statements = account["attachPolicy"]["Statement"]
+    reads = {r for s in statements if "s3:GetObject" in s["Action"] for r in s["Resource"]}
+    writes = {r for s in statements if "s3:PutObject" in s["Action"] for r in s["Resource"]}
+    entry = job["spec"]["entrypoint"]
+    source, target = re.findall(r"s3://([\w.-]+)/(\S*)", entry)[:2]
+    assert f"arn:aws:s3:::{source[0]}/*" in reads
+    assert writes == {"arn:aws:s3:::my-data/scores/*"}
+    assert target[1].startswith("scores/")
+    # The scoring image is the serving Dockerfile with the scoring extras.
+    dockerfile = (ROOT / "deploy" / "docker" / "Dockerfile").read_text()
+    assert "ARG EXTRAS=s3,load" in dockerfile
+    assert "--build-arg EXTRAS=s3,score,ray" in RUNBOOK.read_text()

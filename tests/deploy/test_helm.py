@@ -467,8 +467,12 @@ def test_triton_runs_on_gpu_nodes_behind_the_gateway() -> None:
     probe = container["startupProbe"]
     assert probe["httpGet"]["path"] == "/v2/health/ready"
     assert probe["periodSeconds"] * probe["failureThreshold"] >= 900
-    # Finding 4: one GPU per pod, so a rollout replaces in place instead of surging.
-    assert triton["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 1, "maxSurge": 0}
+    # Finding 4, and the later review's: one GPU per pod, so with two or more pods a rollout
+    # replaces one in place; a lone pod is replaced only once its successor is ready.
+    assert triton["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+    more = render([*VARIANTS["values-eks-gpu"], "--set", "triton.autoscaling.minReplicas=2"])
+    rolling = component(more, "triton")["spec"]["strategy"]["rollingUpdate"]
+    assert rolling == {"maxUnavailable": 1, "maxSurge": 0}
     # Finding 5: the gateway resolves a headless Service (every Triton pod) and spreads
     # requests over them; the Service selects Triton's pods.
     (front,) = gateway["spec"]["template"]["spec"]["containers"]
@@ -706,3 +710,19 @@ def test_the_load_job_may_read_the_servers_metrics() -> None:
     selectors = [s["podSelector"] for s in metrics["from"] if "podSelector" in s]
     assert any(selects(s["matchLabels"], labels) for s in selectors)
     assert all("namespaceSelector" not in s for s in metrics["from"] if "podSelector" in s)
+
+
+def test_the_runbook_turns_on_alb_readiness_gates() -> None:
+    """Review finding: without the load balancer controller's pod readiness gate, a rollout
+    ends pods before the ALB has registered their successors (502s)."""
+    from tests.deploy.test_eks import commands
+
+    lines = commands((ROOT / "docs" / "aws.md").read_text())
+    label = "elbv2.k8s.aws/pod-readiness-gate-inject=enabled"
+    labelled = [i for i, line in enumerate(lines) if "kubectl label namespace sentiserve" in line]
+    assert labelled
+    assert label in lines[labelled[0]]
+    install = next(
+        i for i, line in enumerate(lines) if line.startswith("helm upgrade --install sentiserve")
+    )
+    assert labelled[0] < install, "label the namespace before the pods exist"

@@ -468,14 +468,47 @@ def test_a_multi_label_model_gives_every_label_above_its_threshold(tmp_path: Pat
     assert [r["labels"] for r in body["results"]] == default
 
 
-def test_a_multi_label_model_refuses_single_label_eval_data(tmp_path: Path) -> None:
-    from sentiserve.errors import ConfigError
+def test_a_multi_label_model_is_gated_on_label_sets(tmp_path: Path) -> None:
+    from sentiserve.errors import DataError
 
-    ckpt = checkpoint(tmp_path / "ckpt", "bert", TOXIC, problem_type="multi_label_classification")
-    data = write_csv(tmp_path / "eval.csv", [(t, "toxic") for t in TEXTS])
-    with pytest.raises(ConfigError, match="a multi_label_classification model is checked on texts"):
-        import_build(ckpt, tmp_path, eval_data=data)
-    assert not (tmp_path / "repo").exists()
+    ckpt = checkpoint(
+        tmp_path / "ckpt",
+        "bert",
+        TOXIC,
+        problem_type="multi_label_classification",
+        initializer_range=0.1,
+    )
+    names = list(TOXIC.values())
+    rows = [
+        (t, [names[k] for k in range(4) if (i >> k) & 1])
+        for i, (t, _) in enumerate(toy_texts(80, seed=6))
+    ]
+    lists = tmp_path / "sets.jsonl"
+    lists.write_text("".join(json.dumps({"text": t, "labels": ls}) + "\n" for t, ls in rows))
+    version = import_build(ckpt, tmp_path, eval_data=lists).load("emotion")
+    manifest = version.manifest
+    assert manifest.provenance["gate"] == "accuracy"
+    fp32, int8 = manifest.evaluation["fp32"], manifest.evaluation["int8"]
+    assert fp32["gate"] == int8["gate"] == "macro F1"
+    assert 0.0 <= fp32["f1"] <= 1.0
+    assert 0.0 <= fp32["accuracy"] <= 1.0  # whole label sets right
+    assert int8["eligible"] == (fp32["f1"] - int8["f1"] <= 0.01 and int8["max_batch_delta"] <= 1e-4)
+
+    # The same sets as one 0/1 column per label (Jigsaw's layout) give the same gate.
+    columns = tmp_path / "columns.csv"
+    header = "text," + ",".join(names) + "\n"
+    body = "".join(
+        json.dumps(t) + "," + ",".join(str(int(n in ls)) for n in names) + "\n" for t, ls in rows
+    )
+    columns.write_text(header + body)
+    again = import_build(ckpt, tmp_path, name="columns", eval_data=columns).load("columns")
+    assert again.manifest.evaluation["fp32"]["f1"] == pytest.approx(fp32["f1"])
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"text": "x", "labels": ["toxic", "rude"]}) + "\n")
+    with pytest.raises(DataError, match="row 1: unknown label 'rude'"):
+        import_build(ckpt, tmp_path, name="bad", eval_data=bad)
+    assert not (tmp_path / "repo" / "bad").exists()
 
 
 def test_a_single_output_model_serves_its_raw_score(tmp_path: Path) -> None:

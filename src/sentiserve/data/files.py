@@ -261,3 +261,65 @@ def _local_corpus(
         description=description,
         provenance={"source": str(source.resolve()), "split_seed": str(SPLIT_SEED)},
     )
+
+
+def read_label_sets(path: Path, label_names: Sequence[str]) -> Examples:
+    """Read a multi-label file: ``text`` and either a ``labels`` column (a list of names, or
+    names joined with ``|``; empty: none) or one 0/1 column per label name (the layout of
+    Jigsaw's toxicity data). CSV, TSV, JSONL or Parquet."""
+    import pandas as pd
+
+    kind = _kind(path)
+    names = list(label_names)
+    try:
+        if kind == "jsonl":
+            frame = pd.read_json(path, lines=True, dtype=False)
+        elif kind == "parquet":
+            frame = pd.read_parquet(path)
+        else:
+            sep = "\t" if kind == "tsv" else ","
+            frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+    except Exception as exc:  # pandas/pyarrow raise many parser-specific types
+        raise DataError(f"{path}: cannot read as {kind.upper()}: {exc}") from exc
+    columns = {str(c) for c in frame.columns}
+    if "text" not in columns:
+        raise DataError(f"{path}: missing column text")
+    per_label = "labels" not in columns and set(names) <= columns
+    if "labels" not in columns and not per_label:
+        raise DataError(
+            f"{path}: a multi-label file needs a 'labels' column or one 0/1 column per label "
+            f"({', '.join(names)})"
+        )
+    texts: list[str] = []
+    sets: list[tuple[int, ...]] = []
+    for i, row in enumerate(frame.to_dict("records")):
+        where = f"{path}, row {i + 1}"
+        text = row["text"]
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"{where}: text must be a non-empty string")
+        if per_label:
+            flags = []
+            for name in names:
+                value = str(row[name]).strip()
+                if value not in ("0", "1", "0.0", "1.0", "True", "False", "true", "false"):
+                    raise DataError(f"{where}: column {name} must be 0 or 1, got {value!r}")
+                flags.append(int(value in ("1", "1.0", "True", "true")))
+        else:
+            given = row["labels"]
+            if isinstance(given, str):
+                given = [g for g in (part.strip() for part in given.split("|")) if g]
+            try:
+                given = list(given)
+            except TypeError as exc:
+                raise DataError(f"{where}: labels must be a list or names joined with |") from exc
+            unknown = [g for g in given if g not in names]
+            if unknown:
+                raise DataError(
+                    f"{where}: unknown label {unknown[0]!r}; expected some of {', '.join(names)}"
+                )
+            flags = [int(name in given) for name in names]
+        texts.append(text.strip())
+        sets.append(tuple(flags))
+    if not texts:
+        raise DataError(f"{path}: no rows")
+    return Examples(tuple(texts), (0,) * len(texts), tuple(names), tuple(sets))

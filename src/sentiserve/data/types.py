@@ -14,15 +14,20 @@ SPLITS: tuple[str, ...] = ("train", "validation", "test")
 
 @dataclass(frozen=True)
 class Examples:
-    """Texts with integer labels that index into ``label_names``."""
+    """Texts with integer labels that index into ``label_names``; for multi-label data,
+    ``label_sets`` holds each text's labels as 0/1 per label name (``labels`` are then
+    placeholders)."""
 
     texts: tuple[str, ...]
     labels: tuple[int, ...]
     label_names: tuple[str, ...] = DEFAULT_LABELS
+    label_sets: tuple[tuple[int, ...], ...] | None = None
 
     def __post_init__(self) -> None:
         if len(self.texts) != len(self.labels):
             raise ValueError(f"{len(self.texts)} texts but {len(self.labels)} labels")
+        if self.label_sets is not None and len(self.label_sets) != len(self.texts):
+            raise ValueError(f"{len(self.texts)} texts but {len(self.label_sets)} label sets")
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -36,13 +41,16 @@ class Examples:
         """The first ``n`` examples (all of them when ``n`` is None)."""
         if n is None or n >= len(self):
             return self
-        return Examples(self.texts[:n], self.labels[:n], self.label_names)
+        sets = None if self.label_sets is None else self.label_sets[:n]
+        return Examples(self.texts[:n], self.labels[:n], self.label_names, sets)
 
     def subset(self, indices: list[int]) -> Examples:
+        sets = self.label_sets
         return Examples(
             tuple(self.texts[i] for i in indices),
             tuple(self.labels[i] for i in indices),
             self.label_names,
+            None if sets is None else tuple(sets[i] for i in indices),
         )
 
 

@@ -16,7 +16,7 @@ from sentiserve.data.types import Examples
 from sentiserve.engine.base import Engine, Task, activate
 from sentiserve.engine.predict import predict_probabilities
 from sentiserve.engine.tokenizer import Tokenizer
-from sentiserve.evaluate.scores import score
+from sentiserve.evaluate.scores import Scores, score
 
 INVARIANCE_TOLERANCE = 1e-4
 """Largest change in any probability, alone versus batched, for a default-eligible engine."""
@@ -165,11 +165,12 @@ def check_variant(
         predictions = (probs >= cut).astype(np.int64)
     else:
         predictions = probs.argmax(axis=1).astype(np.int64)
-    s = (
-        score(list(held_out.labels), predictions.tolist(), held_out.label_names)
-        if labelled
-        else None
-    )
+    if labelled and task == Task.MULTI_LABEL:
+        s = score_label_sets(held_out, predictions)
+    elif labelled:
+        s = score(list(held_out.labels), predictions.tolist(), held_out.label_names)
+    else:
+        s = None
     agreement = (
         1.0
         if reference_predictions is None
@@ -183,10 +184,12 @@ def check_variant(
     if delta > INVARIANCE_TOLERANCE:
         notes.append(f"not batch-invariant (|Δp| {delta:.2g} > {INVARIANCE_TOLERANCE:g})")
     if s is not None:
-        loss = 0.0 if reference_accuracy is None else reference_accuracy - s.accuracy
+        measure = s.f1 if task == Task.MULTI_LABEL else s.accuracy
+        loss = 0.0 if reference_accuracy is None else reference_accuracy - measure
         close = loss <= MAX_ACCURACY_LOSS
         if not close:
-            notes.append(f"loses {100 * loss:.2f} accuracy points")
+            what = "macro F1" if task == Task.MULTI_LABEL else "accuracy"
+            notes.append(f"loses {100 * loss:.2f} {what} points")
     else:
         close = agreement >= MIN_AGREEMENT
         if not close:
@@ -200,7 +203,9 @@ def check_variant(
         eligible=delta <= INVARIANCE_TOLERANCE and close,
         device=device,
         note="; ".join(notes),
-        gate="accuracy" if s is not None else "agreement",
+        gate=("macro F1" if task == Task.MULTI_LABEL else "accuracy")
+        if s is not None
+        else "agreement",
     )
     return report, predictions
 
@@ -245,3 +250,29 @@ def _check_regression(
         gate="rank correlation",
     )
     return report, scores
+
+
+def score_label_sets(held_out: Examples, predictions: npt.NDArray[Any]) -> Scores:
+    """Multi-label scores: ``accuracy`` is the share of texts whose whole label set is right,
+    ``f1`` the macro average of each label's F1 (``f1_per_class``); ``confusion`` holds each
+    label's [true negatives, false positives, false negatives, true positives]."""
+    assert held_out.label_sets is not None
+    truth = np.asarray(held_out.label_sets, dtype=bool)
+    guess = np.asarray(predictions, dtype=bool)
+    tp = (truth & guess).sum(axis=0).astype(np.float64)
+    fp = (~truth & guess).sum(axis=0)
+    fn = (truth & ~guess).sum(axis=0)
+    tn = (~truth & ~guess).sum(axis=0)
+    denominator = 2 * tp + fp + fn
+    f1 = np.divide(2 * tp, denominator, out=np.ones_like(tp), where=denominator > 0)
+    names = list(held_out.label_names)
+    return Scores(
+        accuracy=float((truth == guess).all(axis=1).mean()),
+        f1=float(f1.mean()),
+        f1_per_class={name: float(v) for name, v in zip(names, f1, strict=True)},
+        confusion=[
+            [int(a), int(b), int(c), int(d)] for a, b, c, d in zip(tn, fp, fn, tp, strict=True)
+        ],
+        labels=names,
+        n=len(truth),
+    )

@@ -244,12 +244,17 @@ def build(config: BuildConfig, progress: Progress = lambda _m: None) -> BuildRep
             task=config.task,
             max_length=config.max_length,
         )
-        if checkpoint.task != "single_label_classification" and config.eval_data is not None:
+        if checkpoint.task == "regression" and config.eval_data is not None:
             raise ConfigError(
-                f"--eval-data holds one label per text; a {checkpoint.task} model is checked "
-                "on texts (--calibration-data, or the built-in sample) against fp32"
+                "--eval-data holds labels; a regression model is checked on texts "
+                "(--calibration-data, or the built-in sample) against fp32"
             )
-        corpus = import_corpus(checkpoint.labels, config.eval_data, config.calibration_data)
+        corpus = import_corpus(
+            checkpoint.labels,
+            config.eval_data,
+            config.calibration_data,
+            multi_label=checkpoint.task == "multi_label_classification",
+        )
         progress(f"checking engines on {corpus.description} (gate: {corpus.provenance['gate']})")
     else:
         progress(f"loading data: {config.data}")

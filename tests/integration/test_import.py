@@ -494,6 +494,22 @@ def test_a_multi_label_model_is_gated_on_label_sets(tmp_path: Path) -> None:
     assert 0.0 <= fp32["accuracy"] <= 1.0  # whole label sets right
     assert int8["eligible"] == (fp32["f1"] - int8["f1"] <= 0.01 and int8["max_batch_delta"] <= 1e-4)
 
+    # A temperature per label, fitted on the 30%: every serving path divides by it.
+    temperatures = manifest.calibration["temperatures"]
+    assert len(temperatures) == 4
+    assert all(t > 0 for t in temperatures)
+    assert manifest.calibration["fitted_on"] == "validation (one temperature per label)"
+    raw = pytorch_probabilities(ckpt, TEXTS, raw=True)
+    want = 1 / (1 + np.exp(-raw / np.asarray(temperatures)))
+    got = open_model(version, engine="fp32", device="cpu").probabilities(TEXTS)
+    assert float(np.abs(got - want).max()) <= 1e-4
+    assert ((got >= 0.5) == (raw >= 0)).all(), "temperatures move no decision at 0.5"
+    from sentiserve.repository.triton import Platform, write_gpu_form
+
+    configs = write_gpu_form(tmp_path / "repo", "emotion", Platform.ONNXRUNTIME)
+    (post,) = [c for c in configs if c.name.endswith("_postprocess")]
+    assert json.loads(post.parameters["sentiserve_temperature"]) == temperatures
+
     # The same sets as one 0/1 column per label (Jigsaw's layout) give the same gate.
     columns = tmp_path / "columns.csv"
     header = "text," + ",".join(names) + "\n"

@@ -53,3 +53,20 @@ def test_reliability_bins_by_top_probability() -> None:
 def test_no_examples_is_an_error() -> None:
     with pytest.raises(ValueError, match="no examples"):
         fit_temperature(np.zeros((0, 2), np.float32), [])
+
+
+def test_label_temperatures_undo_overconfidence_and_keep_decisions() -> None:
+    from sentiserve.engine.base import sigmoid
+    from sentiserve.evaluate.calibration import fit_label_temperatures, label_ece
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 2, size=(4000, 2))
+    truth = (rng.random(z.shape) < 1 / (1 + np.exp(-z))).astype(int)
+    logits = (z * np.array([3.0, 0.5])).astype(np.float32)  # over-, then under-confident
+    temperatures = fit_label_temperatures(logits, truth.tolist())
+    assert temperatures[0] == pytest.approx(3.0, rel=0.1)
+    assert temperatures[1] == pytest.approx(0.5, rel=0.1)
+    before = label_ece(sigmoid(logits), truth.tolist())
+    after = label_ece(sigmoid(logits, np.asarray(temperatures)), truth.tolist())
+    assert after < before / 3
+    assert ((sigmoid(logits, np.asarray(temperatures)) >= 0.5) == (logits >= 0)).all()

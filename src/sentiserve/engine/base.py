@@ -22,7 +22,13 @@ class Engine(Protocol):
         ...
 
 
-def softmax(logits: npt.NDArray[np.float32], temperature: float = 1.0) -> npt.NDArray[np.float32]:
+Temperature = float | npt.NDArray[np.float64]
+"""What logits are divided by: one temperature, or one per label (multi-label models)."""
+
+
+def softmax(
+    logits: npt.NDArray[np.float32], temperature: Temperature = 1.0
+) -> npt.NDArray[np.float32]:
     """Row-wise softmax of ``logits / temperature`` (the model's calibration; 1.0: none),
     computed stably in float64 and returned as float32."""
     scaled = logits.astype(np.float64) / temperature
@@ -43,7 +49,9 @@ class Task(StrEnum):
     """One output, served as it is (a score: similarity, relevance, a rating)."""
 
 
-def sigmoid(logits: npt.NDArray[np.float32], temperature: float = 1.0) -> npt.NDArray[np.float32]:
+def sigmoid(
+    logits: npt.NDArray[np.float32], temperature: Temperature = 1.0
+) -> npt.NDArray[np.float32]:
     """Element-wise logistic of ``logits / temperature``, stable for large |logits|."""
     scaled = logits.astype(np.float64) / temperature
     out: npt.NDArray[np.float32] = (0.5 * (1.0 + np.tanh(0.5 * scaled))).astype(np.float32)
@@ -51,7 +59,7 @@ def sigmoid(logits: npt.NDArray[np.float32], temperature: float = 1.0) -> npt.ND
 
 
 def activate(
-    logits: npt.NDArray[np.float32], task: Task | str, temperature: float = 1.0
+    logits: npt.NDArray[np.float32], task: Task | str, temperature: Temperature = 1.0
 ) -> npt.NDArray[np.float32]:
     """Scores from logits as ``task`` defines them: every serving path calls this. A
     regression output is its own score (no temperature)."""

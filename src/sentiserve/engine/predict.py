@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import numpy.typing as npt
 
-from sentiserve.engine.base import Engine, Task, activate
+from sentiserve.engine.base import Engine, Task, Temperature, activate
 from sentiserve.engine.tokenizer import Tokenizer
 
 SORTED_BATCH = 32
@@ -49,7 +49,7 @@ def predict_probabilities(
     tokenizer: Tokenizer,
     texts: Sequence[str],
     batch_size: int = SORTED_BATCH,
-    temperature: float = 1.0,
+    temperature: Temperature = 1.0,
     task: Task | str = Task.SINGLE_LABEL,
     pairs: Sequence[str] | None = None,
 ) -> npt.NDArray[np.float32]:

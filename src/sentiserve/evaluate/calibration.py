@@ -13,8 +13,9 @@ average, weighted by bin size, of |accuracy - mean top probability| over the bin
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,19 +39,63 @@ def fit_temperature(logits: npt.NDArray[np.floating], labels: Sequence[int]) -> 
     search on log T: NLL is unimodal in T; deterministic, no optimiser library)."""
     if len(labels) == 0:
         raise ValueError("no examples to fit a temperature on")
+    return _golden(lambda t: nll(logits, labels, t))
+
+
+def bce(logits: npt.NDArray[np.floating], targets: npt.NDArray[np.floating], t: float) -> float:
+    """Mean binary cross-entropy of ``sigmoid(logits / t)`` against 0/1 ``targets``."""
+    x = logits.astype(np.float64) / t
+    return float(np.mean(np.logaddexp(0.0, x) - targets * x))
+
+
+def fit_label_temperatures(
+    logits: npt.NDArray[np.floating], label_sets: Sequence[Sequence[int]]
+) -> list[float]:
+    """One temperature per label for a multi-label model (one sigmoid per label): each
+    minimises that label's binary cross-entropy. A label's decision at its threshold of 0.5
+    does not change (sigmoid(x / T) >= 0.5 exactly when x >= 0); its probability comes to
+    mean what it says."""
+    targets = np.asarray(label_sets, dtype=np.float64)
+    if targets.size == 0:
+        raise ValueError("no examples to fit temperatures on")
+    return [
+        _golden(functools.partial(bce, logits[:, k], targets[:, k]))
+        for k in range(targets.shape[1])
+    ]
+
+
+def label_ece(
+    probs: npt.NDArray[np.floating], label_sets: Sequence[Sequence[int]], bins: int = ECE_BINS
+) -> float:
+    """The ECE of every (text, label) probability taken as a yes/no forecast: binned by the
+    probability, |share of yes - mean probability| per bin, weighted by bin size."""
+    p = np.asarray(probs, dtype=np.float64).ravel()
+    y = np.asarray(label_sets, dtype=np.float64).ravel()
+    index = np.clip(np.digitize(p, np.linspace(0.0, 1.0, bins + 1)[1:-1], right=True), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        members = index == b
+        if members.any():
+            total += members.sum() / len(p) * abs(y[members].mean() - p[members].mean())
+    return float(total)
+
+
+def _golden(loss: Callable[[float], float]) -> float:
+    """The T in ``T_RANGE`` minimising ``loss`` (golden-section search on log T; the losses
+    here are unimodal in T)."""
     lo, hi = math.log(T_RANGE[0]), math.log(T_RANGE[1])
     ratio = (math.sqrt(5) - 1) / 2
     a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
-    fa, fb = nll(logits, labels, math.exp(a)), nll(logits, labels, math.exp(b))
+    fa, fb = loss(math.exp(a)), loss(math.exp(b))
     for _ in range(80):
         if fa < fb:
             hi, b, fb = b, a, fa
             a = hi - ratio * (hi - lo)
-            fa = nll(logits, labels, math.exp(a))
+            fa = loss(math.exp(a))
         else:
             lo, a, fa = a, b, fb
             b = lo + ratio * (hi - lo)
-            fb = nll(logits, labels, math.exp(b))
+            fb = loss(math.exp(b))
     return round(math.exp((lo + hi) / 2), 6)
 
 

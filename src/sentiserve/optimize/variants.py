@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import numpy.typing as npt
 
 from sentiserve.data.types import Corpus, Examples
@@ -216,6 +217,14 @@ def optimize(
             providers=providers_for(dev),
         )
         result.calibration = calibrate(served, tokenizer, corpus.validation, held_out)
+    elif corpus.labelled and task == Task.MULTI_LABEL:
+        progress("calibrating probabilities (a temperature per label on the validation split)")
+        served = OnnxRuntimeEngine(
+            out / result.files[result.defaults["cpu"]],
+            threads=settings.threads,
+            providers=providers_for(dev),
+        )
+        result.calibration = calibrate_labels(served, tokenizer, corpus.validation, held_out)
     elif corpus.labelled:
         result.calibration = {"temperature": 1.0, "fitted_on": f"nothing: not fitted for {task}"}
     else:
@@ -243,4 +252,30 @@ def calibrate(
         "validation_ece_after": ece(softmax(val_logits, temperature), validation.labels),
         "test_ece_before": ece(softmax(test_logits), held_out.labels),
         "test_ece_after": ece(softmax(test_logits, temperature), held_out.labels),
+    }
+
+
+def calibrate_labels(
+    engine: OnnxRuntimeEngine, tokenizer: Tokenizer, validation: Examples, held_out: Examples
+) -> dict[str, Any]:
+    """A multi-label model's temperatures, one per label, fitted on ``validation``'s label
+    sets; the ECE of every (text, label) probability before and after, on both splits."""
+    from sentiserve.engine.base import sigmoid
+    from sentiserve.engine.predict import predict_logits
+    from sentiserve.evaluate.calibration import fit_label_temperatures, label_ece
+
+    assert validation.label_sets is not None
+    assert held_out.label_sets is not None
+    val_logits = predict_logits(engine, tokenizer, validation.texts)
+    temperatures = fit_label_temperatures(val_logits, validation.label_sets)
+    scale = np.asarray(temperatures)
+    test_logits = predict_logits(engine, tokenizer, held_out.texts)
+    return {
+        "temperature": 1.0,
+        "temperatures": temperatures,
+        "fitted_on": "validation (one temperature per label)",
+        "validation_ece_before": label_ece(sigmoid(val_logits), validation.label_sets),
+        "validation_ece_after": label_ece(sigmoid(val_logits, scale), validation.label_sets),
+        "test_ece_before": label_ece(sigmoid(test_logits), held_out.label_sets),
+        "test_ece_after": label_ece(sigmoid(test_logits, scale), held_out.label_sets),
     }

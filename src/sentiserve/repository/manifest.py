@@ -114,6 +114,13 @@ class Manifest(BaseModel):
         return list(self.thresholds or [0.5] * len(self.labels))
 
     @property
+    def divisor(self) -> float | list[float]:
+        """What the servers divide logits by: the temperatures per label when the version
+        has them (a calibrated multi-label model), else the one temperature."""
+        per_label = self.calibration.get("temperatures")
+        return [float(t) for t in per_label] if per_label else self.temperature
+
+    @property
     def temperature(self) -> float:
         """Logits are divided by this before the softmax (fitted on the validation split;
         1.0 when the version was built without calibration)."""

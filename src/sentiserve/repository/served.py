@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from sentiserve.engine.base import Engine
+from sentiserve.engine.base import Engine, Temperature
 from sentiserve.engine.onnxruntime import CPU, OnnxRuntimeEngine, providers_for
 from sentiserve.engine.onnxruntime import device as onnx_device
 from sentiserve.engine.predict import predict_probabilities
@@ -60,8 +60,10 @@ class ServedModel:
         return self.version.manifest.labels
 
     @property
-    def temperature(self) -> float:
-        return self.version.manifest.temperature
+    def temperature(self) -> Temperature:
+        """What logits are divided by (one temperature, or one per label)."""
+        divisor = self.version.manifest.divisor
+        return np.asarray(divisor, dtype=np.float64) if isinstance(divisor, list) else divisor
 
     def probabilities(
         self, texts: Sequence[str], pairs: Sequence[str] | None = None

@@ -180,7 +180,7 @@ def ensemble_configs(
         parameters={
             "sentiserve_role": "postprocess",
             LABELS: json.dumps(manifest.labels),
-            "sentiserve_temperature": repr(manifest.temperature),
+            "sentiserve_temperature": json.dumps(manifest.divisor),
             "sentiserve_task": str(manifest.task),
         },
     )

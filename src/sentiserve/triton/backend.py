@@ -75,7 +75,13 @@ class TritonPythonModel:
             self.outputs = [tensor["name"] for tensor in config["output"]]
         elif self.role == "postprocess":
             self.labels = json.loads(params["sentiserve_labels"])
-            self.temperature = float(params.get("sentiserve_temperature", "1.0"))
+            divisor = json.loads(params.get("sentiserve_temperature", "1.0"))
+            # One temperature, or one per label (a calibrated multi-label model).
+            self.temperature = (
+                np.asarray(divisor, dtype=np.float64)
+                if isinstance(divisor, list)
+                else float(divisor)
+            )
             self.task = params.get("sentiserve_task", "single_label_classification")
         elif self.role == "engine":
             from sentiserve.engine.onnxruntime import OnnxRuntimeEngine

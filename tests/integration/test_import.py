@@ -510,6 +510,23 @@ def test_a_multi_label_model_is_gated_on_label_sets(tmp_path: Path) -> None:
     (post,) = [c for c in configs if c.name.endswith("_postprocess")]
     assert json.loads(post.parameters["sentiserve_temperature"]) == temperatures
 
+    # evaluate scores the served model on the label sets (the held-out 15%).
+    from typer.testing import CliRunner
+
+    from sentiserve.cli import build_app
+
+    args = ["evaluate", "--model-repository", str(tmp_path / "repo"), "--model-name", "emotion"]
+    result = CliRunner().invoke(build_app(), [*args, "--data", str(lists), "--json"])
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.output.splitlines()[-1])
+    assert found["n"] == 12
+    assert set(found["f1_per_class"]) == set(found["average_precision"]) == set(names)
+    assert 0.0 <= found["mean_average_precision"] <= 1.0
+    assert 0.0 <= found["ece"] <= 1.0
+    result = CliRunner().invoke(build_app(), [*args, "--data", "rt"])
+    assert result.exit_code == 1
+    assert "evaluate it on a file of label sets" in result.output
+
     # The same sets as one 0/1 column per label (Jigsaw's layout) give the same gate.
     columns = tmp_path / "columns.csv"
     header = "text," + ",".join(names) + "\n"

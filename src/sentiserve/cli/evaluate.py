@@ -31,7 +31,9 @@ def evaluate(
     ),
 ) -> None:
     """Accuracy, F1, confusion matrix and calibration (ECE, 15 bins) of the model exactly as
-    the server runs it (the repository's tokenizer, engine and temperature)."""
+    the server runs it (the repository's tokenizer, engine and temperature). A multi-label
+    model is scored on a file of label sets: macro and per-label F1, whole-set accuracy,
+    mean average precision and ECE."""
     from sentiserve.data import load_corpus
     from sentiserve.evaluate import evaluate as run_evaluate
     from sentiserve.evaluate import reliability_png
@@ -41,12 +43,48 @@ def evaluate(
     with user_errors():
         loaded = ModelRepository(model_repository).load(model, version)
         labels = tuple(loaded.manifest.labels)
-        if loaded.manifest.task != Task.SINGLE_LABEL:
+        if loaded.manifest.task == Task.REGRESSION:
             raise ConfigError(
-                f"{model} is a {loaded.manifest.task} model; evaluate scores single-label "
-                "classifiers (accuracy, F1, calibration) only, for now"
+                f"{model} is a regression model; evaluate scores classifiers (single- and "
+                "multi-label) only, for now"
             )
         served = open_model(loaded, engine=engine, threads=threads)
+        if loaded.manifest.task == Task.MULTI_LABEL:
+            from sentiserve.data import BUILTIN_SOURCES
+            from sentiserve.data.files import load_label_sets
+
+            if data in BUILTIN_SOURCES:
+                raise ConfigError(
+                    f"{model} is a multi-label model: evaluate it on a file of label sets "
+                    "(--data FILE; a labels column, or one 0/1 column per label)"
+                )
+            from sentiserve.evaluate import evaluate_label_sets
+
+            sets = load_label_sets(Path(data), labels).split(split).take(limit)
+            found = evaluate_label_sets(served, sets)
+            summary = {
+                "model": model,
+                "version": loaded.version,
+                "engine": served.variant,
+                "data": data,
+                "split": split,
+                **found,
+            }
+            if json_out:
+                emit_json(summary)
+            else:
+                console.print(
+                    f"{model} v{loaded.version} ({served.variant}) on {data}/{split}: "
+                    f"macro F1 [bold]{found['f1']:.4f}[/], whole-set accuracy "
+                    f"{found['accuracy']:.4f}, mAP {found['mean_average_precision']:.4f}, "
+                    f"ECE {found['ece']:.4f}, n={found['n']}"
+                )
+                for name in labels:
+                    console.print(
+                        f"  {name}: F1 {found['f1_per_class'][name]:.4f}, "
+                        f"AP {found['average_precision'][name]:.4f}"
+                    )
+            return
         corpus = load_corpus(data, labels, cache_dir=current_settings().cache_dir)
         if corpus.label_names != labels:
             raise ConfigError(

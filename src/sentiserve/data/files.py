@@ -323,3 +323,16 @@ def read_label_sets(path: Path, label_names: Sequence[str]) -> Examples:
     if not texts:
         raise DataError(f"{path}: no rows")
     return Examples(tuple(texts), (0,) * len(texts), tuple(names), tuple(sets))
+
+
+def load_label_sets(path: Path, label_names: Sequence[str]) -> Corpus:
+    """A multi-label file (``read_label_sets``) with the same seeded held-out split as
+    ``load_path``."""
+    examples = read_label_sets(path, label_names)
+    test_size, validation_size = holdout_sizes(len(examples))
+    if len(examples) < test_size + validation_size + 2:
+        raise DataError(f"{path}: only {len(examples)} rows; need at least 5 to split")
+    splits = seeded_split(
+        examples, test_size=test_size, validation_size=validation_size, seed=SPLIT_SEED
+    )
+    return _local_corpus(path, path.stem, f"multi-label file {path}", splits)

@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from sentiserve.data.types import Examples
 from sentiserve.errors import DataError
 from sentiserve.evaluate.calibration import Reliability, reliability
-from sentiserve.evaluate.scores import Scores, score
+from sentiserve.evaluate.scores import Scores, average_precision, score, score_label_sets
 from sentiserve.repository.served import ServedModel
 
 
@@ -74,6 +76,31 @@ def evaluate(model: ServedModel, examples: Examples) -> Evaluation:
             )
     curve = reliability(probs, labels)
     return Evaluation(score(labels, predicted, model.labels), curve.ece, curve, by_length)
+
+
+def evaluate_label_sets(model: ServedModel, examples: Examples) -> dict[str, Any]:
+    """A multi-label model on label sets, from the probabilities the server would answer:
+    the whole-set accuracy, macro and per-label F1 at the manifest's thresholds, mean average
+    precision over the labels (threshold-free), and the ECE of every (text, label)
+    probability."""
+    from sentiserve.evaluate.calibration import label_ece
+
+    if examples.label_sets is None or len(examples) == 0:
+        raise DataError("no label sets to evaluate")
+    probs = model.probabilities(examples.texts)
+    thresholds = np.asarray(model.version.manifest.thresholds_or_default(), dtype=np.float32)
+    scores = score_label_sets(examples.label_sets, probs >= thresholds, model.labels)
+    truth = np.asarray(examples.label_sets)
+    precisions = {
+        name: average_precision(truth[:, k].tolist(), probs[:, k].tolist())
+        for k, name in enumerate(model.labels)
+    }
+    return {
+        **scores.to_dict(),
+        "average_precision": precisions,
+        "mean_average_precision": float(np.mean(list(precisions.values()))),
+        "ece": round(label_ece(probs, examples.label_sets), 6),
+    }
 
 
 def reliability_png(evaluation: Evaluation, path: Path, title: str) -> None:

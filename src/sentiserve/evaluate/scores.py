@@ -54,3 +54,47 @@ def score(labels: Sequence[int], predictions: Sequence[int], label_names: Sequen
         labels=list(label_names),
         n=len(labels),
     )
+
+
+def score_label_sets(
+    truth: Sequence[Sequence[int]], predicted: Any, label_names: Sequence[str]
+) -> Scores:
+    """Multi-label scores from 0/1 label sets: ``accuracy`` is the share of texts whose whole
+    label set is right, ``f1`` the macro average of each label's F1 (``f1_per_class``), and
+    ``confusion`` holds each label's [true negatives, false positives, false negatives,
+    true positives]."""
+    real = np.asarray(truth, dtype=bool)
+    guess = np.asarray(predicted, dtype=bool)
+    if real.shape != guess.shape:
+        raise ValueError(f"label sets of shape {real.shape} but predictions {guess.shape}")
+    if not len(real):
+        raise ValueError("cannot score zero examples")
+    tp = (real & guess).sum(axis=0).astype(np.float64)
+    fp = (~real & guess).sum(axis=0)
+    fn = (real & ~guess).sum(axis=0)
+    tn = (~real & ~guess).sum(axis=0)
+    denominator = 2 * tp + fp + fn
+    f1 = np.divide(2 * tp, denominator, out=np.ones_like(tp), where=denominator > 0)
+    names = list(label_names)
+    return Scores(
+        accuracy=float((real == guess).all(axis=1).mean()),
+        f1=float(f1.mean()),
+        f1_per_class={name: float(v) for name, v in zip(names, f1, strict=True)},
+        confusion=[
+            [int(a), int(b), int(c), int(d)] for a, b, c, d in zip(tn, fp, fn, tp, strict=True)
+        ],
+        labels=names,
+        n=len(real),
+    )
+
+
+def average_precision(truth: Sequence[int], scores: Sequence[float]) -> float:
+    """Average precision of ranking ``scores`` against 0/1 ``truth`` (the area under the
+    precision-recall curve as a step function); 0.0 when there is no positive."""
+    y = np.asarray(truth, dtype=bool)
+    if not y.any():
+        return 0.0
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    hits = y[order]
+    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return float(precision[hits].mean())

@@ -16,7 +16,7 @@ from sentiserve.data.types import Examples
 from sentiserve.engine.base import Engine, Task, activate
 from sentiserve.engine.predict import predict_probabilities
 from sentiserve.engine.tokenizer import Tokenizer
-from sentiserve.evaluate.scores import Scores, score
+from sentiserve.evaluate.scores import score, score_label_sets
 
 INVARIANCE_TOLERANCE = 1e-4
 """Largest change in any probability, alone versus batched, for a default-eligible engine."""
@@ -166,7 +166,8 @@ def check_variant(
     else:
         predictions = probs.argmax(axis=1).astype(np.int64)
     if labelled and task == Task.MULTI_LABEL:
-        s = score_label_sets(held_out, predictions)
+        assert held_out.label_sets is not None
+        s = score_label_sets(held_out.label_sets, predictions, held_out.label_names)
     elif labelled:
         s = score(list(held_out.labels), predictions.tolist(), held_out.label_names)
     else:
@@ -250,29 +251,3 @@ def _check_regression(
         gate="rank correlation",
     )
     return report, scores
-
-
-def score_label_sets(held_out: Examples, predictions: npt.NDArray[Any]) -> Scores:
-    """Multi-label scores: ``accuracy`` is the share of texts whose whole label set is right,
-    ``f1`` the macro average of each label's F1 (``f1_per_class``); ``confusion`` holds each
-    label's [true negatives, false positives, false negatives, true positives]."""
-    assert held_out.label_sets is not None
-    truth = np.asarray(held_out.label_sets, dtype=bool)
-    guess = np.asarray(predictions, dtype=bool)
-    tp = (truth & guess).sum(axis=0).astype(np.float64)
-    fp = (~truth & guess).sum(axis=0)
-    fn = (truth & ~guess).sum(axis=0)
-    tn = (~truth & ~guess).sum(axis=0)
-    denominator = 2 * tp + fp + fn
-    f1 = np.divide(2 * tp, denominator, out=np.ones_like(tp), where=denominator > 0)
-    names = list(held_out.label_names)
-    return Scores(
-        accuracy=float((truth == guess).all(axis=1).mean()),
-        f1=float(f1.mean()),
-        f1_per_class={name: float(v) for name, v in zip(names, f1, strict=True)},
-        confusion=[
-            [int(a), int(b), int(c), int(d)] for a, b, c, d in zip(tn, fp, fn, tp, strict=True)
-        ],
-        labels=names,
-        n=len(truth),
-    )

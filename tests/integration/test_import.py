@@ -566,6 +566,34 @@ def test_a_single_output_model_serves_its_raw_score(tmp_path: Path) -> None:
     assert {r["label"] for r in body["results"]} == {"score"}
     assert float(np.abs(served - want[:, 0]).max()) <= 1e-4
 
+    # evaluate: the served scores against numeric labels (here: the model's own raw scores,
+    # shifted by one, so MSE is 1 and the ranks agree exactly).
+    from typer.testing import CliRunner
+
+    from sentiserve.cli import build_app
+
+    data = tmp_path / "scores.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"text": t, "label": float(v) + 1}) + "\n"
+            for t, v in zip(TEXTS, got[:, 0], strict=True)
+        )
+    )
+    args = ["evaluate", "--model-repository", str(tmp_path / "repo"), "--model-name", "emotion"]
+    result = CliRunner().invoke(
+        build_app(), [*args, "--data", str(data), "--engine", "fp32", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.output.splitlines()[-1])
+    assert found["n"] == len(TEXTS)
+    assert found["mse"] == pytest.approx(1.0, abs=1e-3)
+    assert found["spearman"] == pytest.approx(1.0)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"text": "x", "label": "high"}) + "\n")
+    result = CliRunner().invoke(build_app(), [*args, "--data", str(bad)])
+    assert result.exit_code == 1
+    assert "label 'high' is not a number" in result.output
+
 
 NLI = {0: "entailment", 1: "neutral", 2: "contradiction"}
 PREMISES = [t for t, _ in toy_texts(12, seed=31)] + ["good " * 200]  # the last is too long

@@ -33,7 +33,8 @@ def evaluate(
     """Accuracy, F1, confusion matrix and calibration (ECE, 15 bins) of the model exactly as
     the server runs it (the repository's tokenizer, engine and temperature). A multi-label
     model is scored on a file of label sets: macro and per-label F1, whole-set accuracy,
-    mean average precision and ECE."""
+    mean average precision and ECE; a regression model on numeric labels (the whole file):
+    MSE, Spearman and Pearson."""
     from sentiserve.data import load_corpus
     from sentiserve.evaluate import evaluate as run_evaluate
     from sentiserve.evaluate import reliability_png
@@ -43,12 +44,35 @@ def evaluate(
     with user_errors():
         loaded = ModelRepository(model_repository).load(model, version)
         labels = tuple(loaded.manifest.labels)
-        if loaded.manifest.task == Task.REGRESSION:
-            raise ConfigError(
-                f"{model} is a regression model; evaluate scores classifiers (single- and "
-                "multi-label) only, for now"
-            )
         served = open_model(loaded, engine=engine, threads=threads)
+        if loaded.manifest.task == Task.REGRESSION:
+            from sentiserve.data import BUILTIN_SOURCES
+            from sentiserve.data.files import read_scores
+            from sentiserve.evaluate import evaluate_scores
+
+            if data in BUILTIN_SOURCES:
+                raise ConfigError(
+                    f"{model} is a regression model: evaluate it on a file with a numeric "
+                    "label column (--data FILE)"
+                )
+            texts, targets = read_scores(Path(data))
+            found = evaluate_scores(served, texts[:limit], targets[:limit])
+            summary = {
+                "model": model,
+                "version": loaded.version,
+                "engine": served.variant,
+                "data": data,
+                **found,
+            }
+            if json_out:
+                emit_json(summary)
+            else:
+                console.print(
+                    f"{model} v{loaded.version} ({served.variant}) on {data}: MSE "
+                    f"[bold]{found['mse']:.4g}[/], Spearman {found['spearman']:.4f}, Pearson "
+                    f"{found['pearson']:.4f}, n={found['n']}"
+                )
+            return
         if loaded.manifest.task == Task.MULTI_LABEL:
             from sentiserve.data import BUILTIN_SOURCES
             from sentiserve.data.files import load_label_sets

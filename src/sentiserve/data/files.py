@@ -336,3 +336,28 @@ def load_label_sets(path: Path, label_names: Sequence[str]) -> Corpus:
         examples, test_size=test_size, validation_size=validation_size, seed=SPLIT_SEED
     )
     return _local_corpus(path, path.stem, f"multi-label file {path}", splits)
+
+
+def read_scores(path: Path) -> tuple[tuple[str, ...], tuple[float, ...]]:
+    """Texts and numeric targets (a regression model's data): ``text`` and a numeric
+    ``label`` column, in a CSV, TSV, JSONL or Parquet file."""
+    import math
+
+    kind = _kind(path)
+    rows = _rows_jsonl(path) if kind == "jsonl" else _rows_table(path, kind)
+    texts: list[str] = []
+    values: list[float] = []
+    for where, text, label in rows:
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"{where}: text must be a non-empty string")
+        try:
+            value = float(label)
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"{where}: label {label!r} is not a number") from exc
+        if not math.isfinite(value):
+            raise DataError(f"{where}: label {label!r} is not a finite number")
+        texts.append(text.strip())
+        values.append(value)
+    if not texts:
+        raise DataError(f"{path}: no rows")
+    return tuple(texts), tuple(values)

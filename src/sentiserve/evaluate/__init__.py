@@ -103,6 +103,31 @@ def evaluate_label_sets(model: ServedModel, examples: Examples) -> dict[str, Any
     }
 
 
+def evaluate_scores(
+    model: ServedModel, texts: Sequence[str], targets: Sequence[float]
+) -> dict[str, Any]:
+    """A regression model against numeric targets: mean squared error, and Spearman's and
+    Pearson's correlations of the served scores with the targets."""
+    from sentiserve.evaluate.scores import spearman
+
+    if not texts:
+        raise DataError("no examples to evaluate")
+    served = model.probabilities(texts)[:, 0].astype(np.float64)
+    truth = np.asarray(targets, dtype=np.float64)
+    spread = float(served.std() * truth.std())
+    pearson = (
+        float(((served - served.mean()) * (truth - truth.mean())).mean() / spread)
+        if spread
+        else 0.0
+    )
+    return {
+        "n": len(texts),
+        "mse": float(np.mean((served - truth) ** 2)),
+        "spearman": spearman(served, truth),
+        "pearson": pearson,
+    }
+
+
 def reliability_png(evaluation: Evaluation, path: Path, title: str) -> None:
     """The reliability diagram: accuracy against confidence per bin, with the diagonal."""
     import matplotlib

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 
 @dataclass(frozen=True)
@@ -98,3 +99,14 @@ def average_precision(truth: Sequence[int], scores: Sequence[float]) -> float:
     hits = y[order]
     precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
     return float(precision[hits].mean())
+
+
+def spearman(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> float:
+    """Spearman's rank correlation (ties broken by order: scores are continuous)."""
+    if len(a) < 2:
+        return 1.0
+    ra = np.argsort(np.argsort(a)).astype(np.float64)
+    rb = np.argsort(np.argsort(b)).astype(np.float64)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denominator = float(np.sqrt((ra**2).sum() * (rb**2).sum()))
+    return float((ra * rb).sum() / denominator) if denominator else 1.0

@@ -16,7 +16,7 @@ from sentiserve.data.types import Examples
 from sentiserve.engine.base import Engine, Task, activate
 from sentiserve.engine.predict import predict_probabilities
 from sentiserve.engine.tokenizer import Tokenizer
-from sentiserve.evaluate.scores import score, score_label_sets
+from sentiserve.evaluate.scores import score, score_label_sets, spearman
 
 INVARIANCE_TOLERANCE = 1e-4
 """Largest change in any probability, alone versus batched, for a default-eligible engine."""
@@ -209,17 +209,6 @@ def check_variant(
         else "agreement",
     )
     return report, predictions
-
-
-def spearman(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> float:
-    """Spearman's rank correlation (ties broken by order: scores are continuous)."""
-    if len(a) < 2:
-        return 1.0
-    ra = np.argsort(np.argsort(a)).astype(np.float64)
-    rb = np.argsort(np.argsort(b)).astype(np.float64)
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    denominator = float(np.sqrt((ra**2).sum() * (rb**2).sum()))
-    return float((ra * rb).sum() / denominator) if denominator else 1.0
 
 
 def _check_regression(

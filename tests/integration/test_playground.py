@@ -101,3 +101,48 @@ def test_page_is_open_and_not_in_the_api_schema(keyed_server: Running) -> None:
     assert response.headers["content-type"].startswith("text/html")
     schema = httpx.get(keyed_server.url + "/openapi.json", timeout=10).json()
     assert "/" not in schema["paths"]
+
+
+def test_playground_lists_a_multi_label_models_labels(browser: object, tmp_path: Path) -> None:
+    from sentiserve.pipeline import BuildConfig, build
+    from sentiserve.train.tiny import tiny_classifier
+    from tests.conftest import FILLER, NEGATIVE_WORDS, POSITIVE_WORDS
+
+    labels = {0: "toxic", 1: "insult", 2: "threat"}
+    words = sorted(set(POSITIVE_WORDS + NEGATIVE_WORDS + FILLER))
+    ckpt = tiny_classifier(
+        tmp_path / "ckpt",
+        "bert",
+        words,
+        labels,
+        seed=3,
+        problem_type="multi_label_classification",
+        initializer_range=0.1,
+    )
+    repo = tmp_path / "repo"
+    build(
+        BuildConfig(
+            work_dir=tmp_path / "build",
+            repository=repo,
+            model_name="toxicity",
+            checkpoint=str(ckpt),
+        )
+    )
+    running = start_server(repo)
+    try:
+        page = browser.new_page()  # type: ignore[attr-defined]
+        page.goto(running.url + "/")
+        text = "a dull film with a bad plot"
+        page.fill("#text", text)
+        page.click("#go")  # no model typed: the server's only model answers
+        page.wait_for_selector("#result:not([hidden])")
+        expected = httpx.post(running.url + "/v1/sentiment", json={"text": text}, timeout=30)
+        result = expected.json()["results"][0]
+        shown = page.inner_text("#label")
+        assert shown == (", ".join(result["labels"]) or "none above threshold")
+        rows = page.locator("#scores .bar").all()
+        assert [row.get_attribute("data-label") for row in rows] == list(labels.values())
+        assert page.inner_text("#served").startswith("toxicity v1")
+        page.close()
+    finally:
+        stop(running)

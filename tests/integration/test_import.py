@@ -733,3 +733,28 @@ def test_evaluate_refuses_data_labelled_unlike_the_model(
     result = CliRunner().invoke(build_app(), [*args, "--data", str(labelled), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output.splitlines()[-1])["n"] == 9  # the held-out 15%
+
+
+def test_pairs_in_eval_data_gate_and_calibrate_on_pairs(tmp_path: Path) -> None:
+    from sentiserve.pipeline.checkpoint import import_corpus
+
+    ckpt = checkpoint(tmp_path / "ckpt", "bert", NLI)
+    texts = [t for t, _ in toy_texts(60, seed=41)]
+    seconds = [t for t, _ in toy_texts(60, seed=42)]
+    names = list(NLI.values())
+    rows = [
+        {"text": a, "text_pair": b, "label": names[i % 3]}
+        for i, (a, b) in enumerate(zip(texts, seconds, strict=True))
+    ]
+    data = tmp_path / "nli.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    version = import_build(ckpt, tmp_path, eval_data=data).load("emotion")
+    manifest = version.manifest
+    assert manifest.evaluation["fp32"]["gate"] == "accuracy"
+    assert manifest.calibration["fitted_on"] == "validation"
+    # The gate scored the held-out pairs: PyTorch on the same pairs gives the same accuracy.
+    held_out = import_corpus(tuple(names), data).test
+    assert held_out.pairs is not None
+    want = pytorch_pairs(ckpt, list(held_out.texts), list(held_out.pairs), manifest.max_length)
+    accuracy = float((want.argmax(1) == np.asarray(held_out.labels)).mean())
+    assert manifest.evaluation["fp32"]["accuracy"] == pytest.approx(accuracy)

@@ -267,20 +267,8 @@ def read_label_sets(path: Path, label_names: Sequence[str]) -> Examples:
     """Read a multi-label file: ``text`` and either a ``labels`` column (a list of names, or
     names joined with ``|``; empty: none) or one 0/1 column per label name (the layout of
     Jigsaw's toxicity data). CSV, TSV, JSONL or Parquet."""
-    import pandas as pd
-
-    kind = _kind(path)
     names = list(label_names)
-    try:
-        if kind == "jsonl":
-            frame = pd.read_json(path, lines=True, dtype=False)
-        elif kind == "parquet":
-            frame = pd.read_parquet(path)
-        else:
-            sep = "\t" if kind == "tsv" else ","
-            frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
-    except Exception as exc:  # pandas/pyarrow raise many parser-specific types
-        raise DataError(f"{path}: cannot read as {kind.upper()}: {exc}") from exc
+    frame = _frame(path)
     columns = {str(c) for c in frame.columns}
     if "text" not in columns:
         raise DataError(f"{path}: missing column text")
@@ -361,3 +349,44 @@ def read_scores(path: Path) -> tuple[tuple[str, ...], tuple[float, ...]]:
     if not texts:
         raise DataError(f"{path}: no rows")
     return tuple(texts), tuple(values)
+
+
+def _frame(path: Path) -> Any:
+    """A whole CSV, TSV, JSONL or Parquet file as a pandas frame (CSV cells as strings)."""
+    import pandas as pd
+
+    kind = _kind(path)
+    try:
+        if kind == "jsonl":
+            return pd.read_json(path, lines=True, dtype=False)
+        if kind == "parquet":
+            return pd.read_parquet(path)
+        sep = "\t" if kind == "tsv" else ","
+        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+    except Exception as exc:  # pandas/pyarrow raise many parser-specific types
+        raise DataError(f"{path}: cannot read as {kind.upper()}: {exc}") from exc
+
+
+def has_column(path: Path, column: str) -> bool:
+    """Whether a data file has ``column``."""
+    return column in {str(c) for c in _frame(path).columns}
+
+
+def read_pairs(path: Path, label_names: Sequence[str]) -> Examples:
+    """Labelled pairs for a model that compares two texts: ``text``, ``text_pair`` and
+    ``label`` columns (labels as in ``read_file``)."""
+    frame = _frame(path)
+    missing = {"text", "text_pair", "label"} - {str(c) for c in frame.columns}
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+    rows = [
+        (f"{path}, row {i + 1}", r["text"], r["label"])
+        for i, r in enumerate(frame.to_dict("records"))
+    ]
+    examples = examples_from_rows(rows, label_names, path)
+    pairs = []
+    for i, second in enumerate(frame["text_pair"]):
+        if not isinstance(second, str) or not second.strip():
+            raise DataError(f"{path}, row {i + 1}: text_pair must be a non-empty string")
+        pairs.append(second.strip())
+    return Examples(examples.texts, examples.labels, examples.label_names, None, tuple(pairs))

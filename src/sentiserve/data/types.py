@@ -22,12 +22,16 @@ class Examples:
     labels: tuple[int, ...]
     label_names: tuple[str, ...] = DEFAULT_LABELS
     label_sets: tuple[tuple[int, ...], ...] | None = None
+    pairs: tuple[str, ...] | None = None
+    """For models that compare two texts: each example's second text."""
 
     def __post_init__(self) -> None:
         if len(self.texts) != len(self.labels):
             raise ValueError(f"{len(self.texts)} texts but {len(self.labels)} labels")
         if self.label_sets is not None and len(self.label_sets) != len(self.texts):
             raise ValueError(f"{len(self.texts)} texts but {len(self.label_sets)} label sets")
+        if self.pairs is not None and len(self.pairs) != len(self.texts):
+            raise ValueError(f"{len(self.texts)} texts but {len(self.pairs)} text pairs")
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -42,7 +46,8 @@ class Examples:
         if n is None or n >= len(self):
             return self
         sets = None if self.label_sets is None else self.label_sets[:n]
-        return Examples(self.texts[:n], self.labels[:n], self.label_names, sets)
+        pairs = None if self.pairs is None else self.pairs[:n]
+        return Examples(self.texts[:n], self.labels[:n], self.label_names, sets, pairs)
 
     def subset(self, indices: list[int]) -> Examples:
         sets = self.label_sets
@@ -51,6 +56,7 @@ class Examples:
             tuple(self.labels[i] for i in indices),
             self.label_names,
             None if sets is None else tuple(sets[i] for i in indices),
+            None if self.pairs is None else tuple(self.pairs[i] for i in indices),
         )
 
 

@@ -41,6 +41,7 @@ def batch_invariance(
     *,
     seed: int = 0,
     task: Task | str = Task.SINGLE_LABEL,
+    pairs: Sequence[str] | None = None,
 ) -> float:
     """Largest |Δp| for any text run alone versus inside a padded batch of
     ``INVARIANCE_BATCH`` texts.
@@ -51,7 +52,7 @@ def batch_invariance(
     text, as this check first did, ran 33 times the sequences for the same comparison: 75%
     of the default build's optimize stage, about 140 of its 190 s.)
     """
-    encoded = tokenizer.encode(texts)
+    encoded = tokenizer.encode(texts) if pairs is None else tokenizer.encode_pairs(texts, pairs)
     if not encoded:
         return 0.0
     singles = [tokenizer.pad([seq]) for seq in encoded]
@@ -82,9 +83,12 @@ def throughput(
     *,
     batch_size: int = THROUGHPUT_BATCH,
     repeats: int = 3,
+    pairs: Sequence[str] | None = None,
 ) -> float:
-    """Sequences per second over ``texts`` in length-sorted batches; the median of repeats."""
-    encoded = sorted(tokenizer.encode(texts), key=len)
+    """Sequences per second over ``texts`` (or pairs) in length-sorted batches; the median
+    of repeats."""
+    encoded = tokenizer.encode(texts) if pairs is None else tokenizer.encode_pairs(texts, pairs)
+    encoded = sorted(encoded, key=len)
     batches = [
         tokenizer.pad(encoded[i : i + batch_size]) for i in range(0, len(encoded), batch_size)
     ]
@@ -140,6 +144,8 @@ def check_variant(
     throughput_texts: Sequence[str],
     device: str = "cpu",
     labelled: bool = True,
+    invariance_pairs: Sequence[str] | None = None,
+    throughput_pairs: Sequence[str] | None = None,
     task: Task | str = Task.SINGLE_LABEL,
     thresholds: Sequence[float] | None = None,
 ) -> tuple[VariantReport, npt.NDArray[Any]]:
@@ -149,15 +155,17 @@ def check_variant(
 
     With ``labelled`` False the held-out labels are placeholders: nothing is scored, and
     eligibility rests on agreement with the fp32 reference (``MIN_AGREEMENT``)."""
-    probs = predict_probabilities(engine, tokenizer, held_out.texts, task=task)
+    probs = predict_probabilities(
+        engine, tokenizer, held_out.texts, task=task, pairs=held_out.pairs
+    )
     if task == Task.REGRESSION:
         return _check_regression(
             engine,
             tokenizer,
             probs[:, 0],
             reference_predictions,
-            invariance_texts,
-            throughput_texts,
+            (invariance_texts, invariance_pairs),
+            (throughput_texts, throughput_pairs),
             device,
         )
     if task == Task.MULTI_LABEL:
@@ -179,8 +187,8 @@ def check_variant(
             (predictions == reference_predictions).reshape(len(predictions), -1).all(-1).mean()
         )
     )
-    delta = batch_invariance(engine, tokenizer, invariance_texts, task=task)
-    rate = throughput(engine, tokenizer, throughput_texts)
+    delta = batch_invariance(engine, tokenizer, invariance_texts, task=task, pairs=invariance_pairs)
+    rate = throughput(engine, tokenizer, throughput_texts, pairs=throughput_pairs)
     notes = []
     if delta > INVARIANCE_TOLERANCE:
         notes.append(f"not batch-invariant (|Δp| {delta:.2g} > {INVARIANCE_TOLERANCE:g})")
@@ -216,13 +224,16 @@ def _check_regression(
     tokenizer: Tokenizer,
     scores: npt.NDArray[Any],
     reference: npt.NDArray[Any] | None,
-    invariance_texts: Sequence[str],
-    throughput_texts: Sequence[str],
+    invariance: tuple[Sequence[str], Sequence[str] | None],
+    timed: tuple[Sequence[str], Sequence[str] | None],
     device: str,
 ) -> tuple[VariantReport, npt.NDArray[Any]]:
-    """A regression variant: ranked as fp32 ranks the texts, and batch-invariant."""
+    """A regression variant: ranked as fp32 ranks the texts, and batch-invariant
+    (``invariance`` and ``timed``: texts, and their pairs if any)."""
     agreement = 1.0 if reference is None else spearman(scores, reference)
-    delta = batch_invariance(engine, tokenizer, invariance_texts, task=Task.REGRESSION)
+    delta = batch_invariance(
+        engine, tokenizer, invariance[0], task=Task.REGRESSION, pairs=invariance[1]
+    )
     notes = []
     if delta > INVARIANCE_TOLERANCE:
         notes.append(f"not batch-invariant (|Δscore| {delta:.2g} > {INVARIANCE_TOLERANCE:g})")
@@ -233,7 +244,7 @@ def _check_regression(
         f1=None,
         agreement=agreement,
         max_batch_delta=delta,
-        throughput=throughput(engine, tokenizer, throughput_texts),
+        throughput=throughput(engine, tokenizer, timed[0], pairs=timed[1]),
         eligible=delta <= INVARIANCE_TOLERANCE and agreement >= MIN_RANK_CORRELATION,
         device=device,
         note="; ".join(notes),

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sentiserve.engine.tokenizer import Tokenizer
+from sentiserve.engine.tokenizer import Tokenizer, segments
 from sentiserve.errors import OptimizeError
 
 logger = logging.getLogger(__name__)
@@ -39,20 +39,36 @@ less than that, or lowered it."""
 
 
 class _Calibration:
-    """Feeds one unpadded text at a time, so ranges never see padding."""
+    """Feeds one unpadded text (or pair) at a time, so ranges never see padding."""
 
-    def __init__(self, tokenizer: Tokenizer, texts: Sequence[str], input_names: Sequence[str]):
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        texts: Sequence[str],
+        input_names: Sequence[str],
+        pairs: Sequence[str] | None = None,
+    ):
+        seconds: Sequence[str | None] = pairs if pairs is not None else [None] * len(texts)
         self._batches: Iterator[dict[str, np.ndarray]] = (
-            self._feed(tokenizer, text, input_names) for text in texts
+            self._feed(tokenizer, text, second, input_names)
+            for text, second in zip(texts, seconds, strict=True)
         )
 
     @staticmethod
-    def _feed(tokenizer: Tokenizer, text: str, names: Sequence[str]) -> dict[str, np.ndarray]:
-        batch = tokenizer([text])
+    def _feed(
+        tokenizer: Tokenizer, text: str, second: str | None, names: Sequence[str]
+    ) -> dict[str, np.ndarray]:
+        if second is None:
+            batch = tokenizer([text])
+            types = batch.token_type_ids
+        else:
+            batch = tokenizer.pad(tokenizer.encode_pairs([text], [second]))
+            assert tokenizer.sep_id is not None  # encode_pairs refuses tokenizers without
+            types = segments(batch.input_ids, batch.attention_mask, tokenizer.sep_id)
         feeds = {
             "input_ids": batch.input_ids,
             "attention_mask": batch.attention_mask,
-            "token_type_ids": batch.token_type_ids,
+            "token_type_ids": types,
         }
         return {n: feeds[n] for n in names}
 
@@ -88,6 +104,7 @@ def static_int8(
     tokenizer: Tokenizer,
     calibration_texts: Sequence[str],
     keep: Sequence[re.Pattern[str]] = KEEP_FP32,
+    calibration_pairs: Sequence[str] | None = None,
 ) -> None:
     """Static QDQ int8: per-channel int8 weights, uint8 activations (reduced range),
     MinMax ranges from single unpadded texts, MatMul and Gemm only, except the matmuls
@@ -111,7 +128,9 @@ def static_int8(
             quantize_static(
                 str(prepared),
                 str(out),
-                _Calibration(tokenizer, calibration_texts, _graph_inputs(prepared)),
+                _Calibration(
+                    tokenizer, calibration_texts, _graph_inputs(prepared), calibration_pairs
+                ),
                 quant_format=QuantFormat.QDQ,
                 op_types_to_quantize=list(QUANTIZED_OPS),
                 per_channel=True,

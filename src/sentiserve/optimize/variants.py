@@ -139,8 +139,14 @@ def optimize(
     wanted = settings.variants
     if "int8" in wanted:
         progress("static int8 quantization (calibrating)")
-        texts = corpus.train.texts[: settings.calibration_texts]
-        quantize.static_int8(fused, out / FILES["int8"], tokenizer, texts)
+        calibration = corpus.train.take(settings.calibration_texts)
+        quantize.static_int8(
+            fused,
+            out / FILES["int8"],
+            tokenizer,
+            calibration.texts,
+            calibration_pairs=calibration.pairs,
+        )
         result.files["int8"] = FILES["int8"]
     if "int8_dynamic" in wanted:
         progress("dynamic int8 quantization (for comparison)")
@@ -171,8 +177,8 @@ def optimize(
             logger.info("TensorRT engine skipped: %s", why)
 
     held_out = corpus.test.take(settings.held_out_limit)
-    inv_texts = held_out.texts[: settings.invariance_texts]
-    thr_texts = held_out.texts[: settings.throughput_texts]
+    invariance = held_out.take(settings.invariance_texts)
+    timed = held_out.take(settings.throughput_texts)
     ref_pred: npt.NDArray[Any] | None = None
     ref_acc: float | None = None
     dev = device()
@@ -188,7 +194,10 @@ def optimize(
         gate = "macro F1" if corpus.labelled and task == Task.MULTI_LABEL else gate
         progress(f"checking {name}: {gate}, batch invariance, throughput")
         engine = OnnxRuntimeEngine(
-            out / result.files[name], threads=settings.threads, providers=providers_for(dev)
+            out / result.files[name],
+            threads=settings.threads,
+            providers=providers_for(dev),
+            sep_id=tokenizer.sep_id,
         )
         report, predictions = check_variant(
             engine,
@@ -196,8 +205,10 @@ def optimize(
             held_out,
             reference_predictions=ref_pred,
             reference_accuracy=ref_acc,
-            invariance_texts=inv_texts,
-            throughput_texts=thr_texts,
+            invariance_texts=invariance.texts,
+            throughput_texts=timed.texts,
+            invariance_pairs=invariance.pairs,
+            throughput_pairs=timed.pairs,
             device=dev,
             labelled=corpus.labelled,
             task=task,
@@ -215,6 +226,7 @@ def optimize(
             out / result.files[result.defaults["cpu"]],
             threads=settings.threads,
             providers=providers_for(dev),
+            sep_id=tokenizer.sep_id,
         )
         result.calibration = calibrate(served, tokenizer, corpus.validation, held_out)
     elif corpus.labelled and task == Task.MULTI_LABEL:
@@ -223,6 +235,7 @@ def optimize(
             out / result.files[result.defaults["cpu"]],
             threads=settings.threads,
             providers=providers_for(dev),
+            sep_id=tokenizer.sep_id,
         )
         result.calibration = calibrate_labels(served, tokenizer, corpus.validation, held_out)
     elif corpus.labelled:
@@ -242,9 +255,9 @@ def calibrate(
     from sentiserve.engine.predict import predict_logits
     from sentiserve.evaluate.calibration import ece, fit_temperature
 
-    val_logits = predict_logits(engine, tokenizer, validation.texts)
+    val_logits = predict_logits(engine, tokenizer, validation.texts, pairs=validation.pairs)
     temperature = fit_temperature(val_logits, validation.labels)
-    test_logits = predict_logits(engine, tokenizer, held_out.texts)
+    test_logits = predict_logits(engine, tokenizer, held_out.texts, pairs=held_out.pairs)
     return {
         "temperature": temperature,
         "fitted_on": "validation",
@@ -266,10 +279,10 @@ def calibrate_labels(
 
     assert validation.label_sets is not None
     assert held_out.label_sets is not None
-    val_logits = predict_logits(engine, tokenizer, validation.texts)
+    val_logits = predict_logits(engine, tokenizer, validation.texts, pairs=validation.pairs)
     temperatures = fit_label_temperatures(val_logits, validation.label_sets)
     scale = np.asarray(temperatures)
-    test_logits = predict_logits(engine, tokenizer, held_out.texts)
+    test_logits = predict_logits(engine, tokenizer, held_out.texts, pairs=held_out.pairs)
     return {
         "temperature": 1.0,
         "temperatures": temperatures,

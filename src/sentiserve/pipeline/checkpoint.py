@@ -397,22 +397,34 @@ def import_corpus(
 ) -> Corpus:
     """The texts an imported model is checked on.
 
-    - ``eval_data`` (labelled, ``text`` and ``label``; for a ``multi_label`` model the
-      label sets, see ``data.files.read_label_sets``): 70% held out for the gate (accuracy,
-      or macro F1 over the labels), 30% for the temperature and int8 calibration.
+    - ``eval_data`` (labelled, ``text`` and ``label``, and ``text_pair`` for a model that
+      compares two texts; for a ``multi_label`` model the label sets, see
+      ``data.files.read_label_sets``): 70% held out for the gate (accuracy, or macro F1 over
+      the labels), 30% for the temperature and int8 calibration.
     - else ``calibration_data`` (texts only), or else the built-in mixed-domain sample: the
       gate is agreement with fp32, and no temperature is fitted.
 
     With both, the labelled file gates and the texts calibrate int8.
     """
-    from sentiserve.data.files import read_file, read_label_sets, read_texts
+    from sentiserve.data.files import (
+        has_column,
+        read_file,
+        read_label_sets,
+        read_pairs,
+        read_texts,
+    )
     from sentiserve.data.sample import sample_texts, unlabelled_corpus
     from sentiserve.data.types import Examples, seeded_split
     from sentiserve.errors import DataError
 
     names = tuple(labels)
     if eval_data is not None:
-        examples = read_label_sets(eval_data, names) if multi_label else read_file(eval_data, names)
+        if multi_label:
+            examples = read_label_sets(eval_data, names)
+        elif has_column(eval_data, "text_pair"):  # a model that compares two texts
+            examples = read_pairs(eval_data, names)
+        else:
+            examples = read_file(eval_data, names)
         if len(examples) < 10:
             raise DataError(f"{eval_data}: only {len(examples)} rows; need at least 10")
         test_size = int(len(examples) * 0.7)

@@ -736,7 +736,7 @@ def test_evaluate_refuses_data_labelled_unlike_the_model(
 
 
 def test_pairs_in_eval_data_gate_and_calibrate_on_pairs(tmp_path: Path) -> None:
-    from sentiserve.pipeline.checkpoint import import_corpus
+    from sentiserve.pipeline.eval_data import import_corpus
 
     ckpt = checkpoint(tmp_path / "ckpt", "bert", NLI)
     texts = [t for t, _ in toy_texts(60, seed=41)]

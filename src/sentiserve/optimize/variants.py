@@ -220,24 +220,17 @@ def optimize(
             ref_pred = predictions
         logger.info("%s: %s", name, json.dumps(report.to_dict()))
     result.defaults = choose_defaults(result.reports)
-    if corpus.labelled and task == Task.SINGLE_LABEL:
-        progress("calibrating probabilities (temperature on the validation split)")
+    fitters = {Task.SINGLE_LABEL: calibrate, Task.MULTI_LABEL: calibrate_labels}
+    if corpus.labelled and task in fitters:
+        per_label = " per label" if task == Task.MULTI_LABEL else ""
+        progress(f"calibrating probabilities (temperature{per_label} on the validation split)")
         served = OnnxRuntimeEngine(
             out / result.files[result.defaults["cpu"]],
             threads=settings.threads,
             providers=providers_for(dev),
             sep_id=tokenizer.sep_id,
         )
-        result.calibration = calibrate(served, tokenizer, corpus.validation, held_out)
-    elif corpus.labelled and task == Task.MULTI_LABEL:
-        progress("calibrating probabilities (a temperature per label on the validation split)")
-        served = OnnxRuntimeEngine(
-            out / result.files[result.defaults["cpu"]],
-            threads=settings.threads,
-            providers=providers_for(dev),
-            sep_id=tokenizer.sep_id,
-        )
-        result.calibration = calibrate_labels(served, tokenizer, corpus.validation, held_out)
+        result.calibration = fitters[task](served, tokenizer, corpus.validation, held_out)
     elif corpus.labelled:
         result.calibration = {"temperature": 1.0, "fitted_on": f"nothing: not fitted for {task}"}
     else:

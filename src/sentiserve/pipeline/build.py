@@ -235,7 +235,8 @@ def build(config: BuildConfig, progress: Progress = lambda _m: None) -> BuildRep
 
     checkpoint = None
     if config.checkpoint is not None:
-        from sentiserve.pipeline.checkpoint import import_corpus, inspect_checkpoint
+        from sentiserve.pipeline.checkpoint import inspect_checkpoint
+        from sentiserve.pipeline.eval_data import import_corpus
 
         progress(f"reading the checkpoint: {config.checkpoint}")
         checkpoint = inspect_checkpoint(

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -24,8 +22,11 @@ from sentiserve.pipeline.checkpoint import ARCHITECTURES
 from sentiserve.repository.layout import ModelRepository
 from sentiserve.repository.served import open_model
 from sentiserve.train.tiny import tiny_classifier
+from sentiserve.triton.environment import TritonEnvironment
 from tests.conftest import FILLER, NEGATIVE_WORDS, POSITIVE_WORDS, toy_texts, write_csv
 from tests.integration.serving import start_server, stop
+from tests.integration.test_pipeline import cli
+from tests.integration.test_triton import column, start_triton
 
 WORDS = sorted(set(POSITIVE_WORDS + NEGATIVE_WORDS + FILLER))
 EMOTIONS = {0: "anger", 1: "joy", 2: "fear", 3: "sadness", 4: "surprise"}
@@ -115,7 +116,9 @@ def test_each_architecture_serves_the_pytorch_probabilities(
 
 @pytest.mark.timeout(600)
 def test_triton_and_score_serve_every_architecture(
-    every_architecture: tuple[Path, dict[str, Path]], tmp_path: Path
+    every_architecture: tuple[Path, dict[str, Path]],
+    environment: TritonEnvironment,
+    tmp_path: Path,
 ) -> None:
     """The real Triton (python form) and `sentiserve score` answer as the embedded path
     does, with each model's default engine."""
@@ -124,19 +127,14 @@ def test_triton_and_score_serve_every_architecture(
 
     from sentiserve.cli import build_app
     from sentiserve.repository.triton import write_python_form
-    from sentiserve.triton.environment import TritonEnvironment
-    from tests.integration.test_triton import ROOT, column, start_triton
 
     repo, _ = every_architecture
     copy = tmp_path / "repo"
     shutil.copytree(repo, copy)
     for arch in ARCHITECTURES:
         write_python_form(copy, arch)
-    env = TritonEnvironment(ROOT / ".triton")
-    if not env.ready():
-        env.create()
     answers = {}
-    server = start_triton(env, copy, tmp_path / "triton.log")
+    server = start_triton(environment, copy, tmp_path / "triton.log")
     try:
         client = httpclient.InferenceServerClient(server.url.removeprefix("http://"))
         for arch in ARCHITECTURES:
@@ -208,21 +206,18 @@ def test_the_embedded_server_serves_five_labels_over_every_protocol(
 
 
 @pytest.mark.timeout(600)
-def test_triton_serves_the_imported_model(emotion_repo: tuple[Path, Path], tmp_path: Path) -> None:
+def test_triton_serves_the_imported_model(
+    emotion_repo: tuple[Path, Path], environment: TritonEnvironment, tmp_path: Path
+) -> None:
     import tritonclient.http as httpclient
 
     from sentiserve.repository.triton import write_python_form
-    from sentiserve.triton.environment import TritonEnvironment
-    from tests.integration.test_triton import ROOT, column, start_triton
 
     _, repo = emotion_repo
     copy = tmp_path / "repo"
     shutil.copytree(repo, copy)
     write_python_form(copy, "emotion")
-    env = TritonEnvironment(ROOT / ".triton")
-    if not env.ready():
-        env.create()
-    server = start_triton(env, copy, tmp_path / "triton.log")
+    server = start_triton(environment, copy, tmp_path / "triton.log")
     try:
         client = httpclient.InferenceServerClient(server.url.removeprefix("http://"))
         tensor = httpclient.InferInput("TEXT", [len(TEXTS), 1], "BYTES")
@@ -344,20 +339,12 @@ def test_labels_that_disagree_with_the_head_and_cli_errors(tmp_path: Path) -> No
     assert version.load("emotion").manifest.labels == list(names)
     assert version.load("emotion").manifest.provenance["dataset"] == "texts"
 
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sentiserve",
-            "build",
-            "--checkpoint",
-            str(tmp_path / "nope"),
-            "--model-repository",
-            str(tmp_path / "cli-repo"),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
+    done = cli(
+        "build",
+        "--checkpoint",
+        str(tmp_path / "nope"),
+        "--model-repository",
+        str(tmp_path / "cli-repo"),
     )
     assert done.returncode == 1
     assert "nope: no such folder" in done.stderr
@@ -374,7 +361,9 @@ def _texts(tmp_path: Path) -> Path:
 TOXIC = {0: "toxic", 1: "insult", 2: "threat", 3: "obscene"}
 
 
-def test_a_multi_label_model_gives_every_label_above_its_threshold(tmp_path: Path) -> None:
+def test_a_multi_label_model_gives_every_label_above_its_threshold(
+    environment: TritonEnvironment, tmp_path: Path
+) -> None:
     ckpt = checkpoint(
         tmp_path / "ckpt",
         "distilbert",
@@ -412,24 +401,16 @@ def test_a_multi_label_model_gives_every_label_above_its_threshold(tmp_path: Pat
     data = tmp_path / "in.csv"
     write_csv(data, [(t, "x") for t in TEXTS])
     out = tmp_path / "scored.jsonl"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sentiserve",
-            "score",
-            str(data),
-            str(out),
-            "--model-repository",
-            str(tmp_path / "repo"),
-            "--model-name",
-            "emotion",
-            "--engine",
-            "fp32",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
+    done = cli(
+        "score",
+        str(data),
+        str(out),
+        "--model-repository",
+        str(tmp_path / "repo"),
+        "--model-name",
+        "emotion",
+        "--engine",
+        "fp32",
     )
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -437,16 +418,11 @@ def test_a_multi_label_model_gives_every_label_above_its_threshold(tmp_path: Pat
 
     # The gateway in front of the real Triton gives the same labels (default engine).
     from sentiserve.repository.triton import write_python_form
-    from sentiserve.triton.environment import TritonEnvironment
-    from tests.integration.test_triton import ROOT, start_triton
 
     served = open_model(version, device="cpu").probabilities(TEXTS)
     default = [[names[k] for k in range(4) if row[k] >= 0.5] for row in served]
     write_python_form(tmp_path / "repo", "emotion")
-    env = TritonEnvironment(ROOT / ".triton")
-    if not env.ready():
-        env.create()
-    triton = start_triton(env, tmp_path / "repo", tmp_path / "triton.log")
+    triton = start_triton(environment, tmp_path / "repo", tmp_path / "triton.log")
     try:
         gateway = start_server(
             ".",
@@ -680,28 +656,20 @@ def test_sentence_pairs_are_encoded_with_the_models_template(arch: str, tmp_path
     rows.append({"premise": "fine", "hypothesis": ""})
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "scored.jsonl"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sentiserve",
-            "score",
-            str(data),
-            str(out),
-            "--text-column",
-            "premise",
-            "--pair-column",
-            "hypothesis",
-            "--model-repository",
-            str(tmp_path / "repo"),
-            "--model-name",
-            "emotion",
-            "--engine",
-            "fp32",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
+    done = cli(
+        "score",
+        str(data),
+        str(out),
+        "--text-column",
+        "premise",
+        "--pair-column",
+        "hypothesis",
+        "--model-repository",
+        str(tmp_path / "repo"),
+        "--model-name",
+        "emotion",
+        "--engine",
+        "fp32",
     )
     assert done.returncode == 0, done.stderr[-2000:]
     scored = [json.loads(line) for line in out.read_text().splitlines()]

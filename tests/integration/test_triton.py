@@ -44,14 +44,6 @@ def texts() -> list[str]:
     return REVIEWS + [t for t, _ in toy_texts(59, seed=11)]
 
 
-@pytest.fixture(scope="module")
-def environment() -> TritonEnvironment:
-    env = TritonEnvironment(ROOT / ".triton")
-    if not env.ready():
-        env.create()
-    return env
-
-
 def copy_repository(tiny_build: Path, target: Path) -> Path:
     shutil.copytree(tiny_build / "model_repository", target)
     return target

@@ -52,28 +52,20 @@ def tiny_bert(
     max_length: int = 128,
     seed: int = 0,
 ) -> Path:
-    """Save a randomly initialised BERT classifier and its word tokenizer in ``folder``."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification
-
-    tokenizer = word_tokenizer(words, max_length)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=2 * hidden,
+    """Save a randomly initialised BERT classifier and its word tokenizer in ``folder``
+    (position embeddings for exactly ``max_length`` tokens)."""
+    return tiny_classifier(
+        folder,
+        "bert",
+        words,
+        labels,
+        hidden=hidden,
+        layers=layers,
+        heads=heads,
+        max_length=max_length,
+        seed=seed,
         max_position_embeddings=max_length,
-        pad_token_id=0,
-        id2label=dict(labels),
-        label2id={name: i for i, name in labels.items()},
     )
-    torch.manual_seed(seed)
-    model = BertForSequenceClassification(config)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(folder))
-    tokenizer.save_pretrained(str(folder))
-    return folder
 
 
 NO_TOKEN_TYPES = {"distilbert", "roberta", "xlm-roberta", "mpnet"}
@@ -142,8 +134,7 @@ def tiny_classifier(
         id2label=dict(labels),
         label2id={name: i for i, name in labels.items()},
         **({"problem_type": problem_type} if problem_type else {}),
-        **_shape(model_type, hidden, layers, heads, max_length),
-        **config_overrides,
+        **{**_shape(model_type, hidden, layers, heads, max_length), **config_overrides},
     )
     torch.manual_seed(seed)
     model = AutoModelForSequenceClassification.from_config(config)  # type: ignore[no-untyped-call]

@@ -96,7 +96,7 @@ def serve_modules_imported(path: Path) -> set[str]:
     return found
 
 
-TRANSPORTS = {"rest_v1", "rest_v2", "grpc_v2"}
+TRANSPORTS = {"rest_v1", "rest_v2", "grpc_v2", "rest_tei", "rest_classify"}
 
 
 def test_transports_never_import_each_other() -> None:

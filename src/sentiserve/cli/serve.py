@@ -13,6 +13,7 @@ from typing import Any
 import typer
 
 from sentiserve.cli.console import console, current_settings, user_errors
+from sentiserve.serve.rest_classify import ClassifyFormat
 from sentiserve.serve.settings import Backend, ServeSettings, describe
 
 FIELDS = {
@@ -33,6 +34,7 @@ FIELDS = {
     "max_in_flight": "limits.max_in_flight",
     "body_timeout_s": "http.body_timeout_s",
     "keep_alive_s": "http.keep_alive_s",
+    "classify_format": "http.classify_format",
     "drain_s": "drain_s",
     "instances": "instances.count",
     "intra_op_threads": "instances.threads",
@@ -96,6 +98,7 @@ def serve(
     max_in_flight: int | None = _opt("max_in_flight"),
     body_timeout_s: float | None = _opt("body_timeout_s"),
     keep_alive_s: int | None = _opt("keep_alive_s"),
+    classify_format: ClassifyFormat | None = _opt("classify_format"),
     drain_s: float | None = _opt("drain_s"),
     instances: int | None = _opt("instances", min=1),
     intra_op_threads: int | None = _opt(

@@ -26,7 +26,9 @@ class Truncation(StrEnum):
     """What to do with a text longer than the model's ``max_length`` tokens."""
 
     TRUNCATE = "truncate"
-    """Keep the head."""
+    """Keep the head (cut on the right)."""
+    TRUNCATE_LEFT = "truncate_left"
+    """Keep the tail (cut on the left)."""
     HEAD_TAIL = "head_tail"
     """Keep the first 128 tokens and the last ``max_length - 130``."""
     REJECT = "reject"
@@ -37,6 +39,24 @@ class TextTooLongError(SentiserveError):
     """A text is longer than ``max_length`` tokens and the policy is ``reject``."""
 
     status = HTTPStatus.BAD_REQUEST
+
+    def __init__(self, message: str, tokens: int, limit: int) -> None:
+        super().__init__(message)
+        self.tokens = tokens
+        self.limit = limit
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Token ids per text, and how many tokens each text had before it was cut (special
+    tokens included): a text was truncated when it has fewer ids than that."""
+
+    ids: list[list[int]]
+    lengths: list[int]
+
+    @property
+    def truncated(self) -> list[bool]:
+        return [len(ids) < n for ids, n in zip(self.ids, self.lengths, strict=True)]
 
 
 def text_problem(text: object) -> str | None:
@@ -100,10 +120,9 @@ class Tokenizer:
         self.truncation = Truncation(truncation)
         self.pad_id = pad_id
         self._path = path
-        self._pairs: Any = None
+        self._pair_tokenizers: dict[tuple[str, int], Any] = {}
         self.sep_id, self.pair_problem = self._pair_template()
         self._budget = budget
-        self._head = min(HEAD_TOKENS, budget // 2)
 
     @property
     def vocab_size(self) -> int:
@@ -114,40 +133,82 @@ class Tokenizer:
         return [len(e.ids) for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
 
     def encode(self, texts: Sequence[str], *, parallel: bool = True) -> list[list[int]]:
-        """Token ids per text, special tokens added and the long-text policy applied.
+        """Token ids per text, special tokens added and the long-text policy applied (see
+        :meth:`encode_counted`)."""
+        return self.encode_counted(texts, parallel=parallel).ids
+
+    def encode_counted(
+        self,
+        texts: Sequence[str],
+        *,
+        parallel: bool = True,
+        truncation: Truncation | None = None,
+        max_tokens: int | None = None,
+    ) -> Encoded:
+        """Token ids per text, special tokens added and a long-text policy applied, with each
+        text's length before it was cut.
 
         Args:
             parallel: Let the Rust tokenizer spread the texts over its own thread pool.
                 Off on a server's event loop: handing one short text to a pool thread and
                 waiting for it costs far more than tokenizing it (about 35 µs) when the
                 engine keeps every core busy.
+            truncation: This request's policy (None: the model's).
+            max_tokens: Most tokens per text for this request, special tokens included
+                (None or more than ``max_length``: ``max_length``).
 
         Raises:
             TextTooLongError: A text is too long and the policy is ``reject``.
+            InvalidInputError: ``max_tokens`` leaves no room for text.
         """
+        policy = self.truncation if truncation is None else truncation
+        budget = self._budget_for(max_tokens)
         if parallel:
             encoded = self._tok.encode_batch(list(texts), add_special_tokens=False)
         else:
             encoded = [self._tok.encode(t, add_special_tokens=False) for t in texts]
+        extra = len(self._prefix) + len(self._suffix)
         out: list[list[int]] = []
+        lengths: list[int] = []
         for index, enc in enumerate(encoded):
             ids = list(enc.ids)
-            if len(ids) > self._budget:
-                ids = self._shorten(ids, index)
+            lengths.append(len(ids) + extra)
+            if len(ids) > budget:
+                ids = self._shorten(ids, index, policy, budget)
             out.append(self._prefix + ids + self._suffix)
-        return out
+        return Encoded(out, lengths)
 
-    def _shorten(self, ids: list[int], index: int) -> list[int]:
-        if self.truncation is Truncation.REJECT:
-            total = len(ids) + len(self._prefix) + len(self._suffix)
-            raise TextTooLongError(
-                f"text {index} has {total} tokens; this model takes at most {self.max_length} "
-                "(truncation policy: reject)"
+    def _budget_for(self, max_tokens: int | None) -> int:
+        """Tokens of text (special tokens excluded) a request may keep."""
+        if max_tokens is None or max_tokens >= self.max_length:
+            return self._budget
+        budget = max_tokens - len(self._prefix) - len(self._suffix)
+        if budget < 1:
+            from sentiserve.errors import InvalidInputError
+
+            raise InvalidInputError(
+                f"a limit of {max_tokens} tokens leaves no room for text (this model adds "
+                f"{len(self._prefix) + len(self._suffix)} special tokens)"
             )
-        if self.truncation is Truncation.HEAD_TAIL:
-            tail = self._budget - self._head
-            return ids[: self._head] + ids[len(ids) - tail :]
-        return ids[: self._budget]
+        return budget
+
+    def _shorten(self, ids: list[int], index: int, policy: Truncation, budget: int) -> list[int]:
+        extra = len(self._prefix) + len(self._suffix)
+        if policy is Truncation.REJECT:
+            total = len(ids) + extra
+            raise TextTooLongError(
+                f"text {index} has {total} tokens; this model takes at most {budget + extra} "
+                "(truncation: reject)",
+                total,
+                budget + extra,
+            )
+        if policy is Truncation.HEAD_TAIL:
+            head = min(HEAD_TOKENS, budget // 2)
+            tail = budget - head
+            return ids[:head] + ids[len(ids) - tail :]
+        if policy is Truncation.TRUNCATE_LEFT:
+            return ids[len(ids) - budget :]
+        return ids[:budget]
 
     def pad(self, sequences: Sequence[Sequence[int]], multiple_of: int = 1) -> Batch:
         """Pad to the longest sequence (rounded up to ``multiple_of``), never to max_length."""
@@ -191,9 +252,21 @@ class Tokenizer:
     def encode_pairs(
         self, texts: Sequence[str], pairs: Sequence[str], *, parallel: bool = True
     ) -> list[list[int]]:
+        """Token ids per (text, text pair) (see :meth:`encode_pairs_counted`)."""
+        return self.encode_pairs_counted(texts, pairs, parallel=parallel).ids
+
+    def encode_pairs_counted(
+        self,
+        texts: Sequence[str],
+        pairs: Sequence[str],
+        *,
+        parallel: bool = True,
+        truncation: Truncation | None = None,
+        max_tokens: int | None = None,
+    ) -> Encoded:
         """Token ids per (text, text pair), with the model's own pair template; a pair
-        longer than ``max_length`` loses tokens from its longer side first (or is refused
-        under the ``reject`` policy).
+        longer than the limit loses tokens from its longer side first (from the left of it
+        under ``truncate_left``), or is refused under ``reject``.
 
         Raises:
             InvalidInputError: The model's tokenizer has no usable pair template.
@@ -205,27 +278,43 @@ class Tokenizer:
             raise InvalidInputError(f"this model takes single texts: {self.pair_problem}")
         if len(texts) != len(pairs):
             raise InvalidInputError(f"{len(texts)} texts but {len(pairs)} text pairs")
-        if self._pairs is None:
+        policy = self.truncation if truncation is None else truncation
+        limit = self._budget_for(max_tokens) + len(self._prefix) + len(self._suffix)
+        extra = self._tok.num_special_tokens_to_add(True)
+        full = zip(self.content_lengths(texts), self.content_lengths(pairs), strict=True)
+        lengths = [a + b + extra for a, b in full]
+        if policy is Truncation.REJECT:
+            for index, total in enumerate(lengths):
+                if total > limit:
+                    raise TextTooLongError(
+                        f"pair {index} has {total} tokens; this model takes at most {limit} "
+                        "(truncation: reject)",
+                        total,
+                        limit,
+                    )
+        side = "left" if policy is Truncation.TRUNCATE_LEFT else "right"
+        tokenizer = self._pair_tokenizer(side, limit)
+        items = list(zip(texts, pairs, strict=True))
+        if parallel:
+            encoded = tokenizer.encode_batch(items, add_special_tokens=True)
+        else:
+            encoded = [tokenizer.encode(a, b, add_special_tokens=True) for a, b in items]
+        return Encoded([list(e.ids) for e in encoded], lengths)
+
+    def _pair_tokenizer(self, side: str, limit: int) -> Any:
+        """A tokenizer that cuts pairs to ``limit`` tokens from ``side`` (made once each)."""
+        key = (side, limit)
+        tokenizer = self._pair_tokenizers.get(key)
+        if tokenizer is None:
             from tokenizers import Tokenizer as RustTokenizer
 
-            self._pairs = RustTokenizer.from_file(str(self._path))
-            self._pairs.no_padding()
-            self._pairs.enable_truncation(self.max_length, strategy="longest_first")
-        items = list(zip(texts, pairs, strict=True))
-        if self.truncation is Truncation.REJECT:
-            full = self.content_lengths(texts), self.content_lengths(pairs)
-            extra = self._tok.num_special_tokens_to_add(True)
-            for index, (a, b) in enumerate(zip(*full, strict=True)):
-                if a + b + extra > self.max_length:
-                    raise TextTooLongError(
-                        f"pair {index} has {a + b + extra} tokens; this model takes at most "
-                        f"{self.max_length} (truncation policy: reject)"
-                    )
-        if parallel:
-            encoded = self._pairs.encode_batch(items, add_special_tokens=True)
-        else:
-            encoded = [self._pairs.encode(a, b, add_special_tokens=True) for a, b in items]
-        return [list(e.ids) for e in encoded]
+            if len(self._pair_tokenizers) >= 16:  # request limits vary: keep a few
+                self._pair_tokenizers.pop(next(iter(self._pair_tokenizers)))
+            tokenizer = RustTokenizer.from_file(str(self._path))
+            tokenizer.no_padding()
+            tokenizer.enable_truncation(limit, strategy="longest_first", direction=side)
+            self._pair_tokenizers[key] = tokenizer
+        return tokenizer
 
     def __call__(self, texts: Sequence[str]) -> Batch:
         return self.pad(self.encode(texts))

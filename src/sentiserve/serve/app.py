@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException
 from sentiserve import DEFAULT_MODEL, __version__
 from sentiserve.engine.instances import InstanceConfig
 from sentiserve.errors import ConfigError, InvalidInputError, SentiserveError, validation_message
-from sentiserve.serve import openapi, playground, rest_v1, rest_v2
+from sentiserve.serve import openapi, playground, rest_classify, rest_tei, rest_v1, rest_v2
 from sentiserve.serve.auth import ApiKeys
 from sentiserve.serve.batcher import BatchingConfig
 from sentiserve.serve.edge import Edge, Route, error_reply
@@ -35,6 +35,7 @@ from sentiserve.serve.plane.embedded import EmbeddedPlane
 from sentiserve.serve.plane.triton import TritonPlane
 from sentiserve.serve.policy import Policy, TransportLimits, as_error
 from sentiserve.serve.registry import Registry
+from sentiserve.serve.rest_classify import ClassifyFormat
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,8 @@ class ServerConfig:
     """Gateway mode: Triton's gRPC ``host:port``; no models are loaded here."""
     triton_model: str = DEFAULT_MODEL
     """Gateway mode: the Triton model whose readiness is this server's readiness."""
+    classify_format: ClassifyFormat = ClassifyFormat.VLLM
+    """How ``POST /classify`` answers (vLLM's shape or Infinity's)."""
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -94,13 +97,16 @@ def _error(exc: BaseException) -> Response:
     return Response(reply.body, reply.status, headers, media_type=reply.content_type.decode())
 
 
-def build_app(plane: DataPlane, policy: Policy) -> tuple[FastAPI, Edge]:
+def build_app(
+    plane: DataPlane, policy: Policy, classify_format: ClassifyFormat = ClassifyFormat.VLLM
+) -> tuple[FastAPI, Edge]:
     """FastAPI (every route but inference, with the policy's error format) and the edge in
     front of it (the policy on HTTP, and inference)."""
     app = FastAPI(
         title="sentiserve",
         version=__version__,
-        description="Sentiment classification: friendly REST and KServe v2.",
+        description="Text classification: friendly REST, KServe v2, and drop-in routes for "
+        "TEI, Hugging Face Inference, vLLM and Infinity clients.",
     )
 
     @app.exception_handler(SentiserveError)
@@ -124,7 +130,13 @@ def build_app(plane: DataPlane, policy: Policy) -> tuple[FastAPI, Edge]:
 
     app.include_router(rest_v2.router(plane, policy))
     app.include_router(playground.router())
-    inference = [rest_v1.route(plane), *rest_v2.infer_routes(plane)]
+    app.include_router(rest_tei.info_router(plane, policy))
+    inference = [
+        rest_v1.route(plane),
+        *rest_v2.infer_routes(plane),
+        *rest_tei.routes(plane),
+        *rest_classify.routes(plane, classify_format),
+    ]
     app.openapi = lambda: _openapi(app, inference)  # type: ignore[method-assign]
     return app, Edge(app, inference, policy)
 
@@ -167,7 +179,7 @@ def build_server(config: ServerConfig) -> Server:
     metrics = Metrics()
     policy = Policy(ApiKeys(config.api_key, config.api_keys_file), config.transport, metrics)
     plane = build_plane(config, metrics)
-    app, edge = build_app(plane, policy)
+    app, edge = build_app(plane, policy, config.classify_format)
     return Server(edge, app, plane, policy, metrics)
 
 

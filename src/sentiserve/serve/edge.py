@@ -109,6 +109,7 @@ class Route:
         response_model: The success answer's model.
         tag: OpenAPI tag.
         description: More for the OpenAPI document.
+        operation: What the policy sees the route ask for.
     """
 
     path: str
@@ -120,6 +121,11 @@ class Route:
     tag: str
     description: str = ""
     operation: Operation = Operation.INFER
+    errors: Callable[[SentiserveError], Reply] | None = None
+    """How this API renders an error (None: the project's ``{"error": ...}``); the policy's
+    refusals (401, 429, 503) on this route are rendered with it too."""
+    error_model: type[BaseModel] | None = None
+    """The error body's model when ``errors`` renders another shape (for the OpenAPI document)."""
     pattern: re.Pattern[str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -154,6 +160,20 @@ def check_content_type(call: Call, *allowed: str) -> None:
     raise UnsupportedMediaTypeError(
         f"Content-Type {media or '(empty)'} is not accepted here; send {' or '.join(allowed)}"
     )
+
+
+def token_headers(tokens: list[int] | None, kept: list[int] | None) -> list[tuple[bytes, bytes]]:
+    """``x-compute-tokens`` (tokens the model saw, TEI's header), ``x-sentiserve-input-tokens``
+    (each text's tokens before any cut) and ``x-sentiserve-truncated`` (1 where a text was
+    cut), comma-separated in text order; none when the backend does not count."""
+    if tokens is None or kept is None:
+        return []
+    cut = ",".join("1" if k < t else "0" for k, t in zip(kept, tokens, strict=True))
+    return [
+        (b"x-compute-tokens", str(sum(kept)).encode()),
+        (b"x-sentiserve-input-tokens", ",".join(map(str, tokens)).encode()),
+        (b"x-sentiserve-truncated", cut.encode()),
+    ]
 
 
 def error_reply(exc: SentiserveError) -> Reply:
@@ -242,7 +262,8 @@ class Edge:
                     status = reply.status
                     await send_reply(send, reply, [id_header])
         except SentiserveError as exc:  # refused by the policy: nothing was read or run
-            reply = error_reply(exc)
+            render = route[0].errors if route is not None else None
+            reply = (render or error_reply)(exc)
             status = reply.status
             await send_reply(send, reply, [id_header])
         policy.finish(
@@ -272,7 +293,7 @@ class Edge:
         except ConnectionAbortedError:
             return None, None
         except Exception as exc:  # never a traceback to the client; the log has it
-            reply = error_reply(as_error(exc))
+            reply = (route.errors or error_reply)(as_error(exc))
         return reply, call.state.get("model")
 
     async def _forward(

@@ -19,7 +19,13 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from sentiserve.errors import InvalidInputError, SentiserveError
 from sentiserve.serve import v2_codec as codec
-from sentiserve.serve.plane import DataPlane, InferRequest, InferResponse, Tensor
+from sentiserve.serve.plane import (
+    DataPlane,
+    InferRequest,
+    InferResponse,
+    Tensor,
+    requested_truncation,
+)
 from sentiserve.serve.policy import Operation, Policy, TransportLimits, as_error, grpc_error
 
 CONTENTS_FIELD = {
@@ -75,6 +81,11 @@ def infer_request(message: Any, deadline_s: float | None) -> InferRequest:
     timeout_s = None
     if "timeout" in message.parameters:  # Triton's per-request timeout, microseconds
         timeout_s = message.parameters["timeout"].int64_param / 1e6
+    truncate = direction = None
+    if "truncate" in message.parameters:
+        truncate = message.parameters["truncate"].bool_param
+    if "truncation_direction" in message.parameters:
+        direction = message.parameters["truncation_direction"].string_param
     return InferRequest(
         model=message.model_name,
         version=codec.parse_version(message.model_version),
@@ -83,6 +94,7 @@ def infer_request(message: Any, deadline_s: float | None) -> InferRequest:
         id=message.id or None,
         timeout_s=timeout_s,
         transport_deadline_s=deadline_s,
+        truncation=requested_truncation(truncate, direction),
     )
 
 

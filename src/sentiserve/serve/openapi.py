@@ -49,7 +49,7 @@ def operation(route: Route) -> dict[str, Any]:
         "responses": {
             "200": {"description": "Success.", "content": _content(route.response_model)},
             **{
-                code: {"description": what, "content": _content(ErrorResponse)}
+                code: {"description": what, "content": _content(route.error_model or ErrorResponse)}
                 for code, what in ERRORS
             },
         },
@@ -62,8 +62,9 @@ def extend(schema: dict[str, Any], routes: Iterable[Route]) -> dict[str, Any]:
     routes = list(routes)
     models: dict[str, type[BaseModel]] = {ErrorResponse.__name__: ErrorResponse}
     for route in routes:
-        for model in (route.request_model, route.response_model):
-            models[model.__name__] = model
+        for model in (route.request_model, route.response_model, route.error_model):
+            if model is not None:
+                models[model.__name__] = model
     _, defs = models_json_schema(
         [(models[name], "validation") for name in sorted(models)],
         ref_template="#/components/schemas/{model}",

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from sentiserve import DEFAULT_MODEL
 from sentiserve.errors import InvalidInputError, validation_message
 from sentiserve.serve.edge import Call, Reply, Route, check_content_type
-from sentiserve.serve.plane import DataPlane
+from sentiserve.serve.plane import DataPlane, requested_truncation
 
 PATH = "/v1/sentiment"
 
@@ -36,6 +36,16 @@ class SentimentRequest(BaseModel):
         "model when the repository holds one).",
     )
     timeout_ms: int | None = Field(default=None, gt=0, description="Deadline for this request.")
+    truncate: bool | None = Field(
+        default=None,
+        description="Cut a text longer than the model takes (true) or refuse it with its token "
+        "count (false); left out: the model's long-text policy.",
+    )
+    truncation_direction: str | None = Field(
+        default=None,
+        description="Where to cut: right (keep the start, the default), left (keep the end) or "
+        "head_tail (keep the first 128 tokens and the end).",
+    )
 
     @model_validator(mode="after")
     def one_of(self) -> SentimentRequest:
@@ -56,6 +66,10 @@ class Result(BaseModel):
         default=None,
         description="Multi-label models only: every label whose score reaches its threshold.",
     )
+    tokens: int | None = Field(
+        default=None, description="The text's tokens before any cut, special tokens included."
+    )
+    truncated: bool | None = Field(default=None, description="Whether the text was cut.")
 
 
 class SentimentResponse(BaseModel):
@@ -78,13 +92,20 @@ def route(plane: DataPlane) -> Route:
         pairs = [body.text_pair] if body.text_pair is not None else body.text_pairs
         timeout = None if body.timeout_ms is None else body.timeout_ms / 1000
         name = body.model or plane.default_model()
-        result = await plane.classify(name, texts, text_pairs=pairs, timeout_s=timeout)
+        truncation = requested_truncation(body.truncate, body.truncation_direction)
+        result = await plane.classify(
+            name, texts, text_pairs=pairs, timeout_s=timeout, truncation=truncation
+        )
         call.state["model"] = f"{result.model}:{result.version}"
         labels = result.labels
         results: list[dict[str, object]] = []
         for best, row in zip(result.best, result.probabilities.tolist(), strict=True):
             scores = dict(zip(labels, row, strict=True))
             results.append({"label": labels[best], "score": row[best], "scores": scores})
+        if result.tokens is not None and result.truncated is not None:
+            for item, tokens, cut in zip(results, result.tokens, result.truncated, strict=True):
+                item["tokens"] = tokens
+                item["truncated"] = cut
         above = result.above_thresholds()
         if above is not None:
             for item, given in zip(results, above, strict=True):

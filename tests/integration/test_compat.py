@@ -373,6 +373,18 @@ async def test_classify_answers_as_infinity_when_set(tiny_build: Path) -> None:
         vllm = (await app.post("/v1/classify", body)).json()
         assert vllm["object"] == "list", "/v1/classify stays vLLM's"
 
+        # Infinity's own client, over the same in-process app.
+        from infinity_client import Client
+        from infinity_client.api.default import classify
+        from infinity_client.models import ClassifyInput, ClassifyResult
+
+        client = Client(base_url="http://t").set_async_httpx_client(app.http)
+        result = await classify.asyncio(client=client, body=ClassifyInput(input_=TEXTS))
+        assert isinstance(result, ClassifyResult), result
+        rows = [{item.label: item.score for item in row} for row in result.data]
+        assert_same_scores(rows, want)
+        assert result.usage.prompt_tokens > 0
+
 
 async def test_the_policy_guards_the_new_routes_in_their_own_error_format(tiny_build: Path) -> None:
     async for app in open_app(tiny_build, api_key="compat-key-123"):

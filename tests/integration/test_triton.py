@@ -19,11 +19,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from tritonclient.utils import InferenceServerException
 
 from sentiserve.local.ready import free_port, is_ready, serve_command, wait_until
 from sentiserve.repository.layout import CONFIG
 from sentiserve.repository.triton import Platform, write_gpu_form, write_python_form
 from sentiserve.triton.environment import TritonEnvironment
+from sentiserve.triton.model_config import read_config
 from sentiserve.triton.server import SHM, SHM_PREFIX, TritonServer
 from tests.conftest import toy_texts
 from tests.integration.serving import Running, start_server, stop
@@ -266,6 +268,34 @@ def test_embedded_metadata_and_shapes_equal_tritons(
         theirs.close()
 
 
+def test_model_configuration_equals_tritons_over_http_and_grpc(
+    triton: TritonServer, embedded: Running
+) -> None:
+    """Triton's tools read a model's configuration (``get_model_config()``); the embedded
+    server answers what Triton answers for the same repository, field by field."""
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+
+    ours = httpclient.InferenceServerClient(embedded.url.removeprefix("http://"))
+    theirs = httpclient.InferenceServerClient(triton.url.removeprefix("http://"))
+    ours_rpc = grpcclient.InferenceServerClient(f"127.0.0.1:{embedded.grpc_port}")
+    theirs_rpc = grpcclient.InferenceServerClient(triton.grpc_url)
+    try:
+        mine, tritons = ours.get_model_config("sentiment"), theirs.get_model_config("sentiment")
+        assert set(mine) == set(tritons)
+        for key in tritons:
+            assert mine[key] == tritons[key], key
+        assert ours.get_model_config("sentiment", "1") == theirs.get_model_config("sentiment", "1")
+        assert ours_rpc.get_model_config("sentiment") == theirs_rpc.get_model_config("sentiment")
+        assert ours_rpc.get_model_config("sentiment", as_json=True)["config"]["parameters"]
+        for client in (ours, theirs):
+            with pytest.raises(InferenceServerException):
+                client.get_model_config("nope")
+    finally:
+        for client in (ours, theirs, ours_rpc, theirs_rpc):
+            client.close()
+
+
 def backend_ready(gateway: Running) -> float | None:
     metrics = httpx.get(f"http://127.0.0.1:{gateway.metrics_port}/metrics").text
     found = re.search(r"^sentiserve_backend_ready (\S+)$", metrics, re.M)
@@ -362,6 +392,11 @@ def test_gpu_form_ensemble_runs_on_triton(
         tensor = grpcclient.InferInput("TEXT", [len(batch), 1], "BYTES")
         tensor.set_data_from_numpy(column(batch))
         labels, probs = triton_answer(client.infer("sentiment", [tensor]))
+        # Every member's configuration, completed as the embedded server completes it for
+        # GET /v2/models/{m}/config, is what Triton reports.
+        for config in configs:
+            reported = client.get_model_config(config.name).config
+            assert reported == read_config(repo / config.name / CONFIG), config.name
         client.close()
     finally:
         server.stop()

@@ -47,6 +47,7 @@ OPERATIONS = (
     (re.compile(_MODEL + r"/infer$"), Operation.INFER),
     (re.compile(r"^/v2/repository/"), Operation.REPOSITORY),
     (re.compile(_MODEL + r"/stats$"), Operation.STATISTICS),
+    (re.compile(_MODEL + r"/config$"), Operation.METADATA),
     (re.compile(r"^/v2/health/|" + _MODEL + r"/ready$"), Operation.HEALTH),
     (re.compile(r"^/v2(?:/models/[^/]+(?:/versions/[^/]+)?)?$"), Operation.METADATA),
 )

@@ -116,6 +116,7 @@ OPERATIONS = {
     "ModelReady": Operation.HEALTH,
     "ServerMetadata": Operation.METADATA,
     "ModelMetadata": Operation.METADATA,
+    "ModelConfig": Operation.METADATA,
     "ModelInfer": Operation.INFER,
     "ModelStatistics": Operation.STATISTICS,
     "RepositoryIndex": Operation.REPOSITORY,
@@ -207,6 +208,10 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
             inputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in meta.inputs],
             outputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in meta.outputs],
         )
+
+    async def ModelConfig(self, request: Any, context: Any) -> Any:  # noqa: N802
+        version = codec.parse_version(request.version)
+        return pb.ModelConfigResponse(config=await self.plane.model_config(request.name, version))
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
         message = infer_request(request, context.time_remaining())

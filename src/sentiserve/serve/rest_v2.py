@@ -20,6 +20,7 @@ from sentiserve.serve import v2_codec as codec
 from sentiserve.serve.edge import Call, Reply, Route, check_content_type, token_headers
 from sentiserve.serve.plane import DataPlane
 from sentiserve.serve.policy import Policy
+from sentiserve.triton.model_config import to_json
 
 INFER_PATHS = {
     "infer": "/v2/models/{model}/infer",
@@ -101,6 +102,13 @@ def router(plane: DataPlane, policy: Policy) -> APIRouter:
     @api.get("/v2/models/{name}/versions/{version}")
     async def metadata(name: str, version: str | None = None) -> dict[str, Any]:
         return asdict(await plane.metadata(name, codec.parse_version(version)))
+
+    @api.get("/v2/models/{name}/config")
+    @api.get("/v2/models/{name}/versions/{version}/config")
+    async def config(name: str, version: str | None = None) -> dict[str, Any]:
+        """The model's configuration as Triton reports it (its model configuration
+        extension), for Triton's tools and ``get_model_config()``."""
+        return to_json(await plane.model_config(name, codec.parse_version(version)))
 
     @api.get("/v2/models/{name}/ready")
     @api.get("/v2/models/{name}/versions/{version}/ready")

@@ -316,6 +316,10 @@ class DataPlane(Protocol):
 
     async def metadata(self, name: str, version: int | None = None) -> ModelMetadata: ...
 
+    async def model_config(self, name: str, version: int | None = None) -> Any:
+        """Triton's ``ModelConfig`` message for ``name``, as Triton reports it."""
+        ...
+
     async def card(self, name: str) -> ModelCard:
         """The serving version of text model ``name``: labels, task, length and policy."""
         ...

@@ -31,6 +31,7 @@ from sentiserve.errors import (
     QueueFullError,
     SentiserveError,
 )
+from sentiserve.repository.layout import CONFIG
 from sentiserve.serve.metrics import Metrics
 from sentiserve.serve.plane import (
     Classification,
@@ -45,6 +46,7 @@ from sentiserve.serve.plane import (
     check_texts,
 )
 from sentiserve.serve.registry import LoadedModel, Registry
+from sentiserve.triton.model_config import raw_engine_config, read_config
 
 RAW_SUFFIX = "_onnx"
 """``<model>_onnx`` is the raw engine of ``<model>``: token ids in, logits out."""
@@ -227,6 +229,16 @@ class EmbeddedPlane:
                 TensorSpec("PROBABILITIES", "FP32", [-1, labels]),
             ],
         )
+
+    async def model_config(self, name: str, version: int | None = None) -> Any:
+        """The repository's ``config.pbtxt`` as Triton completes it; for ``<model>_onnx``,
+        the configuration Triton would report for the raw ONNX Runtime engine."""
+        base = self.raw_base(name)
+        model = self.registry.get(base or name, version)
+        if base is not None:
+            size = model.batcher.config.max_batch_size
+            return raw_engine_config(name, len(model.served.labels), size)
+        return await asyncio.to_thread(read_config, model.served.version.path.parent / CONFIG)
 
     async def card(self, name: str) -> ModelCard:
         model = self.registry.get(name)

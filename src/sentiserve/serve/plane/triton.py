@@ -229,6 +229,13 @@ class TritonPlane:
             specs("outputs"),
         )
 
+    async def model_config(self, name: str, version: int | None = None) -> Any:
+        """Triton's own answer, forwarded."""
+        response = await self._ask(
+            name, self._triton().get_model_config(name, model_version=_version(version))
+        )
+        return response.config
+
     async def card(self, name: str) -> ModelCard:
         """From Triton's model config: the labels and the task (multi-label when it has
         thresholds); the version, length and policy are Triton's business (0 and None)."""

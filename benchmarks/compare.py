@@ -33,6 +33,7 @@ import json
 import math
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -561,6 +562,18 @@ def markdown(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
+SECTION = re.compile(r"<!-- (\w+):start -->.*?<!-- \1:end -->", re.S)
+"""A section another script writes into the report (benchmarks/compat.py's)."""
+
+
+def keep_sections(path: Path, text: str) -> str:
+    """``text`` followed by the marked sections of the report at ``path``, which other
+    scripts measured and this run did not."""
+    old = path.read_text() if path.exists() else ""
+    kept = [m.group(0) for m in SECTION.finditer(old)]
+    return "\n\n".join([text.rstrip(), *kept]) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -593,7 +606,7 @@ def main() -> None:
         print(f"run {k + 1} of {args.repeat}", file=sys.stderr)
         runs.append(one_run(args))
     out = Path(args.out)
-    out.write_text(markdown(runs, args))
+    out.write_text(keep_sections(out, markdown(runs, args)))
     out.with_suffix(".json").write_text(json.dumps(runs, indent=1, default=str) + "\n")
     print(f"wrote {out} and {out.with_suffix('.json')}", file=sys.stderr)
 

@@ -1,4 +1,5 @@
-"""How one request is sent: the friendly v1 REST API, KServe v2 REST, or KServe v2 gRPC.
+"""How one request is sent: the friendly v1 REST API, KServe v2 REST, KServe v2 gRPC, or a
+drop-in route for another server's clients (TEI's ``/predict``, vLLM's ``/v1/classify``).
 
 Request bodies are encoded once, before the clock starts, so the client spends its CPU on
 sending rather than on JSON: on a 2-core machine the client shares the cores with the server.
@@ -13,7 +14,8 @@ from urllib.parse import urlsplit
 
 from sentiserve.errors import ConfigError
 
-PROTOCOLS = ("v1", "v2-http", "v2-grpc")
+PROTOCOLS = ("v1", "v2-http", "v2-grpc", "tei", "vllm")
+HTTP_PROTOCOLS = ("v1", "v2-http", "tei", "vllm")
 
 
 class RequestFailed(Exception):
@@ -111,7 +113,19 @@ def http_request(
             return json.dumps({"inputs": [tensor]}).encode()
 
         return f"/v2/models/{model}/infer", [body(b) for b in batches]
-    raise ConfigError(f"protocol {protocol!r} is not an HTTP protocol (v1, v2-http)")
+    if protocol == "tei":  # TEI serves one model: the server's default
+        return "/predict", [
+            json.dumps({"inputs": b[0] if per_request == 1 else [[t] for t in b]}).encode()
+            for b in batches
+        ]
+    if protocol == "vllm":
+        return "/v1/classify", [
+            json.dumps({"input": b[0] if per_request == 1 else b, "model": model}).encode()
+            for b in batches
+        ]
+    raise ConfigError(
+        f"protocol {protocol!r} is not an HTTP protocol ({', '.join(HTTP_PROTOCOLS)})"
+    )
 
 
 def http_client(
@@ -190,7 +204,7 @@ def make_client(
     api_key: str | None = None,
     per_request: int = 1,
 ) -> Client:
-    if protocol in ("v1", "v2-http"):
+    if protocol in HTTP_PROTOCOLS:
         return http_client(protocol, url, model, texts, timeout_s, api_key, per_request)
     if protocol == "v2-grpc":
         return _GrpcClient(url, model, texts, timeout_s, api_key, per_request)

@@ -59,7 +59,9 @@ class _Ticker:
 
 def bench(
     url: str = typer.Option("http://127.0.0.1:8000", help="Server URL (HOST:PORT for gRPC)."),
-    protocol: str = typer.Option("v1", help="v1, v2-http or v2-grpc."),
+    protocol: str = typer.Option(
+        "v1", help="v1, v2-http, v2-grpc, or a drop-in route: tei (/predict), vllm (/v1/classify)."
+    ),
     model: str = typer.Option(DEFAULT_MODEL, "--model-name", help="Model name."),
     concurrency: str = typer.Option("1,8,32,64", help="Closed-loop levels (clients)."),
     rate: float | None = typer.Option(None, help="Open loop: Poisson arrivals per second."),

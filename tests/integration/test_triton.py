@@ -204,6 +204,31 @@ def test_gateway_serves_the_embedded_answers_through_triton(
         assert re.search(r'sentiserve_request_duration_seconds_count\{model="sentiment"', metrics)
         assert not re.search(r"^nv_inference_request_success\{", metrics, re.M)  # Triton's job
         assert httpx.get(f"{gateway.url}/v2/health/ready").status_code == 200
+
+        # The drop-in routes through the gateway: the same probabilities; what only the
+        # embedded server knows (a request's own truncation, logits) is refused clearly.
+        want = embedded_answer(embedded, REVIEWS[:3])[1]
+        tei = httpx.post(f"{gateway.url}/predict", json={"inputs": [[t] for t in REVIEWS[:3]]})
+        assert tei.status_code == 200, tei.text
+        got = np.array(
+            [[d["score"] for d in sorted(row, key=lambda d: d["label"])] for row in tei.json()]
+        )
+        assert float(np.abs(got - want).max()) <= 1e-6
+        info = httpx.get(f"{gateway.url}/info").json()
+        id2label = info["model_type"]["classifier"]["id2label"]
+        labels = [id2label[str(i)] for i in range(len(id2label))]
+        assert info["max_input_length"] is None, "Triton's business"
+        vllm = httpx.post(f"{gateway.url}/v1/classify", json={"input": REVIEWS[:3]}).json()
+        probs = np.array([d["probs"] for d in vllm["data"]])[:, np.argsort(labels)]
+        assert float(np.abs(probs - want).max()) <= 1e-6
+        refused = httpx.post(f"{gateway.url}/predict", json={"inputs": "x", "truncate": False})
+        assert refused.status_code == 422
+        assert "needs the embedded server" in refused.json()["error"]
+        raw = httpx.post(f"{gateway.url}/predict", json={"inputs": "x", "raw_scores": True})
+        assert raw.status_code == 422
+        assert "not available through the Triton backend" in raw.json()["error"]
+        config = httpx.get(f"{gateway.url}/v2/models/sentiment/config").json()
+        assert config == httpx.get(f"{triton.url}/v2/models/sentiment/config").json()
     finally:
         stop(gateway)
 

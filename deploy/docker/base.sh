@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The local stand-in for python:3.11-slim-bookworm, for machines that cannot pull from a
-# registry: Debian bookworm (minbase) with its own Python 3.11, built from Debian's packages
+# registry: Debian bookworm (minbase) with its own Python 3.11 (and libpython3.11, which
+# Triton's python stub links), built from Debian's packages
 # with mmdebstrap and imported as IMAGE (default sentiserve-base:bookworm). Skipped when
 # IMAGE exists. Uses the host's apt sources and CA bundle (pip inside a build needs it).
 #   DOCKER_HOST=... deploy/docker/base.sh [IMAGE]
@@ -19,7 +20,7 @@ done
 [ -n "$sources" ] || { echo "no apt sources file found" >&2; exit 1; }
 echo "building $IMAGE from Debian bookworm packages (mmdebstrap, $sources)" >&2
 mmdebstrap --quiet --variant=minbase \
-    --include=python3,python3-venv,python3-pip,python-is-python3,ca-certificates,passwd \
+    --include=python3,python3-venv,python3-pip,python-is-python3,libpython3.11,ca-certificates,passwd \
     --customize-hook='rm -f "$1"/usr/lib/python3.11/EXTERNALLY-MANAGED' \
     --customize-hook='cp /etc/ssl/certs/ca-certificates.crt "$1"/etc/ssl/certs/ca-certificates.crt' \
     bookworm "$work/base.tar" "$sources"

@@ -3,6 +3,9 @@
 # (deploy/docker/engine.sh, stopped again afterwards if this script started it):
 #   sentiserve:VERSION        the CPU serving image (deploy/docker/Dockerfile)
 #   sentiserve-score:VERSION  the batch-scoring image the RayJob runs (EXTRAS=s3,score,ray)
+#   sentiserve-triton:cpu-VERSION  Dockerfile.triton, unchanged, on a CPU stand-in for
+#                             NVIDIA's base (Dockerfile.triton-cpu-base: the bundled
+#                             tritonserver, python backend only): it serves the python form
 # The Dockerfiles' public bases are used when they are present or can be pulled; otherwise
 # the local Debian bookworm base (deploy/docker/base.sh) is built and passed in. Builds run
 # with the host's network (pip inside the build stage fetches the wheels).
@@ -29,17 +32,21 @@ if ! "$DOCKER" image inspect "$base" >/dev/null 2>&1 \
     deploy/docker/base.sh "$base"
 fi
 
-build() {  # build TAG [docker build arguments...]
-    local tag=$1
-    shift
+build() {  # build TAG DOCKERFILE [docker build arguments...]
+    local tag=$1 file=$2
+    shift 2
     echo "building $tag" >&2
     local start=$SECONDS
     "$DOCKER" build --quiet --network host --build-arg "PYTHON_IMAGE=$base" \
-        -f deploy/docker/Dockerfile -t "$tag" "$@" . >/dev/null
+        -f "$file" -t "$tag" "$@" . >/dev/null
     local size
     size=$("$DOCKER" image inspect --format '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1/1e6}')
     echo "$tag: $size, built in $((SECONDS - start)) s" >&2
 }
 
-build "sentiserve:$VERSION"
-build "sentiserve-score:$VERSION" --build-arg EXTRAS=s3,score,ray
+build "sentiserve:$VERSION" deploy/docker/Dockerfile
+build "sentiserve-score:$VERSION" deploy/docker/Dockerfile --build-arg EXTRAS=s3,score,ray
+build sentiserve-triton-base:cpu deploy/docker/Dockerfile.triton-cpu-base \
+    --build-arg "BASE_IMAGE=$base"
+build "sentiserve-triton:cpu-$VERSION" deploy/docker/Dockerfile.triton \
+    --build-arg TRITON_IMAGE=sentiserve-triton-base:cpu

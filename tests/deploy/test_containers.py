@@ -24,12 +24,24 @@ import pytest
 from sentiserve import __version__
 from sentiserve.local.ready import wait_until
 from sentiserve.repository.stores.s3 import publish
-from tests.deploy.pods import docker, engine, pod_of, render, start
+from tests.deploy.pods import (
+    CHART,
+    NETWORK,
+    InitFailedError,
+    Pod,
+    docker,
+    engine,
+    gateway_address,
+    pod_of,
+    render,
+    start,
+)
 from tests.integration.serving import Running, start_server, stop
 from tests.integration.test_s3 import CREDENTIALS, Moto
 
 IMAGE = f"sentiserve:{__version__}"
 SCORE_IMAGE = f"sentiserve-score:{__version__}"
+VALUES_GPU = CHART / "values-eks-gpu.yaml"
 TEXTS = ["a wonderful, moving film", "boring and dull", "the plot was a mess", "fine"]
 
 
@@ -263,3 +275,151 @@ def test_the_scoring_image_scores_like_the_host(
     assert [r["label"] for r in rows] == [served.labels[i] for i in want.argmax(axis=1)]
     got = np.array([[r[f"p_{name}"] for name in served.labels] for r in rows])
     assert float(np.abs(got - want).max()) <= 1e-4
+
+
+TRITON_IMAGE = f"sentiserve-triton:cpu-{__version__}"
+TRITON_SERVICE = "t-sentiserve-triton.default.svc.cluster.local"
+
+
+@pytest.fixture(scope="module")
+def python_form_in_s3(docker_host: str, tiny_build: Path) -> Iterator[tuple[Moto, str]]:
+    """The tiny repository in S3 on a moto server the containers reach (the host's address
+    on the test network)."""
+    saved = {k: os.environ.get(k) for k in CREDENTIALS}
+    os.environ.update(CREDENTIALS)
+    moto = Moto(host="0.0.0.0")  # noqa: S104 - the containers reach it through the bridge
+    try:
+        boto3.client("s3", endpoint_url=moto.url).create_bucket(Bucket="models")
+        publish(tiny_build / "model_repository", "s3://models/python-form", endpoint_url=moto.url)
+        yield moto, "s3://models/python-form"
+    finally:
+        moto.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def gpu_values_pods(url: str, endpoint: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The GPU values' Triton pod and gateway pod, pulling from ``url`` at ``endpoint``."""
+    objects = render(
+        "--api-versions-monitoring",
+        f"model.s3Url={url}",
+        f"string:model.s3Env.AWS_ENDPOINT_URL={endpoint}",
+        f"string:model.s3Env.AWS_ACCESS_KEY_ID={CREDENTIALS['AWS_ACCESS_KEY_ID']}",
+        f"string:model.s3Env.AWS_SECRET_ACCESS_KEY={CREDENTIALS['AWS_SECRET_ACCESS_KEY']}",
+        values=VALUES_GPU,
+    )
+    return pod_of(objects, "Deployment", "sentiserve-triton"), pod_of(
+        objects, "Deployment", "t-sentiserve"
+    )
+
+
+def test_the_gpu_topology_runs_on_the_cpu_stand_in(
+    python_form_in_s3: tuple[Moto, str], host_server: Running
+) -> None:
+    """The GPU values' pods as rendered (Triton with its pull init container, twice, behind
+    the Service name; the gateway pointed at it), with the CPU stand-in for NVIDIA's Triton
+    image serving the python form: the same answers, calls spread over both Tritons, and the
+    gateway keeps answering when one is killed under load."""
+    moto, url = python_form_in_s3
+    pods: list[Pod] = []
+    try:
+        endpoint = f"http://{gateway_address_started()}:{moto.port}"
+        triton_pod, gateway_pod = gpu_values_pods(url, endpoint)
+        images = {"pull": IMAGE, "triton": TRITON_IMAGE, "server": IMAGE}
+        for i in range(2):
+            pods.append(Pod(f"sentiserve-test-triton-{i}", triton_pod, images, (TRITON_SERVICE,)))
+        pods.append(Pod("sentiserve-test-gateway", gateway_pod, images))
+        for pod in pods:
+            pod.start()
+        tritons, gateway = pods[:2], pods[2]
+        for pod in tritons:
+            base = f"http://{pod.address()}:8000"
+            assert wait_until(lambda b=base: _ready(b), 120, interval_s=0.5), "Triton not ready"
+        base = f"http://{gateway.address()}:8000"
+        assert wait_until(lambda: _ready(base), 60, interval_s=0.2), "gateway not ready"
+
+        labels, probs = probabilities(base, TEXTS)
+        want_labels, want = probabilities(host_server.url, TEXTS)
+        assert labels == want_labels
+        assert float(np.abs(probs - want).max()) <= 1e-4
+        for _ in range(40):
+            assert (
+                httpx.post(f"{base}/v1/sentiment", json={"text": TEXTS[0]}, timeout=10).status_code
+                == 200
+            )
+        counts = [_inference_count(f"http://{p.address()}:8002/metrics") for p in tritons]
+        assert all(c > 0 for c in counts), f"calls were not spread over both Tritons: {counts}"
+
+        # Kill one Triton under load: the gateway keeps answering from the other.
+        results: list[int] = []
+        stop_at = time.monotonic() + 6
+
+        def load() -> None:
+            while time.monotonic() < stop_at:
+                try:
+                    r = httpx.post(f"{base}/v1/sentiment", json={"text": TEXTS[1]}, timeout=10)
+                    results.append(r.status_code)
+                except httpx.HTTPError:
+                    results.append(0)
+
+        thread = threading.Thread(target=load)
+        thread.start()
+        time.sleep(1.5)
+        docker("kill", f"{tritons[1].name}-triton", tritons[1].pause)
+        killed_at = len(results)
+        thread.join(30)
+        after = results[killed_at + 10 :]
+        assert after, "no requests after the kill"
+        assert all(code == 200 for code in after), f"failures well after the kill: {after}"
+        assert results.count(200) >= 0.9 * len(results), results
+    finally:
+        for pod in pods:
+            pod.remove()
+
+
+def test_a_corrupted_object_fails_the_pull_and_triton_never_starts(
+    python_form_in_s3: tuple[Moto, str], tiny_build: Path
+) -> None:
+    moto, _ = python_form_in_s3
+    s3 = boto3.client("s3", endpoint_url=moto.url)
+    publish(tiny_build / "model_repository", "s3://models/corrupt", endpoint_url=moto.url)
+    key = next(
+        o["Key"]
+        for o in s3.list_objects_v2(Bucket="models", Prefix="corrupt/")["Contents"]
+        if o["Key"].endswith("tokenizer.json")
+    )
+    s3.put_object(Bucket="models", Key=key, Body=b"{}")
+    endpoint = f"http://{gateway_address_started()}:{moto.port}"
+    triton_pod, _ = gpu_values_pods("s3://models/corrupt", endpoint)
+    pod = Pod("sentiserve-test-corrupt", triton_pod, {"pull": IMAGE, "triton": TRITON_IMAGE})
+    try:
+        with pytest.raises(InitFailedError, match="tokenizer.json"):
+            pod.start()
+        assert docker("inspect", f"{pod.name}-triton", check=False).returncode != 0, "Triton ran"
+    finally:
+        pod.remove()
+
+
+def gateway_address_started() -> str:
+    if docker("network", "inspect", NETWORK, check=False).returncode:
+        docker("network", "create", NETWORK)
+    return gateway_address()
+
+
+def _ready(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/v2/health/ready", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _inference_count(metrics_url: str) -> float:
+    text = httpx.get(metrics_url, timeout=5).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("nv_inference_count{")
+    )

@@ -31,13 +31,13 @@ CREDENTIALS = {
 
 
 class Moto:
-    def __init__(self, **env: str) -> None:
+    def __init__(self, host: str = "127.0.0.1", **env: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         binary = shutil.which("moto_server", path=str(Path(sys.executable).parent))
         assert binary, "moto_server missing (dev extras: moto[server])"
         self.proc = subprocess.Popen(
-            [binary, "-H", "127.0.0.1", "-p", str(self.port)],
+            [binary, "-H", host, "-p", str(self.port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env={**os.environ, **env},

@@ -108,7 +108,8 @@ images: system
 	deploy/docker/images.sh
 
 ## test: lint, type-check and the whole test suite (what CI runs)
-test: setup system tools triton kserve lint images
+test: setup system tools triton kserve lint
+	deploy/docker/images.sh --if-possible
 	$(PY) -m pytest -q
 
 ## test-unit: the unit tier alone, in process (no servers, no Triton, no tools)

@@ -5,7 +5,7 @@ SENTI     := $(VENV)/bin/sentiserve
 STAMP     := $(VENV)/.installed
 REPO      ?= model_repository
 
-.PHONY: images help gpu-wheels gpu-smoke cluster-local serve-checkpoint setup system tools triton kserve serve-triton model serve test test-unit test-fast fuzz lint format bench bench-serving soak monitor clean
+.PHONY: images stack stack-down help gpu-wheels gpu-smoke cluster-local serve-checkpoint setup system tools triton kserve serve-triton model serve test test-unit test-fast fuzz lint format bench bench-serving soak monitor clean
 
 ## help: this list of targets
 help:
@@ -21,7 +21,8 @@ setup: $(STAMP)
 # mmdebstrap (`make images` and the container tests: a private daemon, a local base image).
 # Installed only when missing and when apt-get can run (root).
 SYSTEM_PACKAGES := chromium:chromium prometheus:prometheus promtool:prometheus haproxy:haproxy \
-	wrk:wrk hey:hey node:nodejs npm:npm dockerd:docker.io mmdebstrap:mmdebstrap
+	wrk:wrk hey:hey node:nodejs npm:npm dockerd:docker.io mmdebstrap:mmdebstrap \
+	docker-compose:docker-compose
 system:
 	@missing=""; for cp in $(SYSTEM_PACKAGES); do c=$${cp%%:*}; p=$${cp#*:}; \
 	  command -v $$c >/dev/null || case " $$missing " in *" $$p "*) ;; *) missing="$$missing $$p";; esac; done; \
@@ -106,6 +107,19 @@ serve-checkpoint: setup
 ## a private Docker daemon in .docker/, a local Debian base when the public one cannot be pulled)
 images: system
 	deploy/docker/images.sh
+
+## stack: S3 (moto), two Tritons, the gateway, Prometheus and a load job on this machine
+## (deploy/compose/compose.yaml on the private daemon); stack-down removes it all
+STACK = cd deploy/compose && MODEL_REPOSITORY=$(abspath $(REPO)) docker-compose -p sentiserve
+stack: images model
+	@export DOCKER_HOST=$$(deploy/docker/engine.sh start) && $(STACK) up -d --quiet-pull && \
+	echo "gateway    http://127.0.0.1:$${GATEWAY_PORT:-8080}/v1/sentiment (metrics :$${GATEWAY_METRICS_PORT:-8082})" && \
+	echo "prometheus http://127.0.0.1:$${PROMETHEUS_PORT:-9090}" && \
+	echo "stop it:   make stack-down   (DOCKER_HOST=$$DOCKER_HOST for docker and docker-compose)"
+
+stack-down:
+	@export DOCKER_HOST=$$(deploy/docker/engine.sh start) && $(STACK) down --volumes --remove-orphans
+	deploy/docker/engine.sh stop
 
 ## test: lint, type-check and the whole test suite (what CI runs)
 test: setup system tools triton kserve lint

@@ -6,6 +6,8 @@
 #   sentiserve-triton:cpu-VERSION  Dockerfile.triton, unchanged, on a CPU stand-in for
 #                             NVIDIA's base (Dockerfile.triton-cpu-base: the bundled
 #                             tritonserver, python backend only): it serves the python form
+#   sentiserve-s3:VERSION, sentiserve-prometheus:VERSION  moto's S3 and Prometheus, for the
+#                             one-machine stack (deploy/compose, `make stack`)
 # The Dockerfiles' public bases are used when they are present or can be pulled; otherwise
 # the local Debian bookworm base (deploy/docker/base.sh) is built and passed in. Builds run
 # with the host's network (pip inside the build stage fetches the wheels). With
@@ -57,3 +59,6 @@ build sentiserve-triton-base:cpu deploy/docker/Dockerfile.triton-cpu-base \
     --build-arg "BASE_IMAGE=$base"
 build "sentiserve-triton:cpu-$VERSION" deploy/docker/Dockerfile.triton \
     --build-arg TRITON_IMAGE=sentiserve-triton-base:cpu
+build "sentiserve-s3:$VERSION" deploy/compose/Dockerfile.s3 --build-arg "BASE_IMAGE=$base"
+build "sentiserve-prometheus:$VERSION" deploy/compose/Dockerfile.prometheus \
+    --build-arg "BASE_IMAGE=$base"

@@ -398,3 +398,35 @@ async def test_the_policy_guards_the_new_routes_in_their_own_error_format(tiny_b
             "/predict", {"inputs": "x"}, headers={"authorization": "Bearer compat-key-123"}
         )
         assert ok.status_code == 200
+
+
+async def test_answers_are_counted_for_prediction_monitoring(app: App) -> None:
+    """Every route records the labels it gave, each text's top score, its tokens and the
+    texts cut: the metrics the label-share and length rules read."""
+    metrics = app.server.metrics
+    want = await app.v1({"texts": TEXTS})
+    await app.post("/predict", {"inputs": [[t] for t in TEXTS]})
+    await app.post("/v1/classify", {"input": [LONG]})  # cut by the model's policy
+    (long_label,) = [r["label"] for r in await app.v1({"text": LONG})]
+    exposition = metrics.exposition().decode()
+
+    def sample(name: str, **labels: str) -> float:
+        wanted = {"model": "sentiment", "version": "1", **labels}
+        total = 0.0
+        for line in exposition.splitlines():
+            if not line.startswith(name + "{"):
+                continue
+            found = dict(
+                part.split("=", 1) for part in line[len(name) + 1 : line.index("}")].split(",")
+            )
+            if all(found.get(k) == f'"{v}"' for k, v in wanted.items()):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    given = [w["label"] for w in want] * 2 + [long_label, long_label]
+    for label in set(given):
+        assert sample("sentiserve_predictions_total", label=label) == given.count(label), label
+    assert sample("sentiserve_prediction_score_count") == len(given)
+    assert sample("sentiserve_input_tokens_count") == len(given)
+    assert sample("sentiserve_input_tokens_bucket", le="128.0") == len(given) - 2
+    assert sample("sentiserve_truncated_inputs_total") == 2

@@ -65,6 +65,7 @@ def exported_names() -> set[str]:
     metrics.request_latency.labels(*key).observe(0.01)
     metrics.overload_rejected.inc()
     metrics.record_batch("sentiment", 1, BatchStats(1, 8, 8, [0.001], 0.001, 0.002, 0.001))
+    metrics.record_predictions("sentiment", 1, ["positive"], [0.9], [12], truncated=1)
     names = set()
     for line in metrics.exposition().decode().splitlines():
         if line and not line.startswith("#"):

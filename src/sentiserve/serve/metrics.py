@@ -7,8 +7,9 @@ what p99s and autoscaling need. Every metric carries the labels ``model`` and ``
 
 from __future__ import annotations
 
+import collections
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from prometheus_client import (
     CollectorRegistry,
@@ -48,6 +49,9 @@ LATENCY_BUCKETS = (
 )
 BATCH_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128)
 TOKEN_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+SCORE_BUCKETS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+"""The given label's probability: below 0.5 only for a model with more than two labels."""
+TEXT_TOKEN_BUCKETS = (8, 16, 32, 64, 128, 256, 384, 512, 1024, 2048, 4096)
 
 
 class TritonMetric:
@@ -162,6 +166,34 @@ class Metrics:
             registry=r,
         )
         self._backend_ready: Gauge | None = None
+        self.predictions = Counter(
+            "sentiserve_predictions",
+            "Texts answered, by the label given (the most probable; for a multi-label model, "
+            "each label at or above its threshold).",
+            (*LABELS, "label"),
+            registry=r,
+        )
+        self.prediction_score = Histogram(
+            "sentiserve_prediction_score",
+            "Each text's highest score (a probability; a regression model's raw output).",
+            LABELS,
+            buckets=SCORE_BUCKETS,
+            registry=r,
+        )
+        self.input_tokens = Histogram(
+            "sentiserve_input_tokens",
+            "Tokens per text before any cut, special tokens included (embedded server only: "
+            "through the gateway, Triton tokenizes).",
+            LABELS,
+            buckets=TEXT_TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.truncated_inputs = Counter(
+            "sentiserve_truncated_inputs",
+            "Texts cut to the model's length (embedded server only).",
+            LABELS,
+            registry=r,
+        )
         self.request_latency = Histogram(
             "sentiserve_request_duration_seconds",
             "Request latency inside the server.",
@@ -190,6 +222,31 @@ class Metrics:
             buckets=TOKEN_BUCKETS,
             registry=r,
         )
+
+    def record_predictions(
+        self,
+        model: str,
+        version: int,
+        given: Sequence[str],
+        scores: Sequence[float],
+        tokens: Sequence[int] | None = None,
+        truncated: int = 0,
+    ) -> None:
+        """What a request was answered (prediction monitoring): the labels given, each
+        text's top score, and (where the backend counts them) its tokens before any cut and
+        how many texts were cut."""
+        key = (model, str(version))
+        for label, count in collections.Counter(given).items():
+            self.predictions.labels(*key, label).inc(count)
+        score = self.prediction_score.labels(*key)
+        for value in scores:
+            score.observe(value)
+        if tokens is not None:
+            length = self.input_tokens.labels(*key)
+            for n in tokens:
+                length.observe(n)
+        if truncated:
+            self.truncated_inputs.labels(*key).inc(truncated)
 
     def record_batch(self, model: str, version: int, stats: BatchStats) -> None:
         """Per-execution metrics: the batcher's hook, called from its worker thread."""

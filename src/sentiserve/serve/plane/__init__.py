@@ -190,6 +190,19 @@ class Classification:
     def predicted(self) -> list[str]:
         return [self.labels[i] for i in self.best]
 
+    def given(self) -> list[str]:
+        """The labels the answer gives, all texts together: each text's most probable, or
+        for a multi-label model every label at or above its threshold."""
+        above = self.above_thresholds()
+        if above is None:
+            return self.predicted()
+        return [label for labels in above for label in labels]
+
+    def top_scores(self) -> list[float]:
+        """Each text's highest score."""
+        scores: list[float] = self.probabilities.max(axis=1).tolist()
+        return scores
+
     def above_thresholds(self) -> list[list[str]] | None:
         """Each text's labels at or above their thresholds (None: not multi-label)."""
         if self.thresholds is None:

@@ -347,7 +347,7 @@ class EmbeddedPlane:
         manifest = model.served.version.manifest
         probabilities = activate(logits, manifest.task, model.served.temperature)
         thresholds = manifest.thresholds_or_default() if manifest.task == Task.MULTI_LABEL else None
-        return Classification(
+        result = Classification(
             model.name,
             model.version,
             model.served.labels,
@@ -357,6 +357,15 @@ class EmbeddedPlane:
             tokens=encoded.lengths,
             kept=[len(ids) for ids in sequences],
         )
+        self.metrics.record_predictions(
+            model.name,
+            model.version,
+            result.given(),
+            result.top_scores(),
+            encoded.lengths,
+            sum(result.truncated or ()),
+        )
+        return result
 
     async def logits(
         self,

@@ -367,9 +367,13 @@ class TritonPlane:
         served_version = answers[0][0]
         elapsed = time.monotonic() - start
         self.metrics.request_latency.labels(model_name, str(served_version)).observe(elapsed)
-        return Classification(
+        result = Classification(
             model_name, served_version, model.labels, probabilities, model.thresholds
         )
+        self.metrics.record_predictions(
+            model_name, served_version, result.given(), result.top_scores()
+        )
+        return result
 
     async def _classify(
         self,

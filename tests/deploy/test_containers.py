@@ -71,10 +71,12 @@ def docker_host() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def repository_in_s3(tiny_build: Path) -> Iterator[tuple[Moto, str]]:
+def repository_in_s3(docker_host: str, tiny_build: Path) -> Iterator[tuple[Moto, str]]:
+    """The tiny repository (its python form) in S3 on a moto server that the host and the
+    containers reach (those on the test network through the host's address there)."""
     saved = {k: os.environ.get(k) for k in CREDENTIALS}
     os.environ.update(CREDENTIALS)
-    moto = Moto()
+    moto = Moto(host="0.0.0.0")  # noqa: S104 - the containers reach it through the bridge
     try:
         boto3.client("s3", endpoint_url=moto.url).create_bucket(Bucket="models")
         publish(tiny_build / "model_repository", "s3://models/repo", endpoint_url=moto.url)
@@ -296,26 +298,6 @@ TRITON_IMAGE = f"sentiserve-triton:cpu-{__version__}"
 TRITON_SERVICE = "t-sentiserve-triton.default.svc.cluster.local"
 
 
-@pytest.fixture(scope="module")
-def python_form_in_s3(docker_host: str, tiny_build: Path) -> Iterator[tuple[Moto, str]]:
-    """The tiny repository in S3 on a moto server the containers reach (the host's address
-    on the test network)."""
-    saved = {k: os.environ.get(k) for k in CREDENTIALS}
-    os.environ.update(CREDENTIALS)
-    moto = Moto(host="0.0.0.0")  # noqa: S104 - the containers reach it through the bridge
-    try:
-        boto3.client("s3", endpoint_url=moto.url).create_bucket(Bucket="models")
-        publish(tiny_build / "model_repository", "s3://models/python-form", endpoint_url=moto.url)
-        yield moto, "s3://models/python-form"
-    finally:
-        moto.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def gpu_values_pods(url: str, endpoint: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The GPU values' Triton pod and gateway pod, pulling from ``url`` at ``endpoint``."""
     objects = render(
@@ -332,13 +314,13 @@ def gpu_values_pods(url: str, endpoint: str) -> tuple[dict[str, Any], dict[str, 
 
 
 def test_the_gpu_topology_runs_on_the_cpu_stand_in(
-    python_form_in_s3: tuple[Moto, str], host_server: Running
+    repository_in_s3: tuple[Moto, str], host_server: Running
 ) -> None:
     """The GPU values' pods as rendered (Triton with its pull init container, twice, behind
     the Service name; the gateway pointed at it), with the CPU stand-in for NVIDIA's Triton
     image serving the python form: the same answers, calls spread over both Tritons, and the
     gateway keeps answering when one is killed under load."""
-    moto, url = python_form_in_s3
+    moto, url = repository_in_s3
     pods: list[Pod] = []
     try:
         endpoint = f"http://{gateway_address_started()}:{moto.port}"
@@ -396,9 +378,9 @@ def test_the_gpu_topology_runs_on_the_cpu_stand_in(
 
 
 def test_a_corrupted_object_fails_the_pull_and_triton_never_starts(
-    python_form_in_s3: tuple[Moto, str], tiny_build: Path
+    repository_in_s3: tuple[Moto, str], tiny_build: Path
 ) -> None:
-    moto, _ = python_form_in_s3
+    moto, _ = repository_in_s3
     s3 = boto3.client("s3", endpoint_url=moto.url)
     publish(tiny_build / "model_repository", "s3://models/corrupt", endpoint_url=moto.url)
     key = next(

@@ -3,10 +3,13 @@ integration tests)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from sentiserve.local.ready import free_port, is_ready, serve_command, wait_until
 
@@ -58,3 +61,32 @@ def bytes_tensor(items: list[bytes]) -> bytes:
     if not items:
         return b""
     return bytes(serialize_byte_tensor(np.array(items, dtype=np.object_)).item())
+
+
+@contextlib.asynccontextmanager
+async def in_process(repository: Path, **config: Any) -> AsyncIterator[tuple[Any, Any, Any]]:
+    """The real server built in this process over ``repository`` (one instance, one thread;
+    ``config``: more ServerConfig fields): its ``Server``, an httpx client on its ASGI app,
+    and a gRPC stub on the real gRPC server on a loopback port."""
+    import grpc
+    import httpx
+    from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+    from sentiserve.engine.instances import InstanceConfig
+    from sentiserve.serve.app import ServerConfig, build_server
+    from sentiserve.serve.grpc_v2 import grpc_server
+
+    instances = InstanceConfig(count=1, threads=1, solo_threads=0)
+    server = build_server(ServerConfig(repository=repository, instances=instances, **config))
+    rpc = grpc_server(server.plane, server.policy)
+    port = rpc.add_insecure_port("127.0.0.1:0")
+    await rpc.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        transport = httpx.ASGITransport(app=server.asgi)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            yield server, http, pb_grpc.GRPCInferenceServiceStub(channel)
+    finally:
+        await channel.close()
+        await rpc.stop(None)
+        await server.plane.close()

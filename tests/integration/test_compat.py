@@ -19,13 +19,11 @@ import httpx
 import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2 as pb
-from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from sentiserve.engine.instances import InstanceConfig
 from sentiserve.engine.tokenizer import Truncation
-from sentiserve.serve.app import Server, ServerConfig, build_server
-from sentiserve.serve.grpc_v2 import grpc_server
+from sentiserve.serve.app import Server
 from sentiserve.serve.rest_classify import ClassifyFormat
+from tests.integration.serving import in_process
 
 SHAPES = Path(__file__).resolve().parents[1] / "clients" / "shapes"
 TEXTS = ["a wonderful, moving film", "boring and dull", "the plot was a mess"]
@@ -51,25 +49,8 @@ class App:
 
 
 async def open_app(tiny_build: Path, **config: Any) -> AsyncIterator[App]:
-    server = build_server(
-        ServerConfig(
-            repository=tiny_build / "model_repository",
-            instances=InstanceConfig(count=1, threads=1, solo_threads=0),
-            **config,
-        )
-    )
-    rpc = grpc_server(server.plane, server.policy)
-    port = rpc.add_insecure_port("127.0.0.1:0")
-    await rpc.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    transport = httpx.ASGITransport(app=server.asgi)
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-            yield App(server, http, pb_grpc.GRPCInferenceServiceStub(channel))
-    finally:
-        await channel.close()
-        await rpc.stop(None)
-        await server.plane.close()
+    async with in_process(tiny_build / "model_repository", **config) as (server, http, stub):
+        yield App(server, http, stub)
 
 
 @pytest.fixture

@@ -17,12 +17,10 @@ import grpc
 import httpx
 import pytest
 from tritonclient.grpc import service_pb2 as pb
-from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from sentiserve.engine.instances import InstanceConfig
-from sentiserve.serve.app import Server, ServerConfig, build_server
-from sentiserve.serve.grpc_v2 import grpc_server
+from sentiserve.serve.app import Server
 from sentiserve.serve.policy import Operation, TransportLimits
+from tests.integration.serving import in_process
 
 KEY = "policy-key-123"
 AUTH = {"authorization": f"Bearer {KEY}"}
@@ -44,25 +42,13 @@ class Both:
 
 @pytest.fixture
 async def both(tiny_build: Path) -> AsyncIterator[Both]:
-    config = ServerConfig(
-        repository=tiny_build / "model_repository",
-        api_key=KEY,
-        instances=InstanceConfig(count=1, threads=1, solo_threads=0),
-        transport=TransportLimits(max_in_flight=1),
-    )
-    server = build_server(config)
-    rpc = grpc_server(server.plane, server.policy)
-    port = rpc.add_insecure_port("127.0.0.1:0")
-    await rpc.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    transport = httpx.ASGITransport(app=server.asgi)
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-            yield Both(server, http, pb_grpc.GRPCInferenceServiceStub(channel))
-    finally:
-        await channel.close()
-        await rpc.stop(None)
-        await server.plane.close()
+    limits = TransportLimits(max_in_flight=1)
+    async with in_process(tiny_build / "model_repository", api_key=KEY, transport=limits) as (
+        server,
+        http,
+        stub,
+    ):
+        yield Both(server, http, stub)
 
 
 def v2_body(name: str = "TEXT") -> dict[str, Any]:

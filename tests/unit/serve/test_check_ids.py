@@ -11,7 +11,7 @@ import pytest
 from sentiserve.engine.tokenizer import Tokenizer
 from sentiserve.errors import InvalidInputError, PayloadTooLargeError
 from sentiserve.serve.plane import Limits
-from sentiserve.serve.plane.embedded import check_ids
+from sentiserve.serve.plane.tensors import check_ids
 
 
 @pytest.fixture

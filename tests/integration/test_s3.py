@@ -403,3 +403,25 @@ def test_full_disk_during_pull_is_one_clear_error_and_keeps_the_old_copy(
     assert "Traceback" not in done.stderr
     assert contents(dest) == old
     assert leftovers(dest.parent) == []
+
+
+def test_a_destination_that_cannot_be_made_is_one_clear_error(
+    moto: Moto, bucket: str, tmp_path: Path
+) -> None:
+    """Where the copy's folder cannot be made (here a file stands in its way; in a container,
+    a volume the user cannot write), the CLI says so in one line, not with a traceback."""
+    old, _ = versions(tmp_path)
+    s3.publish(tree(old, tmp_path / "old"), f"s3://{bucket}/old", endpoint_url=moto.url)
+    (tmp_path / "cache").write_text("not a folder")
+    dest = tmp_path / "cache" / "repo"
+    done = subprocess.run(
+        [sys.executable, "-m", "sentiserve", "repository", "pull", f"s3://{bucket}/old", str(dest)],
+        capture_output=True,
+        text=True,
+        env=cli_env(moto),
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "cannot write the copy" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert (tmp_path / "cache").read_text() == "not a folder"

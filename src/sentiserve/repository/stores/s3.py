@@ -218,16 +218,22 @@ def pull(
             cannot be reached; ``dest`` is then left as it was.
     """
     source = S3Url.parse(url)
-    if dest.parent.is_dir():
-        _recover(dest)
+    try:
+        if dest.parent.is_dir():
+            _recover(dest)
+    except OSError as exc:
+        raise _unwritable(source, dest, exc) from exc
     s3 = client(endpoint_url)
     manifest = manifest or read_manifest(url, s3=s3)
     if _same_files(dest / MANIFEST, manifest):
         logger.info("%s is already a copy of %s", dest, source)
         return manifest
-    dest.parent.mkdir(parents=True, exist_ok=True)
     staging = dest.parent / f".{dest.name}.pulling-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
+    except OSError as exc:
+        raise _unwritable(source, dest, exc) from exc
     try:
         for relative, entry in sorted(manifest["files"].items()):
             local = staging / _safe_relative(relative)
@@ -258,14 +264,19 @@ def pull(
         # botocore turns network faults into its own errors: an OSError here is the local
         # disk (full, a file-size limit, permissions).
         shutil.rmtree(staging, ignore_errors=True)
-        raise StoreError(
-            f"cannot write the copy of {source} under {dest.parent}: {exc.strerror or exc} "
-            f"({dest} is left as it was)"
-        ) from exc
+        raise _unwritable(source, dest, exc) from exc
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return manifest
+
+
+def _unwritable(source: S3Url, dest: Path, exc: OSError) -> StoreError:
+    """The one-line error of a copy that cannot be written (or its folder read) locally."""
+    return StoreError(
+        f"cannot write the copy of {source} under {dest.parent}: {exc.strerror or exc} "
+        f"({dest} is left as it was)"
+    )
 
 
 def _recover(dest: Path) -> None:

@@ -78,7 +78,11 @@ def test_closed_loop_sweep_with_server_metrics_and_files(
         assert row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"] <= row["max_ms"]
         # The server saw what the client sent, give or take the requests on the window edges.
         assert abs(row["server_requests"] - row["requests"]) <= 2 * row["concurrency"] + 2
-        assert row["server_batch_size"] >= 1
+        # A windowed estimate: each scrape can see a batch executed whose request has not
+        # finished (the execution counted, its text not yet), so the ratio can dip below 1
+        # by up to concurrency + 1 executions out of all of them; never further.
+        n = row["server_requests"]
+        assert row["server_batch_size"] >= n / (n + row["concurrency"] + 1)
         assert row["server_compute_us"] > 0
     assert results[1]["server_batch_size"] > 1, "4 clients should share batches"
     names = sorted(p.name for p in (tmp_path / "report").iterdir())

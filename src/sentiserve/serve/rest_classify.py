@@ -19,14 +19,13 @@ from enum import StrEnum
 from http import HTTPStatus
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from sentiserve.engine.tokenizer import Truncation
 from sentiserve.errors import (
     InvalidInputError,
     QueueFullError,
     SentiserveError,
-    validation_message,
 )
 from sentiserve.serve.edge import Call, Reply, Route, check_content_type
 from sentiserve.serve.plane import DataPlane
@@ -159,10 +158,7 @@ def routes(plane: DataPlane, answer: ClassifyFormat = ClassifyFormat.VLLM) -> li
     def handler(shape: ClassifyFormat) -> Any:
         async def classify(call: Call) -> Reply:
             check_content_type(call, "application/json")
-            try:
-                request = ClassifyRequest.model_validate_json(call.body)
-            except ValidationError as exc:
-                raise InvalidInputError(validation_message(exc)) from exc
+            request = ClassifyRequest.model_validate_json(call.body)  # the edge renders errors
             texts = [request.input] if isinstance(request.input, str) else request.input
             name = request.model
             if name in (None, INFINITY_DEFAULT_MODEL):

@@ -21,7 +21,7 @@ from http import HTTPStatus
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from sentiserve import __version__
 from sentiserve.engine.tokenizer import Truncation
@@ -30,7 +30,6 @@ from sentiserve.errors import (
     PayloadTooLargeError,
     QueueFullError,
     SentiserveError,
-    validation_message,
 )
 from sentiserve.serve.edge import Call, Reply, Route, check_content_type, token_headers
 from sentiserve.serve.plane import (
@@ -144,13 +143,6 @@ def tei_error(exc: SentiserveError) -> Reply:
     return Reply(status, body, headers=headers)
 
 
-def _parse(model: type[BaseModel], body: bytes) -> Any:
-    try:
-        return model.model_validate_json(body)
-    except ValidationError as exc:
-        raise InvalidInputError(validation_message(exc)) from exc
-
-
 def tei_inputs(
     inputs: str | list[str] | list[list[str]],
 ) -> tuple[list[str], list[str] | None, bool]:
@@ -233,11 +225,11 @@ def routes(plane: DataPlane) -> list[Route]:
 
     async def predict(call: Call) -> Reply:
         check_content_type(call, "application/json")
-        return await tei(call, _parse(TeiRequest, call.body))
+        return await tei(call, TeiRequest.model_validate_json(call.body))
 
     async def models(call: Call) -> Reply:
         check_content_type(call, "application/json")
-        return await hf(call, _parse(HfRequest, call.body), call.path_params["model"])
+        return await hf(call, HfRequest.model_validate_json(call.body), call.path_params["model"])
 
     async def root(call: Call) -> Reply:
         check_content_type(call, "application/json")
@@ -246,8 +238,8 @@ def routes(plane: DataPlane) -> list[Route]:
         except ValueError as exc:
             raise InvalidInputError(f"the body is not JSON: {exc}") from None
         if isinstance(doc, dict) and "parameters" in doc:
-            return await hf(call, _parse(HfRequest, call.body), plane.default_model())
-        return await tei(call, _parse(TeiRequest, call.body))
+            return await hf(call, HfRequest.model_validate_json(call.body), plane.default_model())
+        return await tei(call, TeiRequest.model_validate_json(call.body))
 
     common: dict[str, Any] = {"errors": tei_error, "error_model": TeiError}
     return [

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import json
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sentiserve import DEFAULT_MODEL
-from sentiserve.errors import InvalidInputError, validation_message
 from sentiserve.serve.edge import Call, Reply, Route, check_content_type
 from sentiserve.serve.plane import DataPlane, requested_truncation
 
@@ -84,10 +83,7 @@ def route(plane: DataPlane) -> Route:
 
     async def sentiment(call: Call) -> Reply:
         check_content_type(call, "application/json")
-        try:
-            body = SentimentRequest.model_validate_json(call.body)
-        except ValidationError as exc:
-            raise InvalidInputError(validation_message(exc)) from exc
+        body = SentimentRequest.model_validate_json(call.body)  # the edge renders errors
         texts = [body.text] if body.text is not None else (body.texts or [])
         pairs = [body.text_pair] if body.text_pair is not None else body.text_pairs
         timeout = None if body.timeout_ms is None else body.timeout_ms / 1000

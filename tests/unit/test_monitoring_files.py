@@ -66,6 +66,9 @@ def exported_names() -> set[str]:
     metrics.overload_rejected.inc()
     metrics.record_batch("sentiment", 1, BatchStats(1, 8, 8, [0.001], 0.001, 0.002, 0.001))
     metrics.record_predictions("sentiment", 1, ["positive"], [0.9], [12], truncated=1)
+    metrics.set_reference(
+        "sentiment", 1, {"label_shares": {"positive": 0.5}, "input_tokens": {"p50": 20.0}}
+    )
     names = set()
     for line in metrics.exposition().decode().splitlines():
         if line and not line.startswith("#"):

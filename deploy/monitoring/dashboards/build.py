@@ -80,6 +80,35 @@ PANELS = [
         ],
     ),
     (
+        "Prediction drift: label share over 1 h vs reference",
+        "percentunit",
+        [
+            ("sentiserve:label_share:rate1h", "{{model}} {{label}}"),
+            ("sentiserve:reference_label_share", "reference {{model}} {{label}}"),
+        ],
+    ),
+    (
+        "Prediction drift: median input tokens over 1 h vs reference",
+        "short",
+        [
+            ("sentiserve:input_tokens:p50_1h", "{{model}}"),
+            ("sentiserve:reference_input_tokens:p50", "reference {{model}}"),
+            ("sentiserve:truncated_ratio:rate1h * 100", "% cut {{model}}"),
+        ],
+    ),
+    (
+        "Prediction scores (share of texts by top score)",
+        "percentunit",
+        [
+            (
+                "sum by (model, le) (rate(sentiserve_prediction_score_bucket[1h]))"
+                " / ignoring (le) group_left"
+                " clamp_min(sum by (model) (rate(sentiserve_prediction_score_count[1h])), 1e-9)",
+                "{{model}} score <= {{le}}",
+            ),
+        ],
+    ),
+    (
         "Resident memory",
         "bytes",
         [

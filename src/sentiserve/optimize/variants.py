@@ -33,7 +33,7 @@ FILES = {
 SHIPPED = ("fp32", "int8", "fp16", "tensorrt")
 """Variants copied into the model repository (dynamic int8 is measured, never served)."""
 REPORT_FILE = "optimize.json"
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 """Bumped whenever how a variant is built or checked changes, so builds redo the stage."""
 
 Progress = Callable[[str], None]
@@ -70,6 +70,7 @@ class OptimizeResult:
     fusions: dict[str, int] = field(default_factory=dict)
     defaults: dict[str, str] = field(default_factory=dict)
     calibration: dict[str, Any] = field(default_factory=dict)
+    reference: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -79,6 +80,7 @@ class OptimizeResult:
             "fusions": self.fusions,
             "defaults": self.defaults,
             "calibration": self.calibration,
+            "reference": self.reference,
         }
 
 
@@ -235,8 +237,50 @@ def optimize(
         result.calibration = {"temperature": 1.0, "fitted_on": f"nothing: not fitted for {task}"}
     else:
         result.calibration = {"temperature": 1.0, "fitted_on": "nothing: no labelled data"}
+    progress("recording the reference answers (label shares, input lengths) for drift")
+    served_engine = OnnxRuntimeEngine(
+        out / result.files[result.defaults["cpu"]],
+        threads=settings.threads,
+        providers=providers_for(dev),
+        sep_id=tokenizer.sep_id,
+    )
+    split = "validation" if len(corpus.validation.texts) else "test"
+    id2label = model_config.get("id2label") or {}
+    labels = [id2label[str(i)] for i in range(len(id2label))] or list(corpus.label_names)
+    result.reference = reference_answers(
+        served_engine, tokenizer, corpus.split(split), split, task, labels
+    )
     (out / REPORT_FILE).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     return result
+
+
+def reference_answers(
+    engine: OnnxRuntimeEngine,
+    tokenizer: Tokenizer,
+    examples: Examples,
+    split: str,
+    task: Task,
+    labels: list[str],
+) -> dict[str, Any]:
+    """The served engine's answers on ``examples`` as a drift reference
+    (:func:`sentiserve.monitoring.drift.reference`): label shares and input lengths."""
+    from sentiserve.engine.predict import predict_probabilities
+    from sentiserve.monitoring import drift
+
+    texts, pairs = examples.texts, examples.pairs
+    encoded = (
+        tokenizer.encode_counted(texts)
+        if pairs is None
+        else tokenizer.encode_pairs_counted(texts, pairs)
+    )
+    given: list[int] | list[list[int]] | None = None
+    if task != Task.REGRESSION:
+        probs = predict_probabilities(engine, tokenizer, texts, task=task, pairs=pairs)
+        if task == Task.MULTI_LABEL:
+            given = [np.flatnonzero(row >= 0.5).tolist() for row in probs]
+        else:
+            given = probs.argmax(axis=1).tolist()
+    return drift.reference(labels, given, encoded.lengths, sum(encoded.truncated), split)
 
 
 def calibrate(

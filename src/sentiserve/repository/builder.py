@@ -27,6 +27,7 @@ from sentiserve.repository.manifest import MANIFEST, EngineEntry, FileEntry, Man
 from sentiserve.repository.triton import (
     classify_config,
     is_gpu_form,
+    reference_parameter,
     thresholds_of,
     write_model_py,
 )
@@ -81,6 +82,7 @@ def write_version(
     truncation: Truncation = Truncation.HEAD_TAIL,
     version: int | None = None,
     calibration: Mapping[str, Any] | None = None,
+    reference: Mapping[str, Any] | None = None,
     task: Task = Task.SINGLE_LABEL,
     thresholds: list[float] | None = None,
 ) -> ModelVersion:
@@ -144,6 +146,7 @@ def write_version(
             engines=engines,
             default_engine=dict(default_engine),
             calibration=dict(calibration or {}),
+            reference=dict(reference or {}),
             evaluation={k: dict(v) for k, v in (evaluation or {}).items()},
             provenance={
                 "code_version": code_version(),
@@ -151,7 +154,12 @@ def write_version(
                 **(provenance or {}),
             },
         )
-        config = classify_config(name, manifest.labels, thresholds=thresholds_of(manifest))
+        config = classify_config(
+            name,
+            manifest.labels,
+            thresholds=thresholds_of(manifest),
+            reference=reference_parameter(manifest),
+        )
         write_model_py(partial)  # the python backend's entry point (Triton's python form)
         (partial / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
         with open(partial / MANIFEST, "rb") as fh:

@@ -76,6 +76,7 @@ def write_from_build(
         engine_files=engine_files,
         default_engine=defaults,
         calibration=opt.get("calibration", {}),
+        reference=opt.get("reference", {}),
         evaluation=evaluation,
         provenance=provenance,
         truncation=truncation,

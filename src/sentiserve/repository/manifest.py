@@ -72,6 +72,10 @@ class Manifest(BaseModel):
         evaluation: Variant -> held-out metrics (accuracy, f1, agreement, batch invariance,
             throughput), plus ``pytorch`` for the fine-tuned model itself.
         provenance: Base model, dataset, split seed, code version, date.
+        reference: What the served engine answered on the validation split, the baseline
+            prediction monitoring compares production with (``monitoring.drift``): each
+            label's share, input length quantiles and length-bucket shares, the share cut.
+            Empty for a version built before references were recorded.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -92,6 +96,7 @@ class Manifest(BaseModel):
     evaluation: dict[str, dict[str, Any]] = Field(default_factory=dict)
     provenance: dict[str, Any] = Field(default_factory=dict)
     calibration: dict[str, Any] = Field(default_factory=dict)
+    reference: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("labels")
     @classmethod

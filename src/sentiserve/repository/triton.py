@@ -51,9 +51,12 @@ MODEL_PY_TEXT = """\
 from sentiserve.triton.backend import TritonPythonModel  # noqa: F401
 """
 LABELS = "sentiserve_labels"
+"""Label names in class order, on the models a client calls (the gateway reads them)."""
 THRESHOLDS = "sentiserve_thresholds"
 """Multi-label models: each label's threshold (JSON), for the gateway's ``labels``."""
-"""Label names in class order, on the models a client calls (the gateway reads them)."""
+REFERENCE = "sentiserve_reference"
+"""The version and its label shares on the validation split (JSON, from the manifest's
+``reference``): the gateway exports them as the label drift alert's baseline."""
 TOKENIZER_MEMBER, ONNX_MEMBER, POSTPROCESS_MEMBER = "_tokenizer", "_onnx", "_postprocess"
 ONNX_TYPES = {1: DataType.FP32, 10: DataType.FP16, 6: DataType.INT32, 7: DataType.INT64}
 
@@ -102,9 +105,11 @@ def classify_config(
     labels: list[str],
     batching: TritonBatching | None = None,
     thresholds: list[float] | None = None,
+    reference: dict[str, str] | None = None,
 ) -> ModelConfig:
     """The python form: TEXT (and optionally TEXT_PAIR, the second text of each pair) ->
-    LABEL, PROBABILITIES, batched by Triton, run on CPU."""
+    LABEL, PROBABILITIES, batched by Triton, run on CPU. ``reference``: see
+    :func:`reference_parameter`."""
     if not labels:
         raise ConfigError("a model needs at least one output label")
     b = batching or TritonBatching()
@@ -122,8 +127,18 @@ def classify_config(
             "sentiserve_role": "classify",
             LABELS: json.dumps(labels),
             **({THRESHOLDS: json.dumps(thresholds)} if thresholds is not None else {}),
+            **(reference or {}),
         },
     )
+
+
+def reference_parameter(manifest: Manifest) -> dict[str, str]:
+    """The :data:`REFERENCE` parameter of the models a client calls (none when the version
+    has no label shares recorded)."""
+    shares = manifest.reference.get("label_shares")
+    if not shares:
+        return {}
+    return {REFERENCE: json.dumps({"version": manifest.version, "label_shares": shares})}
 
 
 def ensemble_configs(
@@ -194,6 +209,7 @@ def ensemble_configs(
         parameters={
             LABELS: json.dumps(manifest.labels),
             **({THRESHOLDS: json.dumps(thresholds)} if thresholds is not None else {}),
+            **reference_parameter(manifest),
         },
         ensemble_steps=(
             EnsembleStep(tokenizer.name, {"TEXT": "TEXT"}, same),
@@ -325,7 +341,9 @@ def write_python_form(root: Path, name: str, batching: TritonBatching | None = N
     """
     newest = ModelRepository(root).load(name, verify=False)
     manifest = newest.manifest
-    config = classify_config(name, manifest.labels, batching, thresholds_of(manifest))
+    config = classify_config(
+        name, manifest.labels, batching, thresholds_of(manifest), reference_parameter(manifest)
+    )
     for number in ModelRepository(root).versions(name):
         write_model_py(root / name / str(number))
     write_text_atomic(root / name / CONFIG, config.to_pbtxt())

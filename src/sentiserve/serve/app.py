@@ -169,6 +169,7 @@ def build_plane(config: ServerConfig, metrics: Metrics) -> DataPlane:
         instances=config.instances,
         engine=config.engine,
         on_batch=metrics.record_batch,
+        on_reference=metrics.set_reference,
     )
     plane = EmbeddedPlane(registry, metrics, config.limits, model_control=config.model_control)
     registry.load_all()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import threading
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -20,6 +21,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from sentiserve.monitoring import drift
 from sentiserve.serve.batcher import BatchStats
 from sentiserve.serve.gpu_metrics import GpuMetrics
 
@@ -51,7 +53,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128)
 TOKEN_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 SCORE_BUCKETS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 """The given label's probability: below 0.5 only for a model with more than two labels."""
-TEXT_TOKEN_BUCKETS = (8, 16, 32, 64, 128, 256, 384, 512, 1024, 2048, 4096)
+TEXT_TOKEN_BUCKETS = drift.TOKEN_BUCKETS
 
 
 class TritonMetric:
@@ -194,6 +196,21 @@ class Metrics:
             LABELS,
             registry=r,
         )
+        self.reference_label_share = Gauge(
+            "sentiserve_reference_label_share",
+            "Each label's share of the answers on the validation split when the version was "
+            "built (the manifest's reference): the baseline of the label drift alert.",
+            (*LABELS, "label"),
+            registry=r,
+        )
+        self.reference_input_tokens = Gauge(
+            "sentiserve_reference_input_tokens",
+            "Input length quantiles in tokens on the validation split when the version was "
+            "built (embedded server only): the baseline of the length drift alert.",
+            (*LABELS, "quantile"),
+            registry=r,
+        )
+        self._references: dict[str, list[tuple[Gauge, tuple[str, ...]]]] = {}
         self.request_latency = Histogram(
             "sentiserve_request_duration_seconds",
             "Request latency inside the server.",
@@ -247,6 +264,26 @@ class Metrics:
                 length.observe(n)
         if truncated:
             self.truncated_inputs.labels(*key).inc(truncated)
+
+    def set_reference(
+        self, model: str, version: int, reference: dict[str, Any], *, lengths: bool = True
+    ) -> None:
+        """Export ``model``'s reference (the manifest's, see ``monitoring.drift``) in place of
+        the one of the version it served before; nothing when it has none. ``lengths``:
+        whether this server counts tokens (the gateway does not: no length baseline)."""
+        for gauge, key in self._references.pop(model, []):
+            gauge.remove(*key)
+        series: list[tuple[Gauge, tuple[str, ...]]] = []
+        for label, share in (reference.get("label_shares") or {}).items():
+            key = (model, str(version), label)
+            self.reference_label_share.labels(*key).set(share)
+            series.append((self.reference_label_share, key))
+        if lengths:
+            for name, value in (reference.get("input_tokens") or {}).items():
+                key = (model, str(version), str(int(name[1:]) / 100))
+                self.reference_input_tokens.labels(*key).set(value)
+                series.append((self.reference_input_tokens, key))
+        self._references[model] = series
 
     def record_batch(self, model: str, version: int, stats: BatchStats) -> None:
         """Per-execution metrics: the batcher's hook, called from its worker thread."""

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sentiserve.engine.instances import InstanceConfig, ResolvedInstances
 from sentiserve.engine.predict import predict_probabilities
@@ -52,6 +53,8 @@ class Registry:
         instances: Engine instances (and threads) per model.
         engine: Engine variant to serve (None: the manifest's default for this device).
         on_batch: Metrics hook, given the model name and version.
+        on_reference: Metrics hook, given a model's name, version and drift reference
+            (the manifest's) when it loads, and an empty one when it is unloaded.
     """
 
     def __init__(
@@ -62,12 +65,14 @@ class Registry:
         instances: InstanceConfig | None = None,
         engine: str | None = None,
         on_batch: Callable[[str, int, BatchStats], None] = lambda _n, _v, _s: None,
+        on_reference: Callable[[str, int, dict[str, Any]], None] = lambda _n, _v, _r: None,
     ) -> None:
         self.repository = ModelRepository(root)
         self.batching = batching
         self.instances = instances or InstanceConfig()
         self.engine = engine
         self._on_batch = on_batch
+        self._on_reference = on_reference
         self._models: dict[str, LoadedModel] = {}
         self._errors: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -125,6 +130,7 @@ class Registry:
             old = self._models.get(name)
             self._models[name] = LoadedModel(served, batcher, plan)
             self._errors.pop(name, None)
+        self._on_reference(name, loaded.version, loaded.manifest.reference)
         if old is not None:
             threading.Thread(target=old.batcher.stop, daemon=True).start()
         logger.info(
@@ -151,6 +157,7 @@ class Registry:
             model = self._models.pop(name, None)
         if model is None:
             raise ModelNotFoundError(f"unknown model {name!r}")
+        self._on_reference(name, model.version, {})
         model.batcher.stop()
 
     def index(self) -> list[ModelStatus]:

@@ -83,3 +83,21 @@ def test_only_a_gateway_exports_backend_readiness() -> None:
     gateway.backend_ready().set(1)
     assert gateway.backend_ready() is gateway.backend_ready()
     assert b"\nsentiserve_backend_ready 1.0\n" in gateway.exposition()
+
+
+def test_a_reference_is_exported_and_replaced_by_the_next_versions() -> None:
+    metrics = Metrics()
+    first = {"label_shares": {"negative": 0.4, "positive": 0.6}, "input_tokens": {"p50": 21.0}}
+    metrics.set_reference("sentiment", 1, first)
+    got = samples(metrics)
+    share = "sentiserve_reference_label_share"
+    assert got[(share, (("label", "positive"), ("model", "sentiment"), ("version", "1")))] == 0.6
+    tokens = "sentiserve_reference_input_tokens"
+    assert got[(tokens, (("model", "sentiment"), ("quantile", "0.5"), ("version", "1")))] == 21
+    metrics.set_reference("sentiment", 2, {"label_shares": {"negative": 0.5, "positive": 0.5}})
+    names = [
+        (n, dict(labels)) for (n, labels) in samples(metrics) if n.startswith("sentiserve_ref")
+    ]
+    assert {(n, d["version"]) for n, d in names} == {(share, "2")}, "version 1's series must go"
+    metrics.set_reference("sentiment", 2, {}, lengths=False)
+    assert not [n for (n, _) in samples(metrics) if n.startswith("sentiserve_ref")]

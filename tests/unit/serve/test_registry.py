@@ -65,3 +65,29 @@ def test_an_empty_repository_is_refused(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelNotFoundError, match="no models"):
         Registry(tmp_path / "empty", BatchingConfig()).load_all()
+
+
+def test_each_load_hands_on_the_versions_drift_reference(repo: Path) -> None:
+    seen: list[tuple[str, int, dict[str, object]]] = []
+    registry = Registry(
+        repo,
+        BatchingConfig(),
+        instances=InstanceConfig(count=1, threads=1),
+        on_reference=lambda name, version, ref: seen.append((name, version, ref)),
+    )
+    registry.load_all()
+    try:
+        ((name, version, ref),) = seen
+        manifest = json.loads((repo / "sentiment" / "1" / "manifest.json").read_text())
+        assert (name, version) == ("sentiment", 1)
+        assert ref == manifest["reference"]
+        # The build's reference: the served engine's answers on the validation split.
+        assert ref["split"] == "validation"
+        assert ref["texts"] > 0
+        assert set(ref["label_shares"]) == set(manifest["labels"])
+        assert sum(ref["label_shares"].values()) == pytest.approx(1.0)
+        assert 2 < ref["input_tokens"]["p50"] <= manifest["max_length"] * 4
+        registry.unload("sentiment")
+        assert seen[-1] == ("sentiment", 1, {})
+    finally:
+        registry.stop()

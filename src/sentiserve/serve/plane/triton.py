@@ -47,7 +47,7 @@ from sentiserve.errors import (
     UnavailableError,
     from_grpc_code,
 )
-from sentiserve.repository.triton import LABELS, THRESHOLDS
+from sentiserve.repository.triton import LABELS, REFERENCE, THRESHOLDS
 from sentiserve.serve.metrics import Metrics
 from sentiserve.serve.plane import (
     Classification,
@@ -272,6 +272,9 @@ class TritonPlane:
             time.monotonic(),
             [float(t) for t in json.loads(thresholds)] if thresholds else None,
         )
+        # The drift baseline, if the version has one (refreshed with the config).
+        reference = json.loads(parameters.get(REFERENCE, {}).get("string_value") or "{}")
+        self.metrics.set_reference(name, int(reference.get("version", 0)), reference, lengths=False)
         self._models[name] = model
         return model
 

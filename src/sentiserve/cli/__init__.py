@@ -21,6 +21,7 @@ def build_app() -> typer.Typer:
         cluster,
         data,
         doctor,
+        drift,
         evaluate,
         export,
         monitor,
@@ -69,6 +70,7 @@ def build_app() -> typer.Typer:
     app.command("score")(score.score)
     app.command("bench")(bench.bench)
     app.command("monitor")(monitor.monitor)
+    app.command("drift")(drift.drift)
     app.command("cluster-local")(cluster.cluster_local)
     app.command("doctor")(doctor.doctor)
     return app

@@ -47,6 +47,9 @@ FIELDS = {
     "backend": "gateway.backend",
     "triton_url": "gateway.triton_url",
     "triton_model": "gateway.triton_model_name",
+    "payload_log": "payload_log.target",
+    "payload_log_sample": "payload_log.sample",
+    "payload_log_redact": "payload_log.redact",
 }
 """Each option's field in the settings object."""
 
@@ -77,7 +80,8 @@ def serve(
         None,
         "--config",
         help="Settings file (YAML, JSON or TOML, nested as the settings: http, grpc, limits, "
-        "batching, instances, auth, tls, gateway); options and SENTISERVE_* override it.",
+        "batching, instances, auth, tls, gateway, payload_log); options and SENTISERVE_* "
+        "override it.",
     ),
     model_repository: str | None = _opt("model_repository"),
     host: str | None = _opt("host"),
@@ -113,6 +117,11 @@ def serve(
     backend: Backend | None = _opt("backend"),
     triton_url: str | None = _opt("triton_url"),
     triton_model: str | None = _opt("triton_model", "--triton-model-name"),
+    payload_log: str | None = _opt("payload_log", "--payload-log", metavar="TARGET"),
+    payload_log_sample: float | None = _opt("payload_log_sample", min=0.0, max=1.0),
+    payload_log_redact: bool | None = _opt(
+        "payload_log_redact", "--payload-log-redact/--no-payload-log-redact"
+    ),
 ) -> None:
     """Serve every model in the repository: friendly REST, KServe v2 REST and gRPC, metrics.
 

@@ -30,6 +30,7 @@ from sentiserve.serve.auth import ApiKeys
 from sentiserve.serve.batcher import BatchingConfig
 from sentiserve.serve.edge import Edge, Route, error_reply
 from sentiserve.serve.metrics import Metrics
+from sentiserve.serve.payloads import PayloadLog, PayloadLogConfig
 from sentiserve.serve.plane import DataPlane, Limits
 from sentiserve.serve.plane.embedded import EmbeddedPlane
 from sentiserve.serve.plane.triton import TritonPlane
@@ -66,6 +67,8 @@ class ServerConfig:
     """Gateway mode: the Triton model whose readiness is this server's readiness."""
     classify_format: ClassifyFormat = ClassifyFormat.VLLM
     """How ``POST /classify`` answers (vLLM's shape or Infinity's)."""
+    payload_log: PayloadLogConfig | None = None
+    """Where sampled requests and answers are logged (None: nowhere)."""
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -155,6 +158,7 @@ def _openapi(app: FastAPI, inference: list[Route]) -> dict[str, Any]:
 def build_plane(config: ServerConfig, metrics: Metrics) -> DataPlane:
     """The embedded plane (every model loaded, verified and warmed up), or in gateway mode
     (``triton_url`` set) the plane backed by Triton."""
+    payloads = None if config.payload_log is None else PayloadLog(config.payload_log, metrics)
     if config.triton_url:
         return TritonPlane(
             config.triton_url,
@@ -162,6 +166,7 @@ def build_plane(config: ServerConfig, metrics: Metrics) -> DataPlane:
             config.limits,
             readiness_model=config.triton_model,
             model_control=config.model_control,
+            payloads=payloads,
         )
     registry = Registry(
         config.repository,
@@ -171,8 +176,15 @@ def build_plane(config: ServerConfig, metrics: Metrics) -> DataPlane:
         on_batch=metrics.record_batch,
         on_reference=metrics.set_reference,
     )
-    plane = EmbeddedPlane(registry, metrics, config.limits, model_control=config.model_control)
-    registry.load_all()
+    plane = EmbeddedPlane(
+        registry, metrics, config.limits, model_control=config.model_control, payloads=payloads
+    )
+    try:
+        registry.load_all()
+    except BaseException:
+        if payloads is not None:
+            payloads.close()
+        raise
     return plane
 
 

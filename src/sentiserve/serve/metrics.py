@@ -211,6 +211,18 @@ class Metrics:
             registry=r,
         )
         self._references: dict[str, list[tuple[Gauge, tuple[str, ...]]]] = {}
+        self.payload_sent = Counter(
+            "sentiserve_payload_events_sent",
+            "Payload log events the sink accepted (two per logged request: request, response).",
+            registry=r,
+        )
+        self.payload_dropped = Counter(
+            "sentiserve_payload_events_dropped",
+            "Payload log events lost, by reason: queue_full (the sink fell behind; dropped "
+            "rather than waited for) or sink_error (the sink refused or was unreachable).",
+            ("reason",),
+            registry=r,
+        )
         self.request_latency = Histogram(
             "sentiserve_request_duration_seconds",
             "Request latency inside the server.",

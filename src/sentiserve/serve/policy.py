@@ -31,6 +31,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
 from http import HTTPStatus
@@ -50,6 +51,9 @@ from sentiserve.serve.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 access_log = logging.getLogger("sentiserve.access")
+REQUEST_ID: ContextVar[str | None] = ContextVar("sentiserve_request_id", default=None)
+"""The id of the request being served, set when the policy names it (HTTP and gRPC alike),
+for what runs on its behalf (the payload log)."""
 
 
 class Operation(StrEnum):
@@ -164,8 +168,11 @@ class Policy:
         self._ids = RequestIds()
 
     def request_id(self, given: str | None) -> str:
-        """The client's request id when it sent one, else a new one."""
-        return given or self._ids.next()
+        """The client's request id when it sent one, else a new one; also the current
+        request's id (:data:`REQUEST_ID`) for what runs on its behalf."""
+        request_id = given or self._ids.next()
+        REQUEST_ID.set(request_id)
+        return request_id
 
     def authorize(self, operation: Operation, credential: str | None) -> None:
         """Raise UnauthorizedError unless ``operation`` is open or ``credential`` (an

@@ -2,8 +2,8 @@
 
 Every serving setting is a field of :class:`ServeSettings`, in nested sections (``http``,
 ``grpc``, ``metrics``, ``limits``, ``batching``, ``instances``, ``auth``, ``tls``,
-``gateway``), each with its default and description here and nowhere else. Values come from,
-lowest to highest precedence:
+``gateway``, ``payload_log``), each with its default and description here and nowhere
+else. Values come from, lowest to highest precedence:
 
 1. the defaults below (device-dependent ones, such as the GPU batch sizes, are left unset
    here and filled in one place, :meth:`ServeSettings.server_config`);
@@ -34,6 +34,7 @@ from sentiserve import DEFAULT_MODEL
 from sentiserve.engine.instances import InstanceConfig
 from sentiserve.errors import ConfigError, validation_message
 from sentiserve.serve.batcher import BatchingConfig
+from sentiserve.serve.payloads import PayloadLogConfig
 from sentiserve.serve.plane import Limits
 from sentiserve.serve.policy import TransportLimits
 from sentiserve.serve.rest_classify import ClassifyFormat
@@ -195,6 +196,26 @@ class GatewaySettings(_Section):
     )
 
 
+class PayloadLogSettings(_Section):
+    target: str | None = Field(
+        default=None,
+        description="Log sampled requests and answers as CloudEvents to an http(s):// sink, "
+        "or as JSON Lines files to s3://bucket/prefix or a folder (off when unset).",
+    )
+    sample: float = Field(
+        default=1.0, ge=0, le=1, description="Share of requests the payload log keeps."
+    )
+    redact: bool = Field(
+        default=False, description="Payload log: each text's sha256 instead of the text."
+    )
+    queue_size: int = Field(
+        default=20_000,
+        ge=1,
+        description="Payload log events waiting for the sink; beyond, new ones are dropped "
+        "and counted, never waited for.",
+    )
+
+
 SHORT_ENV = {
     "SENTISERVE_BACKEND": ("gateway", "backend"),
     "SENTISERVE_TRITON_URL": ("gateway", "triton_url"),
@@ -293,6 +314,7 @@ class ServeSettings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     tls: TlsSettings = TlsSettings()
     gateway: GatewaySettings = GatewaySettings()
+    payload_log: PayloadLogSettings = PayloadLogSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -381,6 +403,14 @@ class ServeSettings(BaseSettings):
             model_control=self.model_control,
             triton_url=self.gateway.triton_url if self.gateway_mode else None,
             triton_model=self.gateway.triton_model_name,
+            payload_log=None
+            if self.payload_log.target is None
+            else PayloadLogConfig(
+                self.payload_log.target,
+                sample=self.payload_log.sample,
+                redact=self.payload_log.redact,
+                queue_size=self.payload_log.queue_size,
+            ),
         )
 
 

@@ -31,6 +31,7 @@ from sentiserve.errors import (
 )
 from sentiserve.repository.layout import CONFIG
 from sentiserve.serve.metrics import Metrics
+from sentiserve.serve.payloads import PayloadLog
 from sentiserve.serve.plane import (
     Classification,
     InferRequest,
@@ -75,11 +76,13 @@ class EmbeddedPlane:
         limits: Limits,
         *,
         model_control: bool = False,
+        payloads: PayloadLog | None = None,
     ) -> None:
         self.registry = registry
         self.metrics = metrics
         self.limits = limits
         self.model_control = model_control
+        self.payloads = payloads
 
     # --- health and metadata ---
 
@@ -261,6 +264,8 @@ class EmbeddedPlane:
             encoded.lengths,
             sum(result.truncated or ()),
         )
+        if self.payloads is not None:
+            self.payloads.record(result, checked, pairs)
         return result
 
     async def logits(
@@ -369,6 +374,8 @@ class EmbeddedPlane:
 
     async def close(self) -> None:
         await asyncio.to_thread(self.registry.stop)
+        if self.payloads is not None:
+            await asyncio.to_thread(self.payloads.close)
 
 
 def _reason(exc: SentiserveError) -> str:

@@ -49,6 +49,7 @@ from sentiserve.errors import (
 )
 from sentiserve.repository.triton import LABELS, REFERENCE, THRESHOLDS
 from sentiserve.serve.metrics import Metrics
+from sentiserve.serve.payloads import PayloadLog
 from sentiserve.serve.plane import (
     Classification,
     InferRequest,
@@ -128,8 +129,10 @@ class TritonPlane:
         *,
         readiness_model: str = DEFAULT_MODEL,
         model_control: bool = False,
+        payloads: PayloadLog | None = None,
     ) -> None:
         self.url = url
+        self.payloads = payloads
         self.metrics = metrics
         metrics.backend_ready()  # exported from the start, 0 until the first check
         self.limits = limits
@@ -174,6 +177,9 @@ class TritonPlane:
         if self._client is not None:
             await self._client.close()
             self._client = None
+        if self.payloads is not None:
+            await asyncio.to_thread(self.payloads.close)
+            self.payloads = None
 
     # --- health and metadata ---
 
@@ -376,6 +382,8 @@ class TritonPlane:
         self.metrics.record_predictions(
             model_name, served_version, result.given(), result.top_scores()
         )
+        if self.payloads is not None:
+            self.payloads.record(result, checked, pairs)
         return result
 
     async def _classify(

@@ -1,0 +1,335 @@
+"""Payload logging: what sampled requests asked and were answered, kept off the request path.
+
+Every classification API (friendly, TEI, vLLM, Hugging Face, KServe v2 over REST and gRPC)
+ends in a plane's ``classify``; the plane hands each answer to :meth:`PayloadLog.record`,
+which samples it, turns it into two CloudEvents in KServe's logger format (type
+``org.kubeflow.serving.inference.request`` and ``.response``, ``id`` the request id, the
+client's ``X-Request-ID`` when it sent one) and puts them on a bounded queue. Nothing else
+happens on the request's path: a thread takes the events off the queue in batches and sends
+them to the sink:
+
+- ``http(s)://...``: each event POSTed in CloudEvents' binary content mode (``ce-*``
+  headers, the data as the JSON body), as KServe's logger sends them;
+- ``s3://bucket/prefix``: a JSON Lines object per batch (structured CloudEvents), through the
+  repository's S3 client;
+- a folder: the same JSON Lines files, written whole (a temporary name, then renamed).
+
+When the queue is full (the sink is slow or down) new events are dropped, never waited for;
+a batch the sink refused is dropped too. Both are counted in
+``sentiserve_payload_events_dropped_total{reason}``; a sink that comes back receives what
+comes after. ``sentiserve drift`` reads the files back (:func:`read_events`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import queue
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sentiserve.errors import ConfigError
+from sentiserve.serve.policy import REQUEST_ID
+
+if TYPE_CHECKING:
+    from sentiserve.serve.metrics import Metrics
+    from sentiserve.serve.plane import Classification
+
+logger = logging.getLogger(__name__)
+
+REQUEST_TYPE = "org.kubeflow.serving.inference.request"
+RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
+
+
+@dataclass(frozen=True)
+class PayloadLogConfig:
+    """Where and how much to log.
+
+    Attributes:
+        target: ``http(s)://`` URL, ``s3://bucket/prefix``, or a folder.
+        sample: Share of requests logged (0..1).
+        redact: Log each text's sha256 instead of the text.
+        queue_size: Most events waiting for the sink; beyond, new ones are dropped.
+        batch_events: Most events per sink call (one file or object per batch).
+        flush_s: Longest an event waits for its batch to fill.
+    """
+
+    target: str
+    sample: float = 1.0
+    redact: bool = False
+    queue_size: int = 20_000
+    batch_events: int = 1_000
+    flush_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.sample <= 1.0:
+            raise ConfigError(f"payload log sample must be between 0 and 1; got {self.sample}")
+        if not self.target:
+            raise ConfigError("payload log target is empty")
+
+
+class Sink(Protocol):
+    def send(self, events: list[dict[str, Any]]) -> None:
+        """Deliver a batch of structured CloudEvents; raise when it could not."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class HttpSink:
+    """KServe's logger format: one POST per event, binary content mode."""
+
+    def __init__(self, url: str, timeout_s: float = 5.0) -> None:
+        import httpx
+
+        self.url = url
+        self._client = httpx.Client(timeout=timeout_s)
+
+    def send(self, events: list[dict[str, Any]]) -> None:
+        failed = 0
+        for event in events:
+            headers = {
+                f"ce-{k}": str(v)
+                for k, v in event.items()
+                if k not in ("data", "datacontenttype") and v is not None
+            }
+            headers["content-type"] = event["datacontenttype"]
+            try:
+                self._client.post(
+                    self.url, content=json.dumps(event["data"]), headers=headers
+                ).raise_for_status()
+            except Exception:  # noqa: BLE001 - any failure of the sink is a lost event
+                failed += 1
+        if failed:
+            raise SinkError(failed, f"{self.url} refused {failed} of {len(events)} events")
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class FolderSink:
+    """JSON Lines files of structured CloudEvents, each written whole."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot make the payload log folder {folder}: {exc}") from exc
+        self._names = _file_names()
+
+    def send(self, events: list[dict[str, Any]]) -> None:
+        name = next(self._names)
+        partial = self.folder / f".{name}.partial"
+        partial.write_bytes(_jsonl(events))
+        os.replace(partial, self.folder / name)
+
+    def close(self) -> None:
+        pass
+
+
+class S3Sink:
+    """The same JSON Lines files as objects under an ``s3://`` prefix."""
+
+    def __init__(self, url: str) -> None:
+        from sentiserve.repository.stores.s3 import S3Url, client
+
+        self.url = S3Url.parse(url)
+        self._s3 = client(os.environ.get("AWS_ENDPOINT_URL") or None)
+        self._names = _file_names()
+
+    def send(self, events: list[dict[str, Any]]) -> None:
+        self._s3.put_object(
+            Bucket=self.url.bucket, Key=self.url.key(next(self._names)), Body=_jsonl(events)
+        )
+
+    def close(self) -> None:
+        pass
+
+
+class SinkError(Exception):
+    """Some events of a batch were not delivered (``lost`` of them)."""
+
+    def __init__(self, lost: int, message: str) -> None:
+        super().__init__(message)
+        self.lost = lost
+
+
+def _file_names() -> Iterator[str]:
+    """payloads-<UTC time>-<host>-<pid>-<n>.jsonl: sortable by time, unique per process."""
+    host = socket.gethostname().replace("/", "_")
+    n = 0
+    while True:
+        n += 1
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        yield f"payloads-{stamp}-{host}-{os.getpid()}-{n:06d}.jsonl"
+
+
+def _jsonl(events: list[dict[str, Any]]) -> bytes:
+    return b"".join(json.dumps(e, separators=(",", ":")).encode() + b"\n" for e in events)
+
+
+def open_sink(target: str) -> Sink:
+    """The sink for ``target`` (see the module docstring)."""
+    if target.startswith(("http://", "https://")):
+        return HttpSink(target)
+    if target.startswith("s3://"):
+        return S3Sink(target)
+    if "://" in target:
+        raise ConfigError(
+            f"payload log target {target!r}: expected http(s)://, s3://bucket/prefix or a folder"
+        )
+    return FolderSink(Path(target))
+
+
+class PayloadLog:
+    """Samples answers into CloudEvents and ships them from a background thread."""
+
+    def __init__(
+        self,
+        config: PayloadLogConfig,
+        metrics: Metrics,
+        sink: Sink | None = None,
+        source: str | None = None,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.sink = sink if sink is not None else open_sink(config.target)
+        self.source = source or f"sentiserve/{socket.gethostname()}"
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(config.queue_size)
+        self._random = random.Random()
+        self._closed = False
+        self._thread = threading.Thread(target=self._ship, name="payload-log", daemon=True)
+        self._thread.start()
+
+    def record(
+        self,
+        result: Classification,
+        texts: Sequence[str],
+        pairs: Sequence[str] | None = None,
+    ) -> None:
+        """Log one answered request (when sampled). Never blocks and never raises."""
+        if self.config.sample < 1.0 and self._random.random() >= self.config.sample:
+            return
+        request_id = REQUEST_ID.get() or uuid.uuid4().hex
+        now = datetime.now(UTC).isoformat()
+        common = {
+            "specversion": "1.0",
+            "id": request_id,
+            "source": self.source,
+            "time": now,
+            "datacontenttype": "application/json",
+            "inferenceservicename": result.model,
+            "modelversion": str(result.version),
+            "endpoint": "sentiserve",
+        }
+        request: dict[str, Any] = {"texts": self._texts(texts)}
+        if pairs is not None:
+            request["text_pairs"] = self._texts(pairs)
+        above = result.above_thresholds()
+        response = {
+            "model": result.model,
+            "version": result.version,
+            "label_names": result.labels,
+            "labels": above if above is not None else result.predicted(),
+            "probabilities": result.probabilities.tolist(),
+            "tokens": result.tokens,
+            "truncated": result.truncated,
+        }
+        self._put({**common, "type": REQUEST_TYPE, "data": request})
+        self._put({**common, "type": RESPONSE_TYPE, "data": response})
+
+    def _texts(self, texts: Sequence[str]) -> list[str]:
+        if not self.config.redact:
+            return list(texts)
+        return ["sha256:" + hashlib.sha256(t.encode()).hexdigest() for t in texts]
+
+    def _put(self, event: dict[str, Any]) -> None:
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:
+            self.metrics.payload_dropped.labels("queue_full").inc()
+
+    def _ship(self) -> None:
+        batch_size, flush_s = self.config.batch_events, self.config.flush_s
+        closing = False
+        while not closing:
+            batch: list[dict[str, Any]] = []
+            first = self._queue.get()
+            if first is None:
+                break
+            batch.append(first)
+            until = time.monotonic() + flush_s
+            while len(batch) < batch_size:
+                try:
+                    event = self._queue.get(timeout=max(0.0, until - time.monotonic()))
+                except queue.Empty:
+                    break
+                if event is None:
+                    closing = True
+                    break
+                batch.append(event)
+            self._send(batch)
+
+    def _send(self, batch: list[dict[str, Any]]) -> None:
+        try:
+            self.sink.send(batch)
+        except SinkError as exc:
+            self._lost(exc.lost, len(batch) - exc.lost, exc)
+        except Exception as exc:  # noqa: BLE001 - a sink failure never reaches a request
+            self._lost(len(batch), 0, exc)
+        else:
+            self.metrics.payload_sent.inc(len(batch))
+
+    def _lost(self, lost: int, sent: int, exc: Exception) -> None:
+        self.metrics.payload_dropped.labels("sink_error").inc(lost)
+        self.metrics.payload_sent.inc(sent)
+        logger.warning("payload log: %d events lost: %s", lost, exc)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Ship what is queued (waiting at most ``timeout_s``), then stop (once)."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(queue.Full):
+            self._queue.put(None, timeout=timeout_s)
+        self._thread.join(timeout_s)
+        self.sink.close()
+
+
+def read_events(paths: Sequence[Path]) -> Iterator[dict[str, Any]]:
+    """The events of payload log files (JSON Lines of structured CloudEvents); a folder
+    means every ``*.jsonl`` file in it, in name (time) order.
+
+    Raises:
+        ConfigError: A file cannot be read or holds a line that is not a JSON object.
+    """
+    files: list[Path] = []
+    for path in paths:
+        files += sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
+    for file in files:
+        try:
+            lines = file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read the payload log {file}: {exc}") from exc
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{file}:{number}: not a JSON event: {exc.msg}") from exc
+            if not isinstance(event, dict):
+                raise ConfigError(f"{file}:{number}: not a JSON object")
+            yield event

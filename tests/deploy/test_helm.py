@@ -273,6 +273,27 @@ def test_model_source_and_api_key_wiring() -> None:
     assert env["AWS_REGION"] == env["AWS_DEFAULT_REGION"] == "us-east-1"
 
 
+def test_the_payload_log_is_off_by_default_and_reaches_the_server_as_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sentiserve.serve.settings import ServeSettings
+
+    ((_, container),) = containers(render([]))
+    assert not [e for e in container["env"] if "PAYLOAD" in e["name"]]
+    args = ["--set", "payloadLog.target=s3://logs/sentiment", "--set", "payloadLog.sample=0.25"]
+    ((_, container),) = containers(render(args))
+    env = {e["name"]: e["value"] for e in container["env"] if "PAYLOAD" in e["name"]}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    # What the server makes of them: its one settings object, read from this environment.
+    settings = ServeSettings.load().payload_log
+    assert (settings.target, settings.sample, settings.redact) == (
+        "s3://logs/sentiment",
+        0.25,
+        False,
+    )
+
+
 def test_monitoring_objects_are_selected_by_kube_prometheus_stack() -> None:
     """Finding 2: kube-prometheus-stack selects ServiceMonitors and PrometheusRules by its
     release label; the job name comes from a label every release shares (the alerts match
@@ -592,6 +613,8 @@ def test_embedded_mode_has_no_triton() -> None:
         (["--set", "model.source=nfs"], "value must be one of 's3', 'pvc'"),
         (["--set", "model.source=pvc"], "needs model.pvc.claimName"),
         (["--set", "apiKey.value=short"], "at least 8 characters"),
+        (["--set", "payloadLog.target=ftp://x"], "/payloadLog/target"),
+        (["--set", "payloadLog.sample=1.5"], "/payloadLog/sample"),
         (["--set", "serviceMonitor.enabled=true"], "install kube-prometheus-stack first"),
         (["--set", "prometheusRule.enabled=true"], "install kube-prometheus-stack first"),
     ],

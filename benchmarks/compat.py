@@ -88,10 +88,10 @@ def section(doc: dict[str, Any], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, text: str) -> None:
+def write_section(path: Path, text: str, start: str = START, end: str = END) -> None:
     """Put ``text`` between the markers in ``path`` (appended if there are none)."""
     old = path.read_text() if path.exists() else ""
-    pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.S)
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
     if pattern.search(old):
         path.write_text(pattern.sub(lambda _m: text, old))
     else:

@@ -22,12 +22,13 @@ comes after. ``sentiserve drift`` reads the files back (:func:`read_events`).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
+import http.client
 import json
 import logging
 import os
-import queue
 import random
 import socket
 import threading
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
 
 from sentiserve.errors import ConfigError
 from sentiserve.serve.policy import REQUEST_ID
@@ -48,6 +50,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+TICK_S = 0.1
+"""How often the log's thread looks at what is pending."""
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
 RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
 
@@ -88,34 +92,60 @@ class Sink(Protocol):
 
 
 class HttpSink:
-    """KServe's logger format: one POST per event, binary content mode."""
+    """KServe's logger format: one POST per event, binary content mode, over one kept-alive
+    connection (the standard library's client: the least Python per event, which matters
+    because this thread shares the interpreter with the server's event loop)."""
 
     def __init__(self, url: str, timeout_s: float = 5.0) -> None:
-        import httpx
-
+        parts = urlsplit(url)
+        if not parts.hostname:
+            raise ConfigError(f"payload log target {url!r} has no host")
         self.url = url
-        self._client = httpx.Client(timeout=timeout_s)
+        self._https = parts.scheme == "https"
+        self._address = (parts.hostname, parts.port)
+        self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._timeout_s = timeout_s
+        self._connection: http.client.HTTPConnection | None = None
+
+    def _connect(self) -> http.client.HTTPConnection:
+        if self._connection is None:
+            kind = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            self._connection = kind(*self._address, timeout=self._timeout_s)
+        return self._connection
+
+    def _post(self, event: dict[str, Any]) -> None:
+        headers = {
+            f"ce-{k}": str(v)
+            for k, v in event.items()
+            if k not in ("data", "datacontenttype") and v is not None
+        }
+        headers["content-type"] = event["datacontenttype"]
+        body = json.dumps(event["data"], separators=(",", ":")).encode()
+        connection = self._connect()
+        try:
+            connection.request("POST", self._path, body, headers)
+            response = connection.getresponse()
+            response.read()
+        except (OSError, http.client.HTTPException):
+            connection.close()
+            self._connection = None
+            raise
+        if response.status >= 300:
+            raise OSError(f"HTTP {response.status}")
 
     def send(self, events: list[dict[str, Any]]) -> None:
         failed = 0
         for event in events:
-            headers = {
-                f"ce-{k}": str(v)
-                for k, v in event.items()
-                if k not in ("data", "datacontenttype") and v is not None
-            }
-            headers["content-type"] = event["datacontenttype"]
             try:
-                self._client.post(
-                    self.url, content=json.dumps(event["data"]), headers=headers
-                ).raise_for_status()
-            except Exception:  # noqa: BLE001 - any failure of the sink is a lost event
+                self._post(event)
+            except (OSError, http.client.HTTPException):
                 failed += 1
         if failed:
             raise SinkError(failed, f"{self.url} refused {failed} of {len(events)} events")
 
     def close(self) -> None:
-        self._client.close()
+        if self._connection is not None:
+            self._connection.close()
 
 
 class FolderSink:
@@ -193,6 +223,17 @@ def open_sink(target: str) -> Sink:
     return FolderSink(Path(target))
 
 
+@dataclass(frozen=True)
+class _Answer:
+    """One answered request, as queued by the request (the events are built later)."""
+
+    request_id: str
+    time: float
+    result: Classification
+    texts: Sequence[str]
+    pairs: Sequence[str] | None
+
+
 class PayloadLog:
     """Samples answers into CloudEvents and ships them from a background thread."""
 
@@ -207,7 +248,10 @@ class PayloadLog:
         self.metrics = metrics
         self.sink = sink if sink is not None else open_sink(config.target)
         self.source = source or f"sentiserve/{socket.gethostname()}"
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(config.queue_size)
+        # Two events per answer: up to queue_size events' worth of answers wait.
+        self._pending: collections.deque[_Answer] = collections.deque()
+        self._capacity = max(1, config.queue_size // 2)
+        self._closing = threading.Event()
         self._random = random.Random()
         self._closed = False
         self._thread = threading.Thread(target=self._ship, name="payload-log", daemon=True)
@@ -219,24 +263,33 @@ class PayloadLog:
         texts: Sequence[str],
         pairs: Sequence[str] | None = None,
     ) -> None:
-        """Log one answered request (when sampled). Never blocks and never raises."""
+        """Log one answered request (when sampled). Never blocks and never raises: the
+        request's part is to queue what it answered; the events are built and shipped by
+        the log's thread."""
         if self.config.sample < 1.0 and self._random.random() >= self.config.sample:
             return
-        request_id = REQUEST_ID.get() or uuid.uuid4().hex
-        now = datetime.now(UTC).isoformat()
+        answer = _Answer(REQUEST_ID.get() or uuid.uuid4().hex, time.time(), result, texts, pairs)
+        if len(self._pending) >= self._capacity:
+            self.metrics.payload_dropped.labels("queue_full").inc(2)
+            return
+        self._pending.append(answer)  # deque.append is atomic: no lock, no wake-up
+
+    def events(self, answer: _Answer) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The request and response CloudEvents of one answer."""
+        result = answer.result
         common = {
             "specversion": "1.0",
-            "id": request_id,
+            "id": answer.request_id,
             "source": self.source,
-            "time": now,
+            "time": datetime.fromtimestamp(answer.time, UTC).isoformat(),
             "datacontenttype": "application/json",
             "inferenceservicename": result.model,
             "modelversion": str(result.version),
             "endpoint": "sentiserve",
         }
-        request: dict[str, Any] = {"texts": self._texts(texts)}
-        if pairs is not None:
-            request["text_pairs"] = self._texts(pairs)
+        request: dict[str, Any] = {"texts": self._texts(answer.texts)}
+        if answer.pairs is not None:
+            request["text_pairs"] = self._texts(answer.pairs)
         above = result.above_thresholds()
         response = {
             "model": result.model,
@@ -247,40 +300,43 @@ class PayloadLog:
             "tokens": result.tokens,
             "truncated": result.truncated,
         }
-        self._put({**common, "type": REQUEST_TYPE, "data": request})
-        self._put({**common, "type": RESPONSE_TYPE, "data": response})
+        return (
+            {**common, "type": REQUEST_TYPE, "data": request},
+            {**common, "type": RESPONSE_TYPE, "data": response},
+        )
 
     def _texts(self, texts: Sequence[str]) -> list[str]:
         if not self.config.redact:
             return list(texts)
         return ["sha256:" + hashlib.sha256(t.encode()).hexdigest() for t in texts]
 
-    def _put(self, event: dict[str, Any]) -> None:
-        try:
-            self._queue.put_nowait(event)
-        except queue.Full:
-            self.metrics.payload_dropped.labels("queue_full").inc()
-
     def _ship(self) -> None:
-        batch_size, flush_s = self.config.batch_events, self.config.flush_s
-        closing = False
-        while not closing:
-            batch: list[dict[str, Any]] = []
-            first = self._queue.get()
-            if first is None:
-                break
-            batch.append(first)
-            until = time.monotonic() + flush_s
-            while len(batch) < batch_size:
-                try:
-                    event = self._queue.get(timeout=max(0.0, until - time.monotonic()))
-                except queue.Empty:
+        """Every ``TICK_S`` (not on every answer: waking this thread per request would take
+        the interpreter from the event loop each time), ship what is pending once a batch
+        is full or the oldest has waited ``flush_s``; everything when closing."""
+        with contextlib.suppress(OSError):  # the OS thread's name too, for top -H and /proc
+            Path(f"/proc/self/task/{threading.get_native_id()}/comm").write_text("payload-log")
+        waited = 0.0
+        while True:
+            closing = self._closing.wait(TICK_S)
+            waited += TICK_S
+            pending = len(self._pending)
+            if (
+                not closing
+                and pending < self.config.batch_events
+                and (pending == 0 or waited < self.config.flush_s)
+            ):
+                continue
+            waited = 0.0
+            while self._pending:
+                batch: list[dict[str, Any]] = []
+                while self._pending and len(batch) < self.config.batch_events:
+                    batch += self.events(self._pending.popleft())
+                self._send(batch)
+                if not closing and len(self._pending) < self.config.batch_events:
                     break
-                if event is None:
-                    closing = True
-                    break
-                batch.append(event)
-            self._send(batch)
+            if closing:
+                return
 
     def _send(self, batch: list[dict[str, Any]]) -> None:
         try:
@@ -302,8 +358,7 @@ class PayloadLog:
         if self._closed:
             return
         self._closed = True
-        with contextlib.suppress(queue.Full):
-            self._queue.put(None, timeout=timeout_s)
+        self._closing.set()
         self._thread.join(timeout_s)
         self.sink.close()
 

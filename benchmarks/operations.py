@@ -1,0 +1,223 @@
+"""What operating features cost: throughput and latency at 32 clients with the payload log
+off and on (100% sampling, into a folder and into an HTTP CloudEvents sink), one
+``sentiserve serve`` each (its defaults otherwise), wrk as the client, one rt text per
+request through ``/v1/sentiment``, several rounds interleaved so that drift on a shared
+machine falls on every setting alike. Targets (median of the rounds): with the payload log
+on at 100%, throughput ≥ 90% of the run without it; events lost are reported.
+
+The HTTP sink is a small receiver on this machine (benchmarks/operations.py --receiver),
+so its cost lands on the server's two cores too; in a cluster it runs elsewhere.
+
+Writes its section of benchmarks/RESULTS-serving.md (between the ``operations`` markers)
+and benchmarks/RESULTS-operations.json.
+
+Usage: python benchmarks/operations.py [--model-repository DIR] [--rounds 3] [--duration 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from compare import Peer, sentiserve_cmd, versions  # benchmarks/ is the script's folder
+from compat import write_section
+from sentiserve.bench.report import machine
+from sentiserve.bench.texts import load_texts
+from sentiserve.bench.wrk import run_wrk
+from sentiserve.local.ready import free_port, wait_until
+
+HERE = Path(__file__).resolve().parent
+START, END = "<!-- operations:start -->", "<!-- operations:end -->"
+CLIENTS = 32
+TARGET = 0.90
+
+
+def receiver(port: int) -> None:
+    """A CloudEvents sink that accepts every POST (aiohttp, one process): ``--receiver``."""
+    from aiohttp import web
+
+    async def accept(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=202)
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", accept)
+    app.router.add_get("/", lambda _r: web.Response(text="ok"))
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+def dropped(peer: Peer) -> dict[str, float]:
+    """The server's payload counters (sent, dropped by reason) from its metrics page."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{peer.metrics}/metrics").read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("sentiserve_payload_events_"):
+            name, value = line.rsplit(" ", 1)
+            out[name.replace("sentiserve_payload_events_", "")] = float(value)
+    return out
+
+
+def settled(peer: Peer) -> dict[str, float]:
+    """The payload counters once the log has shipped what the run queued (they stop
+    moving), at most 30 s after the load ends."""
+    last: dict[str, float] = {}
+    for _ in range(10):
+        now = dropped(peer)
+        if now and now == last:
+            break
+        last = now
+        time.sleep(3)  # longer than the log's 2 s flush: a partial batch has gone out
+    return last
+
+
+def cpu_seconds(pid: int, thread: str | None = None) -> float:
+    """User + system CPU time so far (Linux /proc) of process ``pid``, or of its threads
+    named ``thread``."""
+    stats = (
+        [Path(f"/proc/{pid}/stat")]
+        if thread is None
+        else [
+            t / "stat"
+            for t in Path(f"/proc/{pid}/task").iterdir()
+            if (t / "comm").read_text().strip() == thread
+        ]
+    )
+    ticks = 0
+    for stat in stats:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    texts = load_texts("rt")
+    repo = Path(args.model_repository)
+    port = free_port()
+    sink = subprocess.Popen([sys.executable, __file__, "--receiver", str(port)])
+    wait_until(lambda: _answers(f"http://127.0.0.1:{port}/"), 30)
+    settings: dict[str, list[str]] = {
+        "off": [],
+        "payload log, folder, 100%": ["--payload-log", "{folder}"],
+        "payload log, HTTP sink, 100%": ["--payload-log", f"http://127.0.0.1:{port}/events"],
+    }
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in settings}
+    try:
+        for k in range(args.rounds):
+            for name, extra in settings.items():
+                print(f"round {k + 1}: {name}", file=sys.stderr)
+                with tempfile.TemporaryDirectory(prefix="sentiserve-payloads-") as folder:
+                    cmd = sentiserve_cmd(repo, *[e.replace("{folder}", folder) for e in extra])
+                    peer = Peer(cmd)
+                    try:
+                        sink_cpu = cpu_seconds(sink.pid)
+                        log_cpu = cpu_seconds(peer.proc.pid, "payload-log")
+                        (row,) = run_wrk(
+                            peer.url,
+                            "v1",
+                            texts.texts,
+                            [CLIENTS],
+                            duration_s=args.duration,
+                            warmup_s=args.warmup,
+                        )
+                        result = row.as_dict()
+                        # The receiver's share of one core over the run (load and warm-up).
+                        seconds = args.duration + args.warmup
+                        result["sink_cpu"] = (cpu_seconds(sink.pid) - sink_cpu) / seconds
+                        # The server's payload-log thread (building and shipping events).
+                        result["log_cpu"] = (
+                            cpu_seconds(peer.proc.pid, "payload-log") - log_cpu
+                        ) / seconds
+                        if extra:
+                            result["payload_events"] = settled(peer)
+                    finally:
+                        peer.stop()
+                rounds[name].append(result)
+    finally:
+        sink.terminate()
+        sink.wait(10)
+    return {"machine": machine(), "versions": versions(), "texts": texts.description, **rounds}
+
+
+def _answers(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url, timeout=1)
+    except OSError:
+        return False
+    return True
+
+
+def median(rows: list[dict[str, Any]], key: str) -> float:
+    return float(statistics.median(r[key] for r in rows))
+
+
+def section(doc: dict[str, Any], args: argparse.Namespace, names: list[str]) -> str:
+    base = median(doc["off"], "throughput")
+    m = doc["machine"]
+    lines = [
+        START,
+        "## Operating features (benchmarks/operations.py)",
+        "",
+        f"One `sentiserve serve` per setting (defaults otherwise), wrk at {CLIENTS} clients, "
+        f"one {doc['texts']} text per request to `/v1/sentiment`, {args.rounds} rounds of "
+        f"{args.duration:g} s per setting, interleaved; {m.get('cpu', '?')}, "
+        f"{m.get('cores', '?')} cores. Target: with the payload log on at 100% sampling, "
+        f"throughput ≥ {TARGET:.0%} of the run without it. The HTTP sink is an aiohttp "
+        "receiver on the same two cores.",
+        "",
+        "| setting | req/s (median; each round) | p50 ms | p99 ms | / off | events sent "
+        "(all rounds) | dropped | log thread CPU (cores) | receiver CPU (cores) | met |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in names:
+        rows = doc[name]
+        rate = median(rows, "throughput")
+        each = ", ".join(f"{r['throughput']:.0f}" for r in rows)
+        ratio = rate / base if base else float("nan")
+        events = [r.get("payload_events", {}) for r in rows]
+        sent = sum(e.get("sent_total", 0) for e in events)
+        lost = sum(v for e in events for k, v in e.items() if k.startswith("dropped_total"))
+        met = "" if name == "off" else ("yes" if ratio >= TARGET else "no")
+        lines.append(
+            f"| {name} | {rate:.0f} ({each}) | {median(rows, 'p50_ms'):.1f} | "
+            f"{median(rows, 'p99_ms'):.1f} | {ratio:.3f} | "
+            f"{'' if name == 'off' else f'{sent:.0f}'} | "
+            f"{'' if name == 'off' else f'{lost:.0f}'} | "
+            f"{median(rows, 'log_cpu'):.2f} | {median(rows, 'sink_cpu'):.2f} | {met} |"
+        )
+    lines += ["", "Command: `python benchmarks/operations.py`.", END]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model-repository", default="model_repository")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--out", default=str(HERE / "RESULTS-serving.md"))
+    parser.add_argument("--receiver", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.receiver:
+        receiver(args.receiver)
+        return
+    os.environ.setdefault("SENTISERVE_LOG_LEVEL", "WARNING")
+    doc = measure(args)
+    names = [k for k in doc if k not in ("machine", "versions", "texts")]
+    (HERE / "RESULTS-operations.json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    write_section(Path(args.out), section(doc, args, names), START, END)
+    print(f"wrote {args.out} and {HERE / 'RESULTS-operations.json'}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -165,7 +165,9 @@ def main() -> None:
         "on Kubernetes the preStop sleep takes the pod out of its Service first).",
         f"- CPU Triton stand-in, `docker run` to ready (python form): {span(tritons)} s.",
         f"- Target: the CPU serving image ≤ 400 MB. Measured {sizes[f'sentiserve:{v}']:.0f} MB "
-        "on the local base: see the note under the table above for what it weighs.",
+        "on the local base (no manuals, translations or perl; the environment copied into "
+        "the runtime stage without pip, trimmed by deploy/docker/slim.sh: no hub client, no "
+        "test suites, botocore's models for S3/STS/SSO only, extension modules stripped).",
         "",
         END,
     ]

@@ -19,11 +19,16 @@ for candidate in /etc/apt/sources.list.d/debian.sources /etc/apt/sources.list.d/
 done
 [ -n "$sources" ] || { echo "no apt sources file found" >&2; exit 1; }
 echo "building $IMAGE from Debian bookworm packages (mmdebstrap, $sources)" >&2
-mmdebstrap --quiet --variant=minbase \
+# Merged /usr by mmdebstrap's own hook (the usrmerge package would pull in perl, 50 MB);
+# no manuals, translations or docs but the copyright files, as python:3.11-slim does.
+mmdebstrap --quiet --variant=minbase --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
     --include=python3,python3-venv,python3-pip,python-is-python3,libpython3.11,ca-certificates,passwd \
+    --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
+    --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/locale/locale.alias' \
+    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
     --customize-hook='rm -f "$1"/usr/lib/python3.11/EXTERNALLY-MANAGED' \
     --customize-hook='cp /etc/ssl/certs/ca-certificates.crt "$1"/etc/ssl/certs/ca-certificates.crt' \
-    bookworm "$work/base.tar" "$sources"
+    bookworm "$work/base.tar" "$sources" >"$work/log" 2>&1 || { cat "$work/log" >&2; exit 1; }
 "$DOCKER" import \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'ENV LANG=C.UTF-8' \

@@ -232,6 +232,21 @@ def test_the_cpu_pod_runs_as_the_chart_renders_it(
         docker("rm", "--force", run.name, check=False)
 
 
+def test_the_serving_image_stays_small_and_has_no_installer(docker_host: str) -> None:
+    size = int(docker("image", "inspect", "--format", "{{.Size}}", IMAGE).stdout)
+    assert size <= 400e6, f"{IMAGE} is {size / 1e6:.0f} MB; the target is 400 MB"
+    # What was trimmed is not needed: everything serving imports still loads, S3 and STS
+    # clients (IRSA) still build, and nothing can be installed at run time.
+    code = (
+        "import importlib.util, boto3, numpy, onnxruntime, tokenizers, grpc, uvloop, aiohttp,"
+        " tritonclient.grpc.aio, sentiserve.serve.app, sentiserve.serve.grpc_v2;"
+        "boto3.client('s3', region_name='us-east-1'); boto3.client('sts', region_name='us-east-1');"
+        "print(numpy.ones(4) @ numpy.ones(4), importlib.util.find_spec('pip'))"
+    )
+    done = docker("run", "--rm", "--read-only", "--entrypoint", "python", IMAGE, "-c", code)
+    assert done.stdout.split() == ["4.0", "None"]
+
+
 def test_the_scoring_image_scores_like_the_host(
     docker_host: str, tiny_build: Path, tmp_path: Path
 ) -> None:

@@ -113,7 +113,7 @@ def test_triton_image_runs_triton_as_the_issue_asks() -> None:
 def test_cpu_image_installs_the_serving_set_only() -> None:
     installs = " ".join(a for k, a in instructions(DOCKERFILE) if k == "RUN")
     assert "torch" not in installs, "serving needs no PyTorch"
-    assert '"sentiserve[${EXTRAS}]"' in installs
+    assert '".[${EXTRAS}]"' in installs
     assert "ARG EXTRAS=s3,load" in DOCKERFILE.read_text(), "the serving set by default"
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     core = " ".join(

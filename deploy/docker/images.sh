@@ -9,8 +9,10 @@
 #   sentiserve-s3:VERSION, sentiserve-prometheus:VERSION  moto's S3 and Prometheus, for the
 #                             one-machine stack (deploy/compose, `make stack`)
 # The Dockerfiles' public bases are used when they are present or can be pulled; otherwise
-# the local Debian bookworm base (deploy/docker/base.sh) is built and passed in. Builds run
-# with the host's network (pip inside the build stage fetches the wheels). With
+# the local Debian bookworm base (deploy/docker/base.sh) is built and passed in. The serving
+# and scoring images install from a wheelhouse built here first (no index inside their
+# builds); the build stage still fetches binutils (strip) from Debian, and the Triton,
+# S3 and Prometheus images their packages, over the host's network. With
 # --if-possible (what `make test` passes), a machine that cannot run a daemon skips this
 # with a reason, and the container tests skip too.
 set -euo pipefail
@@ -40,6 +42,13 @@ if ! "$DOCKER" image inspect "$base" >/dev/null 2>&1 \
     echo "cannot pull $PUBLIC: building on the local base $base" >&2
     deploy/docker/base.sh "$base"
 fi
+
+# The wheelhouse: sentiserve and everything the serving and scoring images install, as
+# wheels built or fetched here, so that their builds reach no package index.
+echo "filling the wheelhouse (deploy/docker/wheels)" >&2
+rm -f deploy/docker/wheels/*.whl
+python3 -m pip wheel --quiet --disable-pip-version-check --wheel-dir deploy/docker/wheels \
+    ".[s3,load,score,ray]" pip==25.3
 
 build() {  # build TAG DOCKERFILE [docker build arguments...]
     local tag=$1 file=$2

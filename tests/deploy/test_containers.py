@@ -347,9 +347,28 @@ def test_the_gpu_topology_runs_on_the_cpu_stand_in(
         for pod in pods:
             pod.start()
         tritons, gateway = pods[:2], pods[2]
+        (triton,) = [c for c in triton_pod["containers"] if c["name"] == "triton"]
+        startup = triton["startupProbe"]
+        budget = startup["failureThreshold"] * startup["periodSeconds"]
         for pod in tritons:
-            base = f"http://{pod.address()}:8000"
-            assert wait_until(lambda b=base: _ready(b), 120, interval_s=0.5), "Triton not ready"
+            # Ready within the chart's startup probe budget (failureThreshold x period), and
+            # every probe answers within its own timeout.
+            def probe(kind: str, address: str = pod.address()) -> bool:
+                get = triton[kind]["httpGet"]
+                port = {p["name"]: p["containerPort"] for p in triton["ports"]}.get(
+                    get["port"], get["port"]
+                )
+                url = f"http://{address}:{port}{get['path']}"
+                try:
+                    return httpx.get(url, timeout=triton[kind]["timeoutSeconds"]).status_code == 200
+                except httpx.HTTPError:
+                    return False
+
+            assert wait_until(lambda: probe("startupProbe"), budget, interval_s=0.5), (
+                f"Triton not ready within its startup probe's {budget} s"
+            )
+            assert probe("readinessProbe"), "readiness probe"
+            assert probe("livenessProbe"), "liveness probe"
         base = f"http://{gateway.address()}:8000"
         assert wait_until(lambda: _ready(base), 60, interval_s=0.2), "gateway not ready"
 

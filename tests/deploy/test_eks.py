@@ -28,6 +28,8 @@ def rendered() -> dict[str, object]:
         "MODEL_BUCKET": "my-models",
         "DATA_BUCKET": "my-data",
         "AZS": "[eu-west-1a,eu-west-1b]",
+        "ACCOUNT": "123456789012",
+        "LBC_VERSION": "v3.5.0",
     }
     text = re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], CLUSTER.read_text())
     assert "${" not in text
@@ -55,6 +57,15 @@ def test_cluster_parameters_and_identity() -> None:
     autoscaler = accounts["cluster-autoscaler"]
     assert autoscaler["metadata"]["namespace"] == "kube-system"
     assert autoscaler["wellKnownPolicies"]["autoScaler"] is True
+    # The load balancer controller's policy is its pinned release's, created by the runbook
+    # under the name attached here; the chart install uses the same release.
+    controller = accounts["aws-load-balancer-controller"]
+    (arn,) = controller["attachPolicyARNs"]
+    assert arn == "arn:aws:iam::123456789012:policy/AWSLoadBalancerControllerIAMPolicy-v3.5.0"
+    runbook = RUNBOOK.read_text()
+    assert '--policy-name "AWSLoadBalancerControllerIAMPolicy-$LBC_VERSION"' in runbook
+    assert "aws-load-balancer-controller/$LBC_VERSION/docs/install/iam_policy.json" in runbook
+    assert '--version "${LBC_VERSION#v}"' in runbook
     assert "aws-efs-csi-driver" in {a["name"] for a in doc["addons"]}  # type: ignore[attr-defined]
 
 
@@ -238,3 +249,20 @@ def test_the_rayjob_runs_the_scoring_image_as_its_own_account() -> None:
     dockerfile = (ROOT / "deploy" / "docker" / "Dockerfile").read_text()
     assert "ARG EXTRAS=s3,load" in dockerfile
     assert "--build-arg EXTRAS=s3,score,ray" in RUNBOOK.read_text()
+
+
+def test_every_third_party_chart_is_installed_at_a_pinned_version() -> None:
+    installs = [
+        c
+        for c in commands(RUNBOOK.read_text())
+        if re.match(r"helm (upgrade --install|install) ", c) and "deploy/helm/" not in c
+    ]
+    charts = {c.split()[4] if "upgrade" in c else c.split()[3] for c in installs}
+    assert {
+        "prometheus-community/kube-prometheus-stack",
+        "autoscaler/cluster-autoscaler",
+        "eks/aws-load-balancer-controller",
+        "kedacore/keda",
+    } <= charts
+    unpinned = [c for c in installs if "--version" not in c]
+    assert not unpinned, f"install at a pinned chart version: {unpinned}"

@@ -397,7 +397,10 @@ def test_gpu_form_ensemble_runs_on_triton(
     assert 'platform: "onnxruntime_onnx"' in text
     assert "KIND_GPU" in text
     stand_in = text.replace('platform: "onnxruntime_onnx"', 'backend: "python"')
-    stand_in = stand_in.replace("KIND_GPU", "KIND_CPU").split("optimization {")[0]
+    # No TensorRT accelerator on the CPU; the warm-up stays: Triton runs it before Ready.
+    head, accelerator = stand_in.replace("KIND_GPU", "KIND_CPU").split("optimization {")
+    stand_in = head + accelerator.split("} ] } }\n", 1)[1]
+    assert "model_warmup" in stand_in
     stand_in += 'parameters { key: "sentiserve_role" value: { string_value: "engine" } }\n'
     (onnx_member / CONFIG).write_text(stand_in)
     version_dir = next(p for p in onnx_member.iterdir() if p.is_dir())

@@ -110,6 +110,24 @@ class TensorRTAccelerator:
 
 
 @dataclass(frozen=True)
+class Warmup:
+    """A ``model_warmup`` sample: Triton runs it (zero-filled inputs of these shapes, per
+    batch item) before it reports the model ready, so engines built lazily (ONNX Runtime's
+    TensorRT accelerator builds one per new input shape) are built before the first
+    request, not during it."""
+
+    name: str
+    batch_size: int
+    inputs: tuple[tuple[str, DataType, tuple[int, ...]], ...]
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"warm-up {self.name}: batch_size must be >= 1")
+        if any(d < 1 for _, _, dims in self.inputs for d in dims):
+            raise ConfigError(f"warm-up {self.name}: its input shapes must be concrete")
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """A Triton model configuration: exactly one of ``backend`` or ``platform``.
 
@@ -128,6 +146,7 @@ class ModelConfig:
     parameters: Mapping[str, str] = field(default_factory=dict)
     ensemble_steps: tuple[EnsembleStep, ...] = ()
     accelerator: TensorRTAccelerator | None = None
+    warmup: tuple[Warmup, ...] = ()
 
     def __post_init__(self) -> None:
         if bool(self.backend) == bool(self.platform):
@@ -202,6 +221,18 @@ class ModelConfig:
                     f'value: "{a.engine_cache_path}" }}',
                 ]
             lines.append("} ] } }")
+        if self.warmup:
+            lines.append("model_warmup [")
+            for i, sample in enumerate(self.warmup):
+                lines.append(f'  {{ name: "{sample.name}" batch_size: {sample.batch_size}')
+                for name, data_type, dims in sample.inputs:
+                    shape = ", ".join(str(d) for d in dims)
+                    lines.append(
+                        f'    inputs {{ key: "{name}" value: {{ data_type: {data_type.value} '
+                        f"dims: [ {shape} ] zero_data: true }} }}"
+                    )
+                lines.append("  }" + ("," if i < len(self.warmup) - 1 else ""))
+            lines.append("]")
         for key, value in sorted(self.parameters.items()):
             escaped = value.replace("\\", "\\\\").replace('"', '\\"')
             lines.append(f'parameters {{ key: "{key}" value: {{ string_value: "{escaped}" }} }}')

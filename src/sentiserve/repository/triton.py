@@ -39,6 +39,7 @@ from sentiserve.repository.config import (
     ModelConfig,
     Tensor,
     TensorRTAccelerator,
+    Warmup,
 )
 from sentiserve.repository.layout import CONFIG, ModelRepository, ModelVersion
 from sentiserve.repository.manifest import Manifest
@@ -174,6 +175,17 @@ def ensemble_configs(
         },
     )
     tensorrt = platform is Platform.TENSORRT
+    # Every batch size the batcher forms first (1, the preferred ones, the largest) at the
+    # one padded length the tokenizer member sends: the engines for them exist at Ready.
+    warm_sizes = sorted({1, *preferred, b.max_batch_size})
+    warmup = tuple(
+        Warmup(
+            f"batch_{n}",
+            n,
+            tuple((t.name, t.data_type, (manifest.max_length,)) for t in ids),
+        )
+        for n in warm_sizes
+    )
     model = ModelConfig(
         name=name + ONNX_MEMBER,
         platform="tensorrt_plan" if tensorrt else "onnxruntime_onnx",
@@ -183,6 +195,7 @@ def ensemble_configs(
         dynamic_batching=DynamicBatching(preferred, b.delay_us),
         instance_groups=(InstanceGroup(InstanceKind.GPU, b.instances),),
         accelerator=TensorRTAccelerator("FP16") if b.trt_fp16 and not tensorrt else None,
+        warmup=warmup,
     )
     post = ModelConfig(
         name=name + POSTPROCESS_MEMBER,

@@ -148,3 +148,31 @@ def test_python_form_is_refused_for_a_missing_model(repo: Path) -> None:
         write_python_form(repo, "other")
     with pytest.raises(ConfigError, match="python form is one model"):
         ensemble_configs("x", ModelRepository(repo).load("sentiment").manifest, Platform.PYTHON)
+
+
+def test_the_gpu_member_warms_up_every_first_batch_shape_before_ready(repo: Path) -> None:
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    manifest = ModelRepository(repo).load("sentiment").manifest
+    batching = TritonBatching(max_batch_size=16, preferred_batch_sizes=(4, 8, 32))
+    write_form(repo, "sentiment", Platform.ONNXRUNTIME, batching)
+    # Parsed by Triton's own message: the field names and enum values are Triton's.
+    onnx = text_format.Parse((repo / "sentiment_onnx" / CONFIG).read_text(), mc.ModelConfig())
+    assert [(w.name, w.batch_size) for w in onnx.model_warmup] == [
+        ("batch_1", 1),
+        ("batch_4", 4),
+        ("batch_8", 8),
+        ("batch_16", 16),
+    ]
+    for sample in onnx.model_warmup:
+        assert set(sample.inputs) == set(manifest.inputs)
+        for tensor in sample.inputs.values():
+            # The tokenizer member pads every text to max_length: the one shape served.
+            assert list(tensor.dims) == [manifest.max_length]
+            assert tensor.data_type == mc.TYPE_INT64
+            assert tensor.zero_data
+    # The members on the CPU need none; the ensemble cannot have one.
+    for name in ("sentiment", "sentiment_tokenizer", "sentiment_postprocess"):
+        config = text_format.Parse((repo / name / CONFIG).read_text(), mc.ModelConfig())
+        assert not config.model_warmup

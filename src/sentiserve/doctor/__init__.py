@@ -14,16 +14,16 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.12-py3"
-TRITON_MIN_DRIVER = 560
-"""Triton 24.12 ships CUDA 12.6: NVIDIA drivers >= 560 run it natively; data-center GPUs on
-470.57+, 525.85+, 535.54+ or 550.54+ through CUDA forward compatibility (NVIDIA's support
-matrix). The check passes at >= 560 and warns on older data-center branches."""
-TRITON_COMPAT_BRANCHES = (470, 525, 535, 545, 550)
+TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:26.02-py3"
+TRITON_MIN_DRIVER = 575
+"""Triton 26.02 ships CUDA 13.1: NVIDIA drivers >= 575 run it natively; data-center GPUs on
+470.57+, 525.85+, 535.86+ or 545.23+ through CUDA forward compatibility (its release
+notes). The check passes at >= 575 and warns on those older data-center branches."""
+TRITON_COMPAT_BRANCHES = (470, 525, 535, 545)
 BUILD_DISK_GB = 6.0
 """Free disk the default build needs: the base model, three ONNX variants, checkpoints."""
 MIN_COMPUTE_CAPABILITY = (6, 0)
-"""Triton 24.12 and current PyTorch wheels need compute capability 6.0+ (T4: 7.5)."""
+"""Current PyTorch wheels need compute capability 6.0+; Triton 26.02 needs 7.5+ (T4: 7.5)."""
 
 
 @dataclass(frozen=True)
@@ -190,19 +190,19 @@ def check_triton_driver() -> Check:
     except (KeyError, ValueError):
         return Check(f"driver for {TRITON_IMAGE}", "warn", "driver version unreadable")
     if major >= TRITON_MIN_DRIVER:
-        return Check(f"driver for {TRITON_IMAGE}", "pass", f"driver {major} >= 560")
+        return Check(f"driver for {TRITON_IMAGE}", "pass", f"driver {major} >= {TRITON_MIN_DRIVER}")
     if major in TRITON_COMPAT_BRANCHES:
         return Check(
             f"driver for {TRITON_IMAGE}",
             "warn",
             f"driver {major}: data-center GPUs only, through CUDA forward compatibility",
-            "use a driver >= 560 (the EKS GPU AMI's is) or an older Triton image",
+            f"use a driver >= {TRITON_MIN_DRIVER} (the EKS GPU AMI's is) or an older Triton image",
         )
     return Check(
         f"driver for {TRITON_IMAGE}",
         "fail",
         f"driver {major} is too old",
-        "upgrade the NVIDIA driver to >= 560",
+        f"upgrade the NVIDIA driver to >= {TRITON_MIN_DRIVER}",
     )
 
 

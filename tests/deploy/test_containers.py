@@ -34,6 +34,7 @@ from tests.deploy.pods import (
     engine,
     gateway_address,
     pod_of,
+    quantity_bytes,
     render,
     start,
 )
@@ -221,6 +222,11 @@ def test_the_cpu_pod_runs_as_the_chart_renders_it(
         for thread in threads:
             thread.start()
         time.sleep(0.3)
+        # The memory limit holds under load: the container's peak so far (its cgroup's
+        # high-water mark, kept by the kernel) against the chart's limit.
+        peak = peak_memory_bytes(run.name)
+        limit = quantity_bytes(container["resources"]["limits"]["memory"])
+        assert 0 < peak < limit, f"peak {peak / 2**20:.0f} MiB, limit {limit / 2**20:.0f} MiB"
         docker("stop", "--time", str(run.grace_s), run.name, timeout=run.grace_s + 30)
         for thread in threads:
             thread.join(60)
@@ -230,6 +236,17 @@ def test_the_cpu_pod_runs_as_the_chart_renders_it(
         assert state["OOMKilled"] is False
     finally:
         docker("rm", "--force", run.name, check=False)
+
+
+def peak_memory_bytes(name: str) -> int:
+    """The highest memory use of container ``name`` so far, from its cgroup (v1's
+    max_usage_in_bytes or v2's memory.peak) under the host's /sys/fs/cgroup."""
+    cid = docker("inspect", "--format", "{{.Id}}", name).stdout.strip()
+    root = Path("/sys/fs/cgroup")
+    for pattern in (f"memory/**/{cid}/memory.max_usage_in_bytes", f"**/*{cid}*/memory.peak"):
+        for found in root.glob(pattern):
+            return int(found.read_text())
+    raise AssertionError(f"no memory cgroup found for container {name} ({cid[:12]})")
 
 
 def test_the_serving_image_stays_small_and_has_no_installer(docker_host: str) -> None:

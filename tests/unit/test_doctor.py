@@ -49,7 +49,8 @@ def test_a_broken_check_is_a_failure_not_a_crash() -> None:
 
 
 @pytest.mark.parametrize(
-    ("driver", "status"), [("580.65.06", "pass"), ("565.57.01", "fail"), ("535.104.05", "warn"), ("418.1", "fail")]
+    ("driver", "status"),
+    [("580.65.06", "pass"), ("565.57.01", "fail"), ("535.104.05", "warn"), ("418.1", "fail")],
 )
 def test_triton_driver_support(monkeypatch: pytest.MonkeyPatch, driver: str, status: str) -> None:
     # nvidia-smi's answer stands in for a GPU this machine does not have.

@@ -101,12 +101,17 @@ class TensorRTAccelerator:
     precision_mode: str = "FP16"
     max_workspace_size_bytes: int = 1 << 30
     engine_cache_path: str = TRT_ENGINE_CACHE
+    profile: tuple[dict[str, tuple[int, ...]], ...] = ()
+    """Optional (min, opt, max) input shapes, each ``{input: shape}``: one engine built for
+    the whole range, instead of one per new input shape as requests bring them."""
 
     def __post_init__(self) -> None:
         if self.precision_mode not in ("FP32", "FP16"):
             raise ConfigError(
                 f"TensorRT precision_mode must be FP32 or FP16, not {self.precision_mode}"
             )
+        if self.profile and len(self.profile) != 3:
+            raise ConfigError("a TensorRT profile is three shape sets: min, opt and max")
 
 
 @dataclass(frozen=True)
@@ -214,6 +219,10 @@ class ModelConfig:
                 f'  parameters {{ key: "max_workspace_size_bytes" '
                 f'value: "{a.max_workspace_size_bytes}" }}',
             ]
+            for bound, shapes in zip(("min", "opt", "max"), a.profile, strict=False):
+                text = ",".join(f"{k}:{'x'.join(str(d) for d in v)}" for k, v in shapes.items())
+                key = f"trt_profile_{bound}_shapes"
+                lines.append(f'  parameters {{ key: "{key}" value: "{text}" }}')
             if a.engine_cache_path:
                 lines += [
                     '  parameters { key: "trt_engine_cache_enable" value: "1" }',

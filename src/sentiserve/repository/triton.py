@@ -186,6 +186,13 @@ def ensemble_configs(
         )
         for n in warm_sizes
     )
+    # One TensorRT engine for every batch size at that length (the opt shape: the largest
+    # preferred batch), built during the warm-up, not one per batch size as traffic brings it.
+    length = manifest.max_length
+    profile: tuple[dict[str, tuple[int, ...]], ...] = tuple(
+        {t.name: (n, length) for t in ids}
+        for n in (1, max(preferred or (b.max_batch_size,)), b.max_batch_size)
+    )
     model = ModelConfig(
         name=name + ONNX_MEMBER,
         platform="tensorrt_plan" if tensorrt else "onnxruntime_onnx",
@@ -194,7 +201,9 @@ def ensemble_configs(
         outputs=logits,
         dynamic_batching=DynamicBatching(preferred, b.delay_us),
         instance_groups=(InstanceGroup(InstanceKind.GPU, b.instances),),
-        accelerator=TensorRTAccelerator("FP16") if b.trt_fp16 and not tensorrt else None,
+        accelerator=TensorRTAccelerator("FP16", profile=profile)
+        if b.trt_fp16 and not tensorrt
+        else None,
         warmup=warmup,
     )
     post = ModelConfig(

@@ -172,6 +172,14 @@ def test_the_gpu_member_warms_up_every_first_batch_shape_before_ready(repo: Path
             assert list(tensor.dims) == [manifest.max_length]
             assert tensor.data_type == mc.TYPE_INT64
             assert tensor.zero_data
+    # One TensorRT engine for every batch size at that length, built by the warm-up.
+    (accelerator,) = onnx.optimization.execution_accelerators.gpu_execution_accelerator
+    shapes = {k: v for k, v in accelerator.parameters.items() if k.startswith("trt_profile")}
+    length = manifest.max_length
+    assert shapes == {
+        f"trt_profile_{bound}_shapes": ",".join(f"{i}:{n}x{length}" for i in manifest.inputs)
+        for bound, n in (("min", 1), ("opt", 8), ("max", 16))
+    }
     # The members on the CPU need none; the ensemble cannot have one.
     for name in ("sentiment", "sentiment_tokenizer", "sentiment_postprocess"):
         config = text_format.Parse((repo / name / CONFIG).read_text(), mc.ModelConfig())

@@ -22,7 +22,7 @@ import pytest
 from tritonclient.utils import InferenceServerException
 
 from sentiserve.local.ready import free_port, is_ready, serve_command, wait_until
-from sentiserve.repository.layout import CONFIG
+from sentiserve.repository.layout import CONFIG, ModelRepository
 from sentiserve.repository.triton import Platform, write_gpu_form, write_python_form
 from sentiserve.triton.environment import TritonEnvironment
 from sentiserve.triton.model_config import read_config
@@ -186,7 +186,7 @@ def test_triton_refuses_bad_requests_and_keeps_serving(triton: TritonServer) -> 
 
 
 def test_gateway_serves_the_embedded_answers_through_triton(
-    triton: TritonServer, embedded: Running
+    triton: TritonServer, embedded: Running, python_repo: Path
 ) -> None:
     gateway = start_server(".", "--backend", "triton", "--triton-url", triton.grpc_url)
     try:
@@ -203,6 +203,20 @@ def test_gateway_serves_the_embedded_answers_through_triton(
         metrics = httpx.get(f"http://127.0.0.1:{gateway.metrics_port}/metrics").text
         assert re.search(r'sentiserve_request_duration_seconds_count\{model="sentiment"', metrics)
         assert not re.search(r"^nv_inference_request_success\{", metrics, re.M)  # Triton's job
+        # The drift baseline, read from the Triton configuration's reference parameter: the
+        # manifest's label shares, exported as the embedded server exports them.
+        manifest = ModelRepository(python_repo).load("sentiment").manifest
+        for label, share in manifest.reference["label_shares"].items():
+            found = re.search(
+                rf'^sentiserve_reference_label_share\{{label="{label}",model="sentiment",'
+                rf'version="{manifest.version}"\}} (\S+)$',
+                metrics,
+                re.M,
+            )
+            assert found, f"no reference share for {label}"
+            assert float(found.group(1)) == pytest.approx(share)
+        # Triton tokenizes, so the gateway counts no lengths and exports no length baseline.
+        assert not re.search(r"^sentiserve_reference_input_tokens\{", metrics, re.M)
         assert httpx.get(f"{gateway.url}/v2/health/ready").status_code == 200
 
         # The drop-in routes through the gateway: the same probabilities; what only the
@@ -387,7 +401,6 @@ def test_gpu_form_ensemble_runs_on_triton(
 ) -> None:
     """The GPU form's ensemble, tokenizer and postprocess run unchanged; only the ONNX
     member is swapped for a python stand-in (the bundled Triton has no onnxruntime backend)."""
-    from sentiserve.repository.layout import ModelRepository
     from sentiserve.repository.served import open_model
 
     repo = copy_repository(tiny_build, tmp_path / "repo")

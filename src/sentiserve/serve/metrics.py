@@ -274,7 +274,8 @@ class Metrics:
             length = self.input_tokens.labels(*key)
             for n in tokens:
                 length.observe(n)
-        if truncated:
+            # Counted (0 included) wherever lengths are: the truncated ratio is then 0, not
+            # absent, until a text is cut.
             self.truncated_inputs.labels(*key).inc(truncated)
 
     def set_reference(

@@ -1,6 +1,9 @@
 """A 2-minute soak with the checks of benchmarks/soak.py (which the 30-minute run uses): 70%
 of measured capacity, no errors, and no growth over 5% from start to end in resident memory,
-open descriptors, threads or p99."""
+open descriptors, threads or p99. Here p99 must also grow by more than 5 ms to count: over
+2 minutes of 20-second segments on a shared 2-core machine, the tiny model's p99 (8-12 ms)
+was seen to move by 2-3 ms with nothing growing (9.3 -> 12.5, 8.5 -> 10.7), while what the
+check is for (a queue or lock that builds up) grows without bound."""
 
 from __future__ import annotations
 
@@ -32,6 +35,8 @@ def test_two_minute_soak_grows_nothing(tiny_build: Path, tmp_path: Path) -> None
             str(texts),
             "--out",
             str(out),
+            "--p99-slack-ms",
+            "5",
         ],
         capture_output=True,
         text=True,

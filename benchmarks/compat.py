@@ -98,16 +98,22 @@ def write_section(path: Path, text: str, start: str = START, end: str = END) -> 
         path.write_text(f"{old.rstrip()}\n\n{text}\n")
 
 
-def main() -> None:
+def rounds_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options of a benchmark that runs interleaved wrk rounds and writes its section
+    of RESULTS-serving.md (this one and benchmarks/operations.py)."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model-repository", default="model_repository")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--out", default=str(HERE / "RESULTS-serving.md"))
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = rounds_parser(__doc__).parse_args()
     os.environ.setdefault("SENTISERVE_LOG_LEVEL", "WARNING")
     doc = measure(args)
     (HERE / "RESULTS-compat.json").write_text(json.dumps(doc, indent=1, default=str) + "\n")

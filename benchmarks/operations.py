@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from compare import Peer, sentiserve_cmd, versions  # benchmarks/ is the script's folder
-from compat import write_section
+from compat import median, rounds_parser, write_section
 from sentiserve.bench.report import machine
 from sentiserve.bench.texts import load_texts
 from sentiserve.bench.wrk import run_wrk
@@ -155,10 +154,6 @@ def _answers(url: str) -> bool:
     return True
 
 
-def median(rows: list[dict[str, Any]], key: str) -> float:
-    return float(statistics.median(r[key] for r in rows))
-
-
 def section(doc: dict[str, Any], args: argparse.Namespace, names: list[str]) -> str:
     base = median(doc["off"], "throughput")
     m = doc["machine"]
@@ -198,14 +193,7 @@ def section(doc: dict[str, Any], args: argparse.Namespace, names: list[str]) -> 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--model-repository", default="model_repository")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--warmup", type=float, default=2.0)
-    parser.add_argument("--out", default=str(HERE / "RESULTS-serving.md"))
+    parser = rounds_parser(__doc__)
     parser.add_argument("--receiver", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.receiver:

@@ -116,17 +116,16 @@ def _print(report: Any, version: int, events: int) -> None:
         f"{report.model} v{version}: {report.texts} texts in {events} logged answers, "
         "against the reference"
     )
-    table = Table("label", "reference", "served", "change")
-    for row in report.labels:
-        table.add_row(row.name, f"{row.expected:.1%}", f"{row.actual:.1%}", f"{row.change:+.1%}")
-    console.print(table)
+
+    def table(first: str, rows: Any) -> Table:
+        out = Table(first, "reference", "served", "change")
+        for row in rows:
+            out.add_row(row.name, f"{row.expected:.1%}", f"{row.actual:.1%}", f"{row.change:+.1%}")
+        return out
+
+    console.print(table("label", report.labels))
     if report.lengths:
-        lengths = Table("tokens ≤", "reference", "served", "change")
-        for row in report.lengths:
-            lengths.add_row(
-                row.name, f"{row.expected:.1%}", f"{row.actual:.1%}", f"{row.change:+.1%}"
-            )
-        console.print(lengths)
+        console.print(table("tokens ≤", report.lengths))
         console.print(
             f"median input: {report.median_tokens:g} tokens (reference {report.median_reference:g})"
         )

@@ -9,6 +9,7 @@ the ``sentiserve_input_tokens`` histogram's, so all three bin lengths alike.
 
 from __future__ import annotations
 
+import collections
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,11 @@ def length_bucket(tokens: int) -> str:
 
 def bucket_names() -> list[str]:
     return [*(str(e) for e in TOKEN_BUCKETS), "+Inf"]
+
+
+def length_shares(tokens: Sequence[int]) -> dict[str, float]:
+    """Each length bucket's share of ``tokens`` (every bucket named, 0 when empty)."""
+    return shares(collections.Counter(length_bucket(int(n)) for n in tokens), bucket_names())
 
 
 def shares(counts: Mapping[str, float], names: Sequence[str]) -> dict[str, float]:
@@ -80,7 +86,7 @@ def reference(
         "split": split,
         "texts": len(tokens),
         "input_tokens": {f"p{round(q * 100)}": float(np.quantile(lengths, q)) for q in QUANTILES},
-        "input_token_shares": shares(_count(length_bucket(int(n)) for n in tokens), bucket_names()),
+        "input_token_shares": length_shares(tokens),
         "truncated_share": truncated / len(tokens) if tokens else 0.0,
     }
     if given is not None:
@@ -88,13 +94,6 @@ def reference(
         # A text's share: a multi-label text may give several labels, or none.
         out["label_shares"] = {k: v / len(tokens) for k, v in counts.items()}
     return out
-
-
-def _count(items: Any) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for item in items:
-        counts[item] = counts.get(item, 0) + 1
-    return counts
 
 
 def psi(expected: Mapping[str, float], actual: Mapping[str, float]) -> float:
@@ -200,10 +199,9 @@ def compare(
     length_rows: list[Shift] = []
     length_psi = median = None
     if tokens:
-        buckets = bucket_names()
-        actual = shares(_count(length_bucket(n) for n in tokens), buckets)
+        actual = length_shares(tokens)
         expected = ref.get("input_token_shares") or {}
-        length_rows = [Shift(b, expected.get(b, 0.0), actual[b]) for b in buckets]
+        length_rows = [Shift(b, expected.get(b, 0.0), actual[b]) for b in actual]
         length_psi = psi(expected, actual) if expected else None
         median = float(np.median(np.asarray(tokens, dtype=np.float64)))
     median_ref = (ref.get("input_tokens") or {}).get("p50")

@@ -2,11 +2,11 @@
 
 Every classification API (friendly, TEI, vLLM, Hugging Face, KServe v2 over REST and gRPC)
 ends in a plane's ``classify``; the plane hands each answer to :meth:`PayloadLog.record`,
-which samples it, turns it into two CloudEvents in KServe's logger format (type
-``org.kubeflow.serving.inference.request`` and ``.response``, ``id`` the request id, the
-client's ``X-Request-ID`` when it sent one) and puts them on a bounded queue. Nothing else
-happens on the request's path: a thread takes the events off the queue in batches and sends
-them to the sink:
+which samples it and appends it to a bounded queue. Nothing else happens on the request's
+path: a thread takes the answers off the queue, turns each into two CloudEvents in KServe's
+logger format (type ``org.kubeflow.serving.inference.request`` and ``.response``, ``id`` the
+request id, the client's ``X-Request-ID`` when it sent one) and sends them in batches to
+the sink:
 
 - ``http(s)://...``: each event POSTed in CloudEvents' binary content mode (``ce-*``
   headers, the data as the JSON body), as KServe's logger sends them;
@@ -268,11 +268,12 @@ class PayloadLog:
         the log's thread."""
         if self.config.sample < 1.0 and self._random.random() >= self.config.sample:
             return
-        answer = _Answer(REQUEST_ID.get() or uuid.uuid4().hex, time.time(), result, texts, pairs)
         if len(self._pending) >= self._capacity:
             self.metrics.payload_dropped.labels("queue_full").inc(2)
             return
-        self._pending.append(answer)  # deque.append is atomic: no lock, no wake-up
+        request_id = REQUEST_ID.get() or uuid.uuid4().hex
+        # deque.append is atomic: no lock, no wake-up.
+        self._pending.append(_Answer(request_id, time.time(), result, texts, pairs))
 
     def events(self, answer: _Answer) -> tuple[dict[str, Any], dict[str, Any]]:
         """The request and response CloudEvents of one answer."""
@@ -316,16 +317,13 @@ class PayloadLog:
         is full or the oldest has waited ``flush_s``; everything when closing."""
         with contextlib.suppress(OSError):  # the OS thread's name too, for top -H and /proc
             Path(f"/proc/self/task/{threading.get_native_id()}/comm").write_text("payload-log")
+        full = max(1, self.config.batch_events // 2)  # answers (two events each) per batch
         waited = 0.0
         while True:
             closing = self._closing.wait(TICK_S)
             waited += TICK_S
             pending = len(self._pending)
-            if (
-                not closing
-                and pending < self.config.batch_events
-                and (pending == 0 or waited < self.config.flush_s)
-            ):
+            if not closing and pending < full and (pending == 0 or waited < self.config.flush_s):
                 continue
             waited = 0.0
             while self._pending:
@@ -333,7 +331,7 @@ class PayloadLog:
                 while self._pending and len(batch) < self.config.batch_events:
                     batch += self.events(self._pending.popleft())
                 self._send(batch)
-                if not closing and len(self._pending) < self.config.batch_events:
+                if not closing and len(self._pending) < full:
                     break
             if closing:
                 return

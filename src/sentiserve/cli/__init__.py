@@ -60,6 +60,7 @@ def build_app() -> typer.Typer:
     repo.command("build")(repository.build)
     repo.command("form")(repository.form)
     repo.command("show")(repository.show)
+    repo.command("rollout")(repository.rollout)
     repo.command("publish")(store.publish)
     repo.command("pull")(store.pull)
     app.add_typer(repo, name="repository")

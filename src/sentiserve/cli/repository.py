@@ -105,6 +105,77 @@ def form(
             typer.echo(config.to_pbtxt())
 
 
+def rollout(
+    model_repository: Path = typer.Option(DEFAULT_ROOT, help="Model repository root."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model-name", help="Model name."),
+    policy: str | None = typer.Option(
+        None, help="Versions to serve: latest[:N], specific:A,B or all (Triton's version_policy)."
+    ),
+    split: str | None = typer.Option(
+        None,
+        help="Weights of the versions answering requests that name none, such as 3=90,4=10 "
+        '("": the newest version alone).',
+    ),
+    shadow: int | None = typer.Option(
+        None, help="A version that gets a copy of those requests; its answers are only compared."
+    ),
+    no_shadow: bool = typer.Option(False, "--no-shadow", help="Stop copying to a shadow."),
+    json_out: bool = typer.Option(False, "--json", help="Print a one-line JSON summary."),
+) -> None:
+    """Set which versions of MODEL serve and how they share its traffic (a canary split, a
+    shadow), in its config.pbtxt; what is not given stays. Checked against the repository's
+    versions before anything is written; a server applies it when the model is reloaded
+    (POST /v2/repository/models/MODEL/load) or restarted, Triton with its own reload."""
+    from sentiserve.errors import ConfigError
+    from sentiserve.repository.layout import CONFIG, ModelRepository
+    from sentiserve.repository.rollout import (
+        Rollout,
+        VersionPolicy,
+        parse_split,
+        read_rollout,
+        write_rollout,
+    )
+    from sentiserve.repository.triton import is_gpu_form
+
+    with user_errors():
+        repository = ModelRepository(model_repository)
+        repository.load(model, verify=False)  # a clear error for an unknown model
+        path = model_repository / model / CONFIG
+        if is_gpu_form(path.read_text()):
+            raise ConfigError(
+                f"{model} is in the GPU form, whose ensemble serves its members' newest "
+                "version; rollouts need the python form (sentiserve repository form)"
+            )
+        if no_shadow and shadow is not None:
+            raise ConfigError("give --shadow or --no-shadow, not both")
+        old = read_rollout(path)
+        new = Rollout(
+            VersionPolicy.parse(policy) if policy is not None else old.policy,
+            parse_split(split) if split is not None else old.split,
+            None if no_shadow else shadow if shadow is not None else old.shadow,
+        )
+        loaded = new.policy.select(repository.versions(model))
+        weights = new.weights(loaded)
+        write_rollout(path, new)
+    summary = {
+        "model": model,
+        "policy": str(new.policy),
+        "versions": loaded,
+        "split": {str(v): w for v, w in weights.items()},
+        "shadow": new.shadow,
+    }
+    if json_out:
+        emit_json(summary)
+        return
+    total = sum(weights.values())
+    shares = ", ".join(f"v{v} {100 * w / total:.4g}%" for v, w in weights.items())
+    console.print(f"[cyan]•[/] {model}: serves versions {loaded} ({new.policy})")
+    console.print(f"[cyan]•[/] requests that name no version: {shares}")
+    if new.shadow is not None:
+        console.print(f"[cyan]•[/] shadow: v{new.shadow} gets a copy of them")
+    console.print(f"[dim]written to {path}; reload the model to apply it[/]")
+
+
 def show(
     model_repository: Path = typer.Option(DEFAULT_ROOT, help="Model repository root."),
     model: str = typer.Option(DEFAULT_MODEL, "--model-name", help="Model name."),

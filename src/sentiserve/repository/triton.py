@@ -43,6 +43,7 @@ from sentiserve.repository.config import (
 )
 from sentiserve.repository.layout import CONFIG, ModelRepository, ModelVersion
 from sentiserve.repository.manifest import Manifest
+from sentiserve.repository.rollout import Rollout, read_rollout, with_rollout
 
 logger = logging.getLogger(__name__)
 
@@ -368,7 +369,10 @@ def write_python_form(root: Path, name: str, batching: TritonBatching | None = N
     )
     for number in ModelRepository(root).versions(name):
         write_model_py(root / name / str(number))
-    write_text_atomic(root / name / CONFIG, config.to_pbtxt())
+    path = root / name / CONFIG
+    # A rewrite keeps the versions served and their split (sentiserve repository rollout).
+    rollout = read_rollout(path) if path.is_file() else Rollout()
+    write_text_atomic(path, with_rollout(config.to_pbtxt(), rollout))
     _remove_members(root, name)
     return config
 

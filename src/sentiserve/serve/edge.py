@@ -27,11 +27,13 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import parse_qs
 
 from pydantic import BaseModel
 
 from sentiserve.errors import PayloadTooLargeError, SentiserveError
 from sentiserve.serve.policy import Operation, Policy, as_error, http_error
+from sentiserve.serve.v2_codec import parse_version
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -40,6 +42,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 JSON = b"application/json"
+VERSION_HEADER = b"x-model-version"
+"""Names the model version of a friendly-API request (as ``?version=N`` does)."""
 
 _MODEL = r"^/v2/models/[^/]+(?:/versions/[^/]+)?"
 OPERATIONS = (
@@ -70,6 +74,18 @@ class Call:
     headers: dict[bytes, bytes]
     body: bytes
     state: dict[str, Any] = field(default_factory=dict)
+    query: str = ""
+
+    def version(self) -> int | None:
+        """The model version a friendly-API request names: ``?version=N`` or the
+        ``X-Model-Version`` header (neither: None, the rollout's split decides).
+
+        Raises:
+            ModelNotFoundError: Not a version number.
+        """
+        asked = parse_qs(self.query).get("version", [""])[-1]
+        asked = asked or self.headers.get(VERSION_HEADER, b"").decode("latin-1").strip()
+        return parse_version(asked)
 
 
 @dataclass
@@ -257,7 +273,8 @@ class Edge:
                     status = await self._forward(scope, receive, send, id_header)
                     model = scope.get("state", {}).get("model")
                 else:
-                    reply, model = await self._serve(*route, headers, receive)
+                    query = scope.get("query_string", b"")
+                    reply, model = await self._serve(*route, headers, query, receive)
                     if reply is None:  # the client went away; nobody to answer
                         return
                     status = reply.status
@@ -278,9 +295,14 @@ class Edge:
         )
 
     async def _serve(
-        self, route: Route, params: dict[str, str], headers: dict[bytes, bytes], receive: Receive
+        self,
+        route: Route,
+        params: dict[str, str],
+        headers: dict[bytes, bytes],
+        query: bytes,
+        receive: Receive,
     ) -> tuple[Reply | None, str | None]:
-        call = Call(params, headers, b"")
+        call = Call(params, headers, b"", query=query.decode("latin-1"))
         limits = self.policy.limits
         try:
             try:

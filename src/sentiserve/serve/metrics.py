@@ -54,6 +54,8 @@ TOKEN_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 SCORE_BUCKETS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 """The given label's probability: below 0.5 only for a model with more than two labels."""
 TEXT_TOKEN_BUCKETS = drift.TOKEN_BUCKETS
+DELTA_BUCKETS = (0.001, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+"""|Δp| between a shadow version's probability and the returned one's."""
 
 
 class TritonMetric:
@@ -221,6 +223,28 @@ class Metrics:
             "Payload log events lost, by reason: queue_full (the sink fell behind; dropped "
             "rather than waited for) or sink_error (the sink refused or was unreachable).",
             ("reason",),
+            registry=r,
+        )
+        self.shadow_predictions = Counter(
+            "sentiserve_shadow_predictions",
+            "Texts a shadow version also answered, by whether its label (for a multi-label "
+            "model, its set of labels) agreed with the answer returned (agreement: true, false).",
+            (*LABELS, "shadow_version", "agreement"),
+            registry=r,
+        )
+        self.shadow_delta = Histogram(
+            "sentiserve_shadow_probability_delta",
+            "Per text, the largest |difference| between the returned and the shadow "
+            "version's probability of a label both have.",
+            (*LABELS, "shadow_version"),
+            buckets=DELTA_BUCKETS,
+            registry=r,
+        )
+        self.shadow_skipped = Counter(
+            "sentiserve_shadow_requests_skipped",
+            "Requests not copied to the shadow version, by reason: busy (too many shadow "
+            "requests in flight) or error (the shadow version failed).",
+            (*LABELS, "shadow_version", "reason"),
             registry=r,
         )
         self.request_latency = Histogram(

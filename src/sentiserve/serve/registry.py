@@ -1,8 +1,14 @@
 """Loaded models and their versions, with atomic hot reload.
 
-A (re)load builds the new version completely (verify checksums, open the engine, warm it
-up, start its batcher) before it replaces the old one; a failed load leaves the old
-version serving and records the error. The old batcher drains before it stops.
+Each model serves the versions its version policy selects (Triton's ``version_policy`` in
+its ``config.pbtxt``; the newest alone by default), each addressable by number; requests
+that name none are shared by the rollout's split, and a shadow version may get a copy of
+them (:mod:`sentiserve.repository.rollout`, :mod:`sentiserve.serve.rollouts`).
+
+A (re)load builds every selected version completely (verify checksums, open the engine,
+warm it up, start its batcher) and checks the rollout against them before the new set
+replaces the old one in one step; a failed load leaves the old set serving and records the
+error. The old batchers drain before they stop.
 """
 
 from __future__ import annotations
@@ -17,10 +23,12 @@ from typing import Any
 from sentiserve.engine.instances import InstanceConfig, ResolvedInstances
 from sentiserve.engine.predict import predict_probabilities
 from sentiserve.errors import ModelNotFoundError, SentiserveError
-from sentiserve.repository.layout import ModelRepository
+from sentiserve.repository.layout import CONFIG, ModelRepository
+from sentiserve.repository.rollout import Rollout, read_rollout
 from sentiserve.repository.served import ServedModel, detect_device, open_model
 from sentiserve.serve.batcher import Batcher, BatchingConfig, BatchStats
 from sentiserve.serve.plane import ModelStatus
+from sentiserve.serve.rollouts import Split
 
 logger = logging.getLogger(__name__)
 
@@ -44,17 +52,35 @@ class LoadedModel:
         return self.served.version.version
 
 
+@dataclass
+class ServingModel:
+    """The loaded versions of one model and how requests that name no version share them."""
+
+    versions: dict[int, LoadedModel]
+    rollout: Rollout
+    split: Split
+
+    @property
+    def primary(self) -> LoadedModel:
+        return self.versions[self.split.primary]
+
+    @property
+    def shadow(self) -> LoadedModel | None:
+        shadow = self.rollout.shadow
+        return None if shadow is None else self.versions[shadow]
+
+
 class Registry:
     """The models a server serves, by name.
 
     Args:
         root: The model repository.
         batching: Batching limits for every model.
-        instances: Engine instances (and threads) per model.
+        instances: Engine instances (and threads) per model version.
         engine: Engine variant to serve (None: the manifest's default for this device).
         on_batch: Metrics hook, given the model name and version.
-        on_reference: Metrics hook, given a model's name, version and drift reference
-            (the manifest's) when it loads, and an empty one when it is unloaded.
+        on_reference: Metrics hook, given a model's name, primary version and drift
+            reference (the manifest's) when it loads, and an empty one when it is unloaded.
     """
 
     def __init__(
@@ -73,76 +99,116 @@ class Registry:
         self.engine = engine
         self._on_batch = on_batch
         self._on_reference = on_reference
-        self._models: dict[str, LoadedModel] = {}
+        self._models: dict[str, ServingModel] = {}
         self._errors: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def names(self) -> list[str]:
         return sorted(self._models)
 
-    def get(self, name: str, version: int | None = None) -> LoadedModel:
-        """The serving model ``name``; ``version`` must match it when given.
+    def serving(self, name: str) -> ServingModel:
+        """Every loaded version of ``name``.
 
         Raises:
-            ModelNotFoundError: Not loaded, or another version is loaded.
+            ModelNotFoundError: Not loaded.
         """
         model = self._models.get(name)
         if model is None:
             raise ModelNotFoundError(f"unknown model {name!r}")
-        if version is not None and version != model.version:
-            raise ModelNotFoundError(
-                f"model {name!r} has no ready version {version} (serving {model.version})"
-            )
         return model
 
-    def load(self, name: str, version: int | None = None) -> LoadedModel:
-        """Load (or reload) ``name`` atomically; on failure the old version keeps serving."""
-        try:
-            loaded = self.repository.load(name, version)
-            dev = detect_device()
-            plan = self.instances.resolve(dev)
-            served = open_model(loaded, engine=self.engine, threads=plan.threads, device=dev)
-            engines = [served.engine]
-            engines += [served.open_engine(plan.threads) for _ in range(plan.count - 1)]
-            solo = served.open_engine(plan.solo_threads) if plan.solo_threads else None
-            for engine in [*engines, *([solo] if solo else [])]:
-                # Ready only after every session ran once (first runs allocate).
-                predict_probabilities(engine, served.tokenizer, WARMUP_TEXTS)
-            number = loaded.version
+    def get(self, name: str, version: int | None = None) -> LoadedModel:
+        """Version ``version`` of ``name``, or its primary (the split's largest share).
 
-            def on_batch(stats: BatchStats) -> None:
-                self._on_batch(name, number, stats)
-
-            batcher = Batcher(
-                engines,
-                served.tokenizer,
-                self.batching,
-                on_batch=on_batch,
-                name=f"batcher-{name}",
-                solo=solo,
+        Raises:
+            ModelNotFoundError: Not loaded, or that version is not.
+        """
+        model = self.serving(name)
+        if version is None:
+            return model.primary
+        loaded = model.versions.get(version)
+        if loaded is None:
+            serving = ", ".join(map(str, sorted(model.versions)))
+            raise ModelNotFoundError(
+                f"model {name!r} has no ready version {version} (serving {serving})"
             )
-            batcher.start()
+        return loaded
+
+    def route(self, name: str, version: int | None = None) -> LoadedModel:
+        """The version that answers an inference: ``version``, or the split's pick."""
+        if version is not None:
+            return self.get(name, version)
+        model = self.serving(name)
+        return model.versions[model.split.pick()]
+
+    def load(self, name: str) -> ServingModel:
+        """Load (or reload) ``name``'s versions atomically; on failure the old set serves."""
+        built: list[LoadedModel] = []
+        try:
+            rollout = read_rollout(self.repository.root / name / CONFIG)
+            numbers = rollout.policy.select(self.repository.versions(name))
+            if not numbers:
+                raise ModelNotFoundError(f"model {name!r} has no versions")
+            for number in numbers:
+                built.append(self._build(name, number))
+            versions = {m.version: m for m in built}
+            split = Split(rollout.weights(list(versions)))
         except SentiserveError as exc:
+            for model in built:
+                model.batcher.stop()
             self._errors[name] = str(exc)
             logger.error("loading %s failed: %s", name, exc)
             raise
+        serving = ServingModel(versions, rollout, split)
         with self._lock:
             old = self._models.get(name)
-            self._models[name] = LoadedModel(served, batcher, plan)
+            self._models[name] = serving
             self._errors.pop(name, None)
-        self._on_reference(name, loaded.version, loaded.manifest.reference)
+        primary = serving.primary
+        self._on_reference(name, primary.version, primary.served.version.manifest.reference)
         if old is not None:
-            threading.Thread(target=old.batcher.stop, daemon=True).start()
+            for model in old.versions.values():
+                threading.Thread(target=model.batcher.stop, daemon=True).start()
+        shares = ", ".join(f"v{v}: {w}" for v, w in split.weights.items())
+        shadow = f", shadow v{rollout.shadow}" if rollout.shadow is not None else ""
+        logger.info("serving %s versions %s (split %s%s)", name, numbers, shares, shadow)
+        return serving
+
+    def _build(self, name: str, number: int) -> LoadedModel:
+        """One version, verified, opened, warmed up, its batcher started."""
+        loaded = self.repository.load(name, number)
+        dev = detect_device()
+        plan = self.instances.resolve(dev)
+        served = open_model(loaded, engine=self.engine, threads=plan.threads, device=dev)
+        engines = [served.engine]
+        engines += [served.open_engine(plan.threads) for _ in range(plan.count - 1)]
+        solo = served.open_engine(plan.solo_threads) if plan.solo_threads else None
+        for engine in [*engines, *([solo] if solo else [])]:
+            # Ready only after every session ran once (first runs allocate).
+            predict_probabilities(engine, served.tokenizer, WARMUP_TEXTS)
+
+        def on_batch(stats: BatchStats) -> None:
+            self._on_batch(name, number, stats)
+
+        batcher = Batcher(
+            engines,
+            served.tokenizer,
+            self.batching,
+            on_batch=on_batch,
+            name=f"batcher-{name}-{number}",
+            solo=solo,
+        )
+        batcher.start()
         logger.info(
-            "serving %s v%d (%s, %d instances x %d threads, solo %d)",
+            "loaded %s v%d (%s, %d instances x %d threads, solo %d)",
             name,
-            loaded.version,
+            number,
             served.variant,
             plan.count,
             plan.threads,
             plan.solo_threads,
         )
-        return self._models[name]
+        return LoadedModel(served, batcher, plan)
 
     def load_all(self) -> None:
         """Load every model in the repository; at least one must load."""
@@ -157,16 +223,18 @@ class Registry:
             model = self._models.pop(name, None)
         if model is None:
             raise ModelNotFoundError(f"unknown model {name!r}")
-        self._on_reference(name, model.version, {})
-        model.batcher.stop()
+        self._on_reference(name, model.primary.version, {})
+        for loaded in model.versions.values():
+            loaded.batcher.stop()
 
     def index(self) -> list[ModelStatus]:
-        """Every model in the repository with its state (READY, UNAVAILABLE)."""
+        """Every model in the repository with its state (READY, UNAVAILABLE): one entry per
+        loaded version, as Triton lists them."""
         out = []
         for name in sorted(set(self.repository.servable()) | set(self._models)):
             model = self._models.get(name)
             if model is not None:
-                out.append(ModelStatus(name, model.version, "READY"))
+                out += [ModelStatus(name, v, "READY") for v in sorted(model.versions)]
             else:
                 versions = self.repository.versions(name)
                 out.append(
@@ -181,4 +249,5 @@ class Registry:
 
     def stop(self) -> None:
         for model in list(self._models.values()):
-            model.batcher.stop()
+            for loaded in model.versions.values():
+                loaded.batcher.stop()

@@ -164,7 +164,9 @@ def routes(plane: DataPlane, answer: ClassifyFormat = ClassifyFormat.VLLM) -> li
             if name in (None, INFINITY_DEFAULT_MODEL):
                 name = plane.default_model()
             truncation, max_tokens = cut(request)
-            result = await plane.classify(name, texts, truncation=truncation, max_tokens=max_tokens)
+            result = await plane.classify(
+                name, texts, truncation=truncation, max_tokens=max_tokens, version=call.version()
+            )
             call.state["model"] = f"{result.model}:{result.version}"
             tokens = sum(result.kept) if result.kept is not None else 0
             usage = {"prompt_tokens": tokens, "total_tokens": tokens}

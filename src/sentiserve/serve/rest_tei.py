@@ -201,7 +201,11 @@ def routes(plane: DataPlane) -> list[Route]:
         texts, pairs, batch = tei_inputs(request.inputs)
         truncation = requested_truncation(request.truncate, request.truncation_direction)
         result = await plane.classify(
-            plane.default_model(), texts, text_pairs=pairs, truncation=truncation
+            plane.default_model(),
+            texts,
+            text_pairs=pairs,
+            truncation=truncation,
+            version=call.version(),
         )
         call.state["model"] = f"{result.model}:{result.version}"
         rows = predictions(result, "none" if request.raw_scores else None)
@@ -217,7 +221,7 @@ def routes(plane: DataPlane) -> list[Route]:
             pairs = None if inputs.text_pair is None else [inputs.text_pair]
         else:
             texts = [inputs] if isinstance(inputs, str) else list(inputs)
-        result = await plane.classify(model, texts, text_pairs=pairs)
+        result = await plane.classify(model, texts, text_pairs=pairs, version=call.version())
         call.state["model"] = f"{result.model}:{result.version}"
         options = request.parameters
         rows = predictions(result, options.function_to_apply, options.top_k)

@@ -90,7 +90,12 @@ def route(plane: DataPlane) -> Route:
         name = body.model or plane.default_model()
         truncation = requested_truncation(body.truncate, body.truncation_direction)
         result = await plane.classify(
-            name, texts, text_pairs=pairs, timeout_s=timeout, truncation=truncation
+            name,
+            texts,
+            text_pairs=pairs,
+            timeout_s=timeout,
+            truncation=truncation,
+            version=call.version(),
         )
         call.state["model"] = f"{result.model}:{result.version}"
         labels = result.labels

@@ -43,7 +43,7 @@ def test_load_reload_fail_and_unload(repo: Path) -> None:
         with pytest.raises(ModelNotFoundError, match="no ready version 2"):
             registry.get("sentiment", 2)
         new_version(repo, 2)
-        assert registry.load("sentiment").version == 2
+        assert registry.load("sentiment").primary.version == 2
         assert registry.get("sentiment").version == 2
         new_version(repo, 3, corrupt=True)
         with pytest.raises(RepositoryError, match="corrupt"):

@@ -55,6 +55,7 @@ from sentiserve.serve.plane.tensors import (
     texts_of,
 )
 from sentiserve.serve.registry import LoadedModel, Registry
+from sentiserve.serve.rollouts import Shadows
 from sentiserve.triton.model_config import raw_engine_config, read_config
 
 TOKENIZE_INLINE_CHARS = 20_000
@@ -83,6 +84,7 @@ class EmbeddedPlane:
         self.limits = limits
         self.model_control = model_control
         self.payloads = payloads
+        self.shadows = Shadows(metrics)
 
     # --- health and metadata ---
 
@@ -109,10 +111,13 @@ class EmbeddedPlane:
         base = self.raw_base(name)
         model = self.registry.get(base or name, version)
         labels = len(model.served.labels)
+        # Unversioned: every version served (Triton's answer); versioned: that one.
+        served = sorted(self.registry.serving(model.name).versions) if version is None else []
+        versions = [str(v) for v in served] or [str(model.version)]
         if base is not None:
             return ModelMetadata(
                 name=name,
-                versions=[str(model.version)],
+                versions=versions,
                 platform="onnxruntime_onnx",
                 inputs=[TensorSpec(n, "INT64", [-1, -1]) for n in RAW_INPUTS],
                 outputs=[TensorSpec("logits", "FP32", [-1, labels])],
@@ -120,7 +125,7 @@ class EmbeddedPlane:
         # Triton's shapes for the same repository (its models batch TEXT as [n, 1]).
         return ModelMetadata(
             name=model.name,
-            versions=[str(model.version)],
+            versions=versions,
             platform="sentiserve_onnxruntime",
             inputs=[TensorSpec(n, "BYTES", [-1, 1]) for n in (TEXT_INPUT, TEXT_PAIR_INPUT)],
             outputs=[
@@ -217,7 +222,42 @@ class EmbeddedPlane:
         Raises:
             SentiserveError: with the HTTP status that the transport should answer with.
         """
-        model = self.registry.get(model_name, version)
+        model = self.registry.route(model_name, version)
+        call = (texts, text_pairs, timeout_s, transport_s, truncation, max_tokens)
+        result, checked, pairs = await self._classify(model, *call)
+        self.metrics.record_predictions(
+            model.name,
+            model.version,
+            result.given(),
+            result.top_scores(),
+            result.tokens,
+            sum(result.truncated or ()),
+        )
+        if self.payloads is not None:
+            self.payloads.record(result, checked, pairs)
+        shadow = self.registry.serving(model.name).shadow if version is None else None
+        if shadow is not None:
+            # The copy gets the default deadline from when it starts, not the client's.
+            copy = (checked, pairs, None, None, truncation, max_tokens)
+
+            async def run() -> Classification:
+                return (await self._classify(shadow, *copy))[0]
+
+            self.shadows.submit(result, shadow.version, run)
+        return result
+
+    async def _classify(
+        self,
+        model: LoadedModel,
+        texts: Sequence[str],
+        text_pairs: Sequence[str] | None,
+        timeout_s: float | None,
+        transport_s: float | None,
+        truncation: Truncation | None,
+        max_tokens: int | None,
+    ) -> tuple[Classification, list[str], list[str] | None]:
+        """The texts (and pairs) through ``model``: checked, tokenized, batched, activated
+        (with the texts as checked)."""
         with self._accounted(model) as count:
             deadline = self.limits.deadline(timeout_s, transport_s)
             checked = check_texts(texts, self.limits)
@@ -256,17 +296,7 @@ class EmbeddedPlane:
             tokens=encoded.lengths,
             kept=[len(ids) for ids in sequences],
         )
-        self.metrics.record_predictions(
-            model.name,
-            model.version,
-            result.given(),
-            result.top_scores(),
-            encoded.lengths,
-            sum(result.truncated or ()),
-        )
-        if self.payloads is not None:
-            self.payloads.record(result, checked, pairs)
-        return result
+        return result, checked, pairs
 
     async def logits(
         self,
@@ -286,7 +316,7 @@ class EmbeddedPlane:
         base = self.raw_base(model_name)
         if base is None:
             raise ModelNotFoundError(f"unknown model {model_name!r}")
-        model = self.registry.get(base, version)
+        model = self.registry.route(base, version)
         with self._accounted(model) as count:
             deadline = self.limits.deadline(timeout_s, transport_s)
             sequences = check_ids(input_ids, attention_mask, model, self.limits)
@@ -345,8 +375,12 @@ class EmbeddedPlane:
         await asyncio.to_thread(self.registry.unload, name)
 
     async def statistics(self, name: str | None, version: int | None = None) -> list[Any]:
+        """Per version: ``version`` of ``name``, or every version served (Triton's answer)."""
+        if name and version is not None:
+            return [self._statistics(self.registry.get(name, version))]
         names = [name] if name else self.registry.names()
-        return [self._statistics(self.registry.get(n, version)) for n in names]
+        served = [self.registry.serving(n).versions for n in names]
+        return [self._statistics(v[number]) for v in served for number in sorted(v)]
 
     def _statistics(self, model: LoadedModel) -> dict[str, Any]:
         """Triton's model statistics object, from the same counters as the metrics."""
@@ -373,6 +407,7 @@ class EmbeddedPlane:
         }
 
     async def close(self) -> None:
+        self.shadows.cancel()
         await asyncio.to_thread(self.registry.stop)
         if self.payloads is not None:
             await asyncio.to_thread(self.payloads.close)

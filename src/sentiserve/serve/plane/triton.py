@@ -47,6 +47,7 @@ from sentiserve.errors import (
     UnavailableError,
     from_grpc_code,
 )
+from sentiserve.repository.rollout import Rollout
 from sentiserve.repository.triton import LABELS, REFERENCE, THRESHOLDS
 from sentiserve.serve.metrics import Metrics
 from sentiserve.serve.payloads import PayloadLog
@@ -62,6 +63,7 @@ from sentiserve.serve.plane import (
     TensorSpec,
     check_texts,
 )
+from sentiserve.serve.rollouts import Shadows, Split
 
 MODEL_INFO_TTL_S = 30.0
 CHANNEL_REFRESH_S = 30.0
@@ -96,6 +98,16 @@ class RemoteModel:
     fetched: float
     thresholds: list[float] | None = None
     """A multi-label model's thresholds (its config's ``sentiserve_thresholds``)."""
+
+
+@dataclass
+class Routing:
+    """A Triton model's rollout (from its config) and the split that applies it."""
+
+    rollout: Rollout
+    split: Split | None
+    """None: no split, Triton's own choice (the newest version it loaded)."""
+    fetched: float
 
 
 def map_error(exc: Exception, what: str) -> SentiserveError:
@@ -142,6 +154,8 @@ class TritonPlane:
         self._created = 0.0
         self._retired: set[asyncio.Task[None]] = set()
         self._models: dict[str, RemoteModel] = {}
+        self._routings: dict[str, Routing] = {}
+        self.shadows = Shadows(metrics)
         self._checked = 0.0
         self._checking: asyncio.Task[None] | None = None
 
@@ -170,6 +184,7 @@ class TritonPlane:
             raise map_error(exc, what) from exc
 
     async def close(self) -> None:
+        self.shadows.cancel()
         for task in list(self._retired):
             task.cancel()
         if self._checking is not None:
@@ -282,7 +297,40 @@ class TritonPlane:
         reference = json.loads(parameters.get(REFERENCE, {}).get("string_value") or "{}")
         self.metrics.set_reference(name, int(reference.get("version", 0)), reference, lengths=False)
         self._models[name] = model
+        self._set_routing(name, config)
         return model
+
+    def _set_routing(self, name: str, config: dict[str, Any]) -> Routing:
+        """``name``'s rollout from its config; the split (and its place in the rotation)
+        carries over while the rollout is unchanged."""
+        rollout = Rollout.from_config(config)
+        known = self._routings.get(name)
+        if known is not None and known.rollout == rollout:
+            known.fetched = time.monotonic()
+            return known
+        weights = {v: w for v, w in rollout.split.items() if w > 0}
+        routing = Routing(rollout, Split(weights) if weights else None, time.monotonic())
+        self._routings[name] = routing
+        return routing
+
+    async def _routing(self, name: str) -> Routing | None:
+        """``name``'s routing, refreshed like the model info; None when Triton does not
+        answer for its config (the inference itself then reports why)."""
+        known = self._routings.get(name)
+        if known is not None and time.monotonic() - known.fetched < MODEL_INFO_TTL_S:
+            return known
+        try:
+            doc = await self._ask(name, self._triton().get_model_config(name, as_json=True))
+            return self._set_routing(name, doc["config"])
+        except SentiserveError:
+            return known
+
+    def _pick(self, name: str, version: int | None) -> int | None:
+        """The version a request goes to: the one it names, else the split's pick."""
+        routing = self._routings.get(name)
+        if version is not None or routing is None or routing.split is None:
+            return version
+        return routing.split.pick()
 
     # --- inference ---
 
@@ -298,7 +346,10 @@ class TritonPlane:
             item.set_data_from_numpy(np.asarray(tensor.data, dtype=dtype).reshape(tensor.shape))
             inputs.append(item)
         outputs = [grpcclient.InferRequestedOutput(n) for n in request.outputs] or None
-        result = await self._call_infer(request.model, request.version, inputs, outputs, deadline)
+        if request.version is None:
+            await self._routing(request.model)
+        version = self._pick(request.model, request.version)
+        result = await self._call_infer(request.model, version, inputs, outputs, deadline)
         response = result.get_response()
         tensors = []
         for spec in response.outputs:
@@ -358,6 +409,35 @@ class TritonPlane:
         if pairs is not None and len(pairs) != len(checked):
             raise InvalidInputError(f"{len(checked)} texts but {len(pairs)} text pairs")
         model = await self.remote(model_name)
+        chosen = self._pick(model_name, version)
+        result = await self._run(model, checked, pairs, chosen, deadline)
+        elapsed = time.monotonic() - start
+        self.metrics.request_latency.labels(model_name, str(result.version)).observe(elapsed)
+        self.metrics.record_predictions(
+            model_name, result.version, result.given(), result.top_scores()
+        )
+        if self.payloads is not None:
+            self.payloads.record(result, checked, pairs)
+        routing = self._routings.get(model_name)
+        shadow = routing.rollout.shadow if routing is not None and version is None else None
+        if shadow is not None:
+
+            async def run() -> Classification:
+                late = self.limits.deadline()  # the default deadline, from when it starts
+                return await self._run(model, checked, pairs, shadow, late)
+
+            self.shadows.submit(result, shadow, run)
+        return result
+
+    async def _run(
+        self,
+        model: RemoteModel,
+        checked: list[str],
+        pairs: list[str] | None,
+        version: int | None,
+        deadline: float,
+    ) -> Classification:
+        """The texts through Triton's ``model``, in chunks of its batch limit at once."""
         size = model.max_batch_size or len(checked)
         starts = range(0, len(checked), size)
         answers = await asyncio.gather(
@@ -373,18 +453,9 @@ class TritonPlane:
             )
         )
         probabilities = np.concatenate([a[1] for a in answers]).astype(np.float32)
-        served_version = answers[0][0]
-        elapsed = time.monotonic() - start
-        self.metrics.request_latency.labels(model_name, str(served_version)).observe(elapsed)
-        result = Classification(
-            model_name, served_version, model.labels, probabilities, model.thresholds
+        return Classification(
+            model.name, answers[0][0], model.labels, probabilities, model.thresholds
         )
-        self.metrics.record_predictions(
-            model_name, served_version, result.given(), result.top_scores()
-        )
-        if self.payloads is not None:
-            self.payloads.record(result, checked, pairs)
-        return result
 
     async def _classify(
         self,

@@ -294,6 +294,49 @@ def test_the_payload_log_is_off_by_default_and_reaches_the_server_as_settings(
     )
 
 
+def test_the_rollout_reaches_the_server_as_settings_and_triton_through_its_repository(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_build: Path
+) -> None:
+    """The chart's rollout: the embedded server reads it as settings; with mode=triton an
+    init container runs `sentiserve repository rollout` on the pulled repository (run here
+    on a real repository, as rendered)."""
+    from typer.testing import CliRunner
+
+    from sentiserve.cli import build_app
+    from sentiserve.repository.rollout import Rollout, VersionPolicy, read_rollout
+    from sentiserve.serve.settings import ServeSettings
+
+    ((_, container),) = containers(render([]))
+    assert not [e for e in container["env"] if "ROLLOUT" in e["name"]]
+    args = ["--set", "rollout.policy=all", "--set", "rollout.split=1=90\\,2=10"]
+    args += ["--set", "rollout.shadow=2"]
+    ((_, container),) = containers(render(args))
+    env = {e["name"]: e["value"] for e in container["env"] if "ROLLOUT" in e["name"]}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    config = ServeSettings.load().server_config(tmp_path, "cpu")
+    (apply,) = config.rollouts.values()
+    assert list(config.rollouts) == ["sentiment"]
+    assert apply(Rollout()) == Rollout(VersionPolicy("all"), {1: 90, 2: 10}, 2)
+
+    docs = render([*args, "--set", "mode=triton", "--set", "model.source=s3"])
+    (triton,) = [d for d in kinds(docs, "Deployment") if d["metadata"]["name"].endswith("triton")]
+    pull, rollout = triton["spec"]["template"]["spec"]["initContainers"]
+    assert pull["name"] == "pull"
+    assert rollout["name"] == "rollout"
+    command = rollout["command"]
+    assert command[:3] == ["sentiserve", "repository", "rollout"]
+    shutil.copytree(tiny_build / "model_repository", tmp_path / "models")
+    root = tmp_path / "models" / "sentiment"
+    shutil.copytree(root / "1", root / "2")
+    manifest = json.loads((root / "2" / "manifest.json").read_text())
+    (root / "2" / "manifest.json").write_text(json.dumps({**manifest, "version": 2}))
+    local = [a.replace("/cache/models", str(tmp_path / "models")) for a in command[1:]]
+    result = CliRunner().invoke(build_app(), local)
+    assert result.exit_code == 0, result.output
+    assert read_rollout(root / "config.pbtxt") == apply(Rollout())
+
+
 def test_monitoring_objects_are_selected_by_kube_prometheus_stack() -> None:
     """Finding 2: kube-prometheus-stack selects ServiceMonitors and PrometheusRules by its
     release label; the job name comes from a label every release shares (the alerts match
@@ -615,6 +658,8 @@ def test_embedded_mode_has_no_triton() -> None:
         (["--set", "apiKey.value=short"], "at least 8 characters"),
         (["--set", "payloadLog.target=ftp://x"], "/payloadLog/target"),
         (["--set", "payloadLog.sample=1.5"], "/payloadLog/sample"),
+        (["--set", "rollout.policy=newest"], "/rollout/policy"),
+        (["--set", "rollout.split=90/10"], "/rollout/split"),
         (["--set", "serviceMonitor.enabled=true"], "install kube-prometheus-stack first"),
         (["--set", "prometheusRule.enabled=true"], "install kube-prometheus-stack first"),
     ],

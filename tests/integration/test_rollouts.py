@@ -39,7 +39,7 @@ def rollout(root: Path, *args: str) -> dict[str, Any]:
         build_app(), ["repository", "rollout", "--model-repository", str(root), "--json", *args]
     )
     assert result.exit_code == 0, result.output
-    doc: dict[str, Any] = json.loads(result.output)
+    doc: dict[str, Any] = json.loads(result.stdout)
     return doc
 
 
@@ -79,7 +79,13 @@ def test_the_rollout_command_checks_before_it_writes(repo: Path) -> None:
 
 
 async def test_versions_split_reload_and_shadow(repo: Path) -> None:
-    assert rollout(repo, "--policy", "all", "--split", "1=90,2=10")["versions"] == [1, 2, 3]
+    result = CliRunner().invoke(
+        build_app(),
+        ["repository", "rollout", "--model-repository", str(repo), "--policy", "all"],
+    )
+    assert result.exit_code == 0
+    assert "name their labels differently" in result.stderr, "version 3 swaps them"
+    assert rollout(repo, "--split", "1=90,2=10")["versions"] == [1, 2, 3]
     async with in_process(repo, model_control=True) as (server, http, stub):
         # Every loaded version is listed and addressable, on every API.
         index = (await http.post("/v2/repository/index", json={})).json()
@@ -194,3 +200,15 @@ def shadow_counts(server: Any) -> dict[str, float]:
             for v in (1, 2)
         )
     return out
+
+
+async def test_a_rollout_in_the_settings_wins_over_the_repositorys(repo: Path) -> None:
+    from sentiserve.serve.settings import RolloutSettings
+
+    rollout(repo, "--policy", "all", "--split", "1=1")
+    settings = RolloutSettings(policy="latest:2", split="")  # the newest of 2 and 3 alone
+    async with in_process(repo, rollouts={"sentiment": settings.rollout}) as (_, http, _stub):
+        index = (await http.post("/v2/repository/index", json={})).json()
+        assert [m["version"] for m in index] == ["2", "3"]
+        answer = await http.post("/v1/sentiment", json={"text": "x"})
+        assert answer.json()["version"] == 3

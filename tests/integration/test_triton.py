@@ -529,3 +529,61 @@ def test_triton_cli_prepares_serves_and_stops_cleanly(
     assert not processes_mentioning(str(repo)), "tritonserver or a stub outlived the CLI"
     after = shm_regions()
     assert after <= shm_before, f"left in /dev/shm: {after - shm_before}"
+
+
+def test_gateway_splits_and_shadows_the_versions_triton_loads(
+    environment: TritonEnvironment, tiny_build: Path, tmp_path: Path
+) -> None:
+    """A rollout in config.pbtxt: Triton loads every version its version_policy names, the
+    gateway shares unversioned requests by the split and copies them to the shadow version
+    (whose answers Triton counts and the gateway compares, never returns)."""
+    from sentiserve.repository.rollout import Rollout, VersionPolicy, write_rollout
+
+    repo = copy_repository(tiny_build, tmp_path / "repo")
+    for number in (2, 3):
+        folder = repo / "sentiment" / str(number)
+        shutil.copytree(repo / "sentiment" / "1", folder)
+        manifest = (folder / "manifest.json").read_text()
+        (folder / "manifest.json").write_text(
+            manifest.replace('"version": 1', f'"version": {number}')
+        )
+    write_python_form(repo, "sentiment")
+    write_rollout(repo / "sentiment" / CONFIG, Rollout(VersionPolicy("all"), {1: 3, 2: 1}, 3))
+    server = start_triton(environment, repo, tmp_path / "triton.log")
+    gateway = start_server(".", "--backend", "triton", "--triton-url", server.grpc_url)
+    try:
+        index = httpx.post(f"{server.url}/v2/repository/index", json={}).json()
+        assert sorted(int(m["version"]) for m in index if m.get("state") == "READY") == [1, 2, 3]
+        versions = [
+            httpx.post(f"{gateway.url}/v1/sentiment", json={"text": t}, timeout=30).json()[
+                "version"
+            ]
+            for t in [REVIEWS[i % 3] for i in range(200)]
+        ]
+        assert {v: versions.count(v) for v in set(versions)} == {1: 150, 2: 50}
+        pinned = httpx.post(f"{gateway.url}/v1/sentiment?version=3", json={"text": "x"}).json()
+        assert pinned["version"] == 3
+        metrics_url = f"http://127.0.0.1:{gateway.metrics_port}/metrics"
+
+        # Shadow answers come after the replies; the copies of versions 1 and 2 both count.
+        def copies() -> float:
+            text = httpx.get(metrics_url).text
+            pattern = (
+                r'^sentiserve_shadow_predictions_total\{agreement="true",model="sentiment",'
+                r'shadow_version="3",version="\d"\} (\S+)$'
+            )
+            return sum(float(x) for x in re.findall(pattern, text, re.M))
+
+        # Identical versions: every copy agrees.
+        assert wait_until(lambda: copies() == 200, 30, interval_s=0.2), copies()
+        triton_metrics = httpx.get(server.metrics_url).text
+        found = re.search(
+            r'^nv_inference_request_success\{model="sentiment",version="3"\} (\S+)$',
+            triton_metrics,
+            re.M,
+        )
+        assert found is not None
+        assert float(found.group(1)) == 201, "Triton ran every shadow copy and the pinned one"
+    finally:
+        stop(gateway)
+        server.stop()

@@ -156,7 +156,15 @@ def rollout(
         )
         loaded = new.policy.select(repository.versions(model))
         weights = new.weights(loaded)
+        labels = {tuple(repository.load(model, v, verify=False).manifest.labels) for v in loaded}
         write_rollout(path, new)
+    if len(labels) > 1:
+        console.print(
+            f"[yellow]warning:[/] versions {loaded} of {model} name their labels differently; "
+            "the embedded server answers each with its own, but through Triton the gateway "
+            "reads one label list per model (the newest version's)",
+            highlight=False,
+        )
     summary = {
         "model": model,
         "policy": str(new.policy),

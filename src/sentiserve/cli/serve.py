@@ -50,6 +50,10 @@ FIELDS = {
     "payload_log": "payload_log.target",
     "payload_log_sample": "payload_log.sample",
     "payload_log_redact": "payload_log.redact",
+    "version_policy": "rollout.policy",
+    "split": "rollout.split",
+    "shadow": "rollout.shadow",
+    "rollout_model": "rollout.model",
 }
 """Each option's field in the settings object."""
 
@@ -80,7 +84,7 @@ def serve(
         None,
         "--config",
         help="Settings file (YAML, JSON or TOML, nested as the settings: http, grpc, limits, "
-        "batching, instances, auth, tls, gateway, payload_log); options and SENTISERVE_* "
+        "batching, instances, auth, tls, gateway, payload_log, rollout); options and SENTISERVE_* "
         "override it.",
     ),
     model_repository: str | None = _opt("model_repository"),
@@ -122,6 +126,10 @@ def serve(
     payload_log_redact: bool | None = _opt(
         "payload_log_redact", "--payload-log-redact/--no-payload-log-redact"
     ),
+    rollout_model: str | None = _opt("rollout_model", "--rollout-model-name"),
+    version_policy: str | None = _opt("version_policy", "--version-policy"),
+    split: str | None = _opt("split", "--split", metavar="V=W,..."),
+    shadow: int | None = _opt("shadow", "--shadow", min=0, metavar="VERSION"),
 ) -> None:
     """Serve every model in the repository: friendly REST, KServe v2 REST and gRPC, metrics.
 

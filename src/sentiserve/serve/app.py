@@ -8,7 +8,7 @@ import asyncio
 import signal
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException
 from sentiserve import DEFAULT_MODEL, __version__
 from sentiserve.engine.instances import InstanceConfig
 from sentiserve.errors import ConfigError, InvalidInputError, SentiserveError, validation_message
+from sentiserve.repository.rollout import Rollout
 from sentiserve.serve import openapi, playground, rest_classify, rest_tei, rest_v1, rest_v2
 from sentiserve.serve.auth import ApiKeys
 from sentiserve.serve.batcher import BatchingConfig
@@ -69,6 +70,8 @@ class ServerConfig:
     """How ``POST /classify`` answers (vLLM's shape or Infinity's)."""
     payload_log: PayloadLogConfig | None = None
     """Where sampled requests and answers are logged (None: nowhere)."""
+    rollouts: Mapping[str, Callable[[Rollout], Rollout]] = field(default_factory=dict)
+    """Per model, the rollout it serves given its repository's (settings over the file)."""
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -175,6 +178,7 @@ def build_plane(config: ServerConfig, metrics: Metrics) -> DataPlane:
         engine=config.engine,
         on_batch=metrics.record_batch,
         on_reference=metrics.set_reference,
+        rollouts=config.rollouts,
     )
     plane = EmbeddedPlane(
         registry, metrics, config.limits, model_control=config.model_control, payloads=payloads

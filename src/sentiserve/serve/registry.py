@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,6 +81,8 @@ class Registry:
         on_batch: Metrics hook, given the model name and version.
         on_reference: Metrics hook, given a model's name, primary version and drift
             reference (the manifest's) when it loads, and an empty one when it is unloaded.
+        rollouts: Per model, its rollout given the repository's (settings that override
+            the file; applied at every load).
     """
 
     def __init__(
@@ -92,6 +94,7 @@ class Registry:
         engine: str | None = None,
         on_batch: Callable[[str, int, BatchStats], None] = lambda _n, _v, _s: None,
         on_reference: Callable[[str, int, dict[str, Any]], None] = lambda _n, _v, _r: None,
+        rollouts: Mapping[str, Callable[[Rollout], Rollout]] | None = None,
     ) -> None:
         self.repository = ModelRepository(root)
         self.batching = batching
@@ -99,6 +102,7 @@ class Registry:
         self.engine = engine
         self._on_batch = on_batch
         self._on_reference = on_reference
+        self._rollouts = dict(rollouts or {})
         self._models: dict[str, ServingModel] = {}
         self._errors: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -146,6 +150,9 @@ class Registry:
         built: list[LoadedModel] = []
         try:
             rollout = read_rollout(self.repository.root / name / CONFIG)
+            override = self._rollouts.get(name)
+            if override is not None:
+                rollout = override(rollout)
             numbers = rollout.policy.select(self.repository.versions(name))
             if not numbers:
                 raise ModelNotFoundError(f"model {name!r} has no versions")

@@ -2,7 +2,7 @@
 
 Every serving setting is a field of :class:`ServeSettings`, in nested sections (``http``,
 ``grpc``, ``metrics``, ``limits``, ``batching``, ``instances``, ``auth``, ``tls``,
-``gateway``, ``payload_log``), each with its default and description here and nowhere
+``gateway``, ``payload_log``, ``rollout``), each with its default and description here and nowhere
 else. Values come from, lowest to highest precedence:
 
 1. the defaults below (device-dependent ones, such as the GPU batch sizes, are left unset
@@ -33,6 +33,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from sentiserve import DEFAULT_MODEL
 from sentiserve.engine.instances import InstanceConfig
 from sentiserve.errors import ConfigError, validation_message
+from sentiserve.repository.rollout import Rollout, VersionPolicy, parse_split
 from sentiserve.serve.batcher import BatchingConfig
 from sentiserve.serve.payloads import PayloadLogConfig
 from sentiserve.serve.plane import Limits
@@ -216,6 +217,40 @@ class PayloadLogSettings(_Section):
     )
 
 
+class RolloutSettings(_Section):
+    model: str = Field(
+        default=DEFAULT_MODEL, description="The model the rollout settings below apply to."
+    )
+    policy: str | None = Field(
+        default=None,
+        description="Versions to serve: latest[:N], specific:A,B or all (unset: the "
+        "repository's config.pbtxt decides, as for every other model).",
+    )
+    split: str | None = Field(
+        default=None,
+        description="Weights of the versions answering requests that name none, such as "
+        "3=90,4=10 (unset: the repository's; empty: the newest version alone).",
+    )
+    shadow: int | None = Field(
+        default=None,
+        ge=0,
+        description="A version that gets a copy of those requests, only to compare its "
+        "answers (unset: the repository's; 0: none).",
+    )
+
+    def rollout(self, repository: Rollout) -> Rollout:
+        """The repository's rollout with these settings over it."""
+        return Rollout(
+            VersionPolicy.parse(self.policy) if self.policy else repository.policy,
+            parse_split(self.split) if self.split is not None else repository.split,
+            repository.shadow if self.shadow is None else (self.shadow or None),
+        )
+
+    @property
+    def overrides(self) -> bool:
+        return self.policy is not None or self.split is not None or self.shadow is not None
+
+
 SHORT_ENV = {
     "SENTISERVE_BACKEND": ("gateway", "backend"),
     "SENTISERVE_TRITON_URL": ("gateway", "triton_url"),
@@ -315,6 +350,7 @@ class ServeSettings(BaseSettings):
     tls: TlsSettings = TlsSettings()
     gateway: GatewaySettings = GatewaySettings()
     payload_log: PayloadLogSettings = PayloadLogSettings()
+    rollout: RolloutSettings = RolloutSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -411,6 +447,7 @@ class ServeSettings(BaseSettings):
                 redact=self.payload_log.redact,
                 queue_size=self.payload_log.queue_size,
             ),
+            rollouts={self.rollout.model: self.rollout.rollout} if self.rollout.overrides else {},
         )
 
 

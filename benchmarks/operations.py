@@ -1,9 +1,12 @@
 """What operating features cost: throughput and latency at 32 clients with the payload log
-off and on (100% sampling, into a folder and into an HTTP CloudEvents sink), one
+off and on (100% sampling, into a folder and into an HTTP CloudEvents sink) and with a
+shadow version (a copy of version 1 getting a copy of every request), one
 ``sentiserve serve`` each (its defaults otherwise), wrk as the client, one rt text per
 request through ``/v1/sentiment``, several rounds interleaved so that drift on a shared
 machine falls on every setting alike. Targets (median of the rounds): with the payload log
-on at 100%, throughput ≥ 90% of the run without it; events lost are reported.
+on at 100%, throughput ≥ 90% of the run without it; events lost are reported. A shadow
+doubles the inference work on the same cores, so at saturation its p99 may rise by the
+cost of that extra inference: up to twice the p99 without it.
 
 The HTTP sink is a small receiver on this machine (benchmarks/operations.py --receiver),
 so its cost lands on the server's two cores too; in a cluster it runs elsewhere.
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,6 +33,7 @@ from typing import Any
 
 from compare import Peer, sentiserve_cmd, versions  # benchmarks/ is the script's folder
 from compat import median, rounds_parser, write_section
+from sentiserve import DEFAULT_MODEL
 from sentiserve.bench.report import machine
 from sentiserve.bench.texts import load_texts
 from sentiserve.bench.wrk import run_wrk
@@ -38,6 +43,8 @@ HERE = Path(__file__).resolve().parent
 START, END = "<!-- operations:start -->", "<!-- operations:end -->"
 CLIENTS = 32
 TARGET = 0.90
+SHADOW = "shadow version (a copy of every request)"
+SHADOW_VERSION = 1000
 
 
 def receiver(port: int) -> None:
@@ -54,14 +61,15 @@ def receiver(port: int) -> None:
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
-def dropped(peer: Peer) -> dict[str, float]:
-    """The server's payload counters (sent, dropped by reason) from its metrics page."""
+def counters(peer: Peer, prefix: str = "sentiserve_payload_events_") -> dict[str, float]:
+    """The server's series whose names start with ``prefix`` (by default the payload log's:
+    sent, dropped by reason), from its metrics page."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{peer.metrics}/metrics").read().decode()
     out: dict[str, float] = {}
     for line in text.splitlines():
-        if line.startswith("sentiserve_payload_events_"):
+        if line.startswith(prefix):
             name, value = line.rsplit(" ", 1)
-            out[name.replace("sentiserve_payload_events_", "")] = float(value)
+            out[name.replace(prefix, "")] = float(value)
     return out
 
 
@@ -70,7 +78,7 @@ def settled(peer: Peer) -> dict[str, float]:
     moving), at most 30 s after the load ends."""
     last: dict[str, float] = {}
     for _ in range(10):
-        now = dropped(peer)
+        now = counters(peer)
         if now and now == last:
             break
         last = now
@@ -103,18 +111,24 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     port = free_port()
     sink = subprocess.Popen([sys.executable, __file__, "--receiver", str(port)])
     wait_until(lambda: _answers(f"http://127.0.0.1:{port}/"), 30)
-    settings: dict[str, list[str]] = {
-        "off": [],
-        "payload log, folder, 100%": ["--payload-log", "{folder}"],
-        "payload log, HTTP sink, 100%": ["--payload-log", f"http://127.0.0.1:{port}/events"],
+    shadowed, first = shadow_repository(repo, Path(tempfile.mkdtemp(prefix="sentiserve-")))
+    rollout = [f"--version-policy=specific:{first},{SHADOW_VERSION}", f"--split={first}=1"]
+    settings: dict[str, tuple[Path, list[str]]] = {
+        "off": (repo, []),
+        "payload log, folder, 100%": (repo, ["--payload-log", "{folder}"]),
+        "payload log, HTTP sink, 100%": (
+            repo,
+            ["--payload-log", f"http://127.0.0.1:{port}/events"],
+        ),
+        SHADOW: (shadowed, [*rollout, f"--shadow={SHADOW_VERSION}"]),
     }
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in settings}
     try:
         for k in range(args.rounds):
-            for name, extra in settings.items():
+            for name, (served, extra) in settings.items():
                 print(f"round {k + 1}: {name}", file=sys.stderr)
                 with tempfile.TemporaryDirectory(prefix="sentiserve-payloads-") as folder:
-                    cmd = sentiserve_cmd(repo, *[e.replace("{folder}", folder) for e in extra])
+                    cmd = sentiserve_cmd(served, *[e.replace("{folder}", folder) for e in extra])
                     peer = Peer(cmd)
                     try:
                         sink_cpu = cpu_seconds(sink.pid)
@@ -135,15 +149,40 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                         result["log_cpu"] = (
                             cpu_seconds(peer.proc.pid, "payload-log") - log_cpu
                         ) / seconds
-                        if extra:
+                        if "--payload-log" in extra:
                             result["payload_events"] = settled(peer)
+                        if name == SHADOW:
+                            time.sleep(2)  # the last copies finish
+                            result["shadow"] = shadow_copies(peer)
                     finally:
                         peer.stop()
                 rounds[name].append(result)
     finally:
         sink.terminate()
         sink.wait(10)
+        shutil.rmtree(shadowed.parent, ignore_errors=True)
     return {"machine": machine(), "versions": versions(), "texts": texts.description, **rounds}
+
+
+def shadow_copies(peer: Peer) -> dict[str, float]:
+    """Texts the shadow answered, and requests not copied (busy: too many in flight)."""
+    answered = counters(peer, "sentiserve_shadow_predictions_total")
+    skipped = counters(peer, "sentiserve_shadow_requests_skipped_total")
+    return {"answered": sum(answered.values()), "skipped": sum(skipped.values())}
+
+
+def shadow_repository(repo: Path, folder: Path) -> tuple[Path, int]:
+    """A copy of ``repo`` whose default model has a version ``SHADOW_VERSION`` identical to
+    its newest one (returned with the copy)."""
+    target = folder / "repo"
+    shutil.copytree(repo, target)
+    model = target / DEFAULT_MODEL
+    newest = max(int(p.name) for p in model.iterdir() if p.name.isdigit())
+    copy = model / str(SHADOW_VERSION)
+    shutil.copytree(model / str(newest), copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    (copy / "manifest.json").write_text(json.dumps({**manifest, "version": SHADOW_VERSION}))
+    return target, newest
 
 
 def _answers(url: str) -> bool:
@@ -172,6 +211,7 @@ def section(doc: dict[str, Any], args: argparse.Namespace, names: list[str]) -> 
         "(all rounds) | dropped | log thread CPU (cores) | receiver CPU (cores) | met |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    notes: list[str] = []
     for name in names:
         rows = doc[name]
         rate = median(rows, "throughput")
@@ -181,6 +221,16 @@ def section(doc: dict[str, Any], args: argparse.Namespace, names: list[str]) -> 
         sent = sum(e.get("sent_total", 0) for e in events)
         lost = sum(v for e in events for k, v in e.items() if k.startswith("dropped_total"))
         met = "" if name == "off" else ("yes" if ratio >= TARGET else "no")
+        if name == SHADOW:  # twice the inference work: p99 within twice the one without
+            p99 = median(rows, "p99_ms")
+            met = "yes" if p99 <= 2 * median(doc["off"], "p99_ms") else "no"
+            answered = sum(r["shadow"]["answered"] for r in rows)
+            skipped = sum(r["shadow"]["skipped"] for r in rows)
+            notes.append(
+                f"Shadow: {answered:.0f} texts answered by the shadow version over the rounds, "
+                f"{skipped:.0f} requests not copied (busy); p99 {p99:.1f} ms against "
+                f"{median(doc['off'], 'p99_ms'):.1f} ms without a shadow (target: at most 2x)."
+            )
         lines.append(
             f"| {name} | {rate:.0f} ({each}) | {median(rows, 'p50_ms'):.1f} | "
             f"{median(rows, 'p99_ms'):.1f} | {ratio:.3f} | "
@@ -188,7 +238,7 @@ def section(doc: dict[str, Any], args: argparse.Namespace, names: list[str]) -> 
             f"{'' if name == 'off' else f'{lost:.0f}'} | "
             f"{median(rows, 'log_cpu'):.2f} | {median(rows, 'sink_cpu'):.2f} | {met} |"
         )
-    lines += ["", "Command: `python benchmarks/operations.py`.", END]
+    lines += ["", *notes, "", "Command: `python benchmarks/operations.py`.", END]
     return "\n".join(lines)
 
 

@@ -89,4 +89,4 @@ async def in_process(repository: Path, **config: Any) -> AsyncIterator[tuple[Any
     finally:
         await channel.close()
         await rpc.stop(None)
-        await server.plane.close()
+        await server.close()

@@ -54,6 +54,9 @@ FIELDS = {
     "split": "rollout.split",
     "shadow": "rollout.shadow",
     "rollout_model": "rollout.model",
+    "otlp_endpoint": "tracing.otlp_endpoint",
+    "otlp_service_name": "tracing.service_name",
+    "trace_sample": "tracing.sample",
 }
 """Each option's field in the settings object."""
 
@@ -84,8 +87,8 @@ def serve(
         None,
         "--config",
         help="Settings file (YAML, JSON or TOML, nested as the settings: http, grpc, limits, "
-        "batching, instances, auth, tls, gateway, payload_log, rollout); options and SENTISERVE_* "
-        "override it.",
+        "batching, instances, auth, tls, gateway, payload_log, rollout, tracing); options and "
+        "SENTISERVE_* override it.",
     ),
     model_repository: str | None = _opt("model_repository"),
     host: str | None = _opt("host"),
@@ -130,6 +133,9 @@ def serve(
     version_policy: str | None = _opt("version_policy", "--version-policy"),
     split: str | None = _opt("split", "--split", metavar="V=W,..."),
     shadow: int | None = _opt("shadow", "--shadow", min=0, metavar="VERSION"),
+    otlp_endpoint: str | None = _opt("otlp_endpoint", "--otlp-endpoint", metavar="URL"),
+    otlp_service_name: str | None = _opt("otlp_service_name", "--otlp-service-name"),
+    trace_sample: float | None = _opt("trace_sample", "--trace-sample", min=0.0, max=1.0),
 ) -> None:
     """Serve every model in the repository: friendly REST, KServe v2 REST and gRPC, metrics.
 

@@ -38,6 +38,7 @@ from sentiserve.serve.plane.triton import TritonPlane
 from sentiserve.serve.policy import Policy, TransportLimits, as_error
 from sentiserve.serve.registry import Registry
 from sentiserve.serve.rest_classify import ClassifyFormat
+from sentiserve.serve.tracing import Tracing, TracingConfig
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,8 @@ class ServerConfig:
     """How ``POST /classify`` answers (vLLM's shape or Infinity's)."""
     payload_log: PayloadLogConfig | None = None
     """Where sampled requests and answers are logged (None: nowhere)."""
+    tracing: TracingConfig | None = None
+    """Where request spans go (None: tracing off)."""
     rollouts: Mapping[str, Callable[[Rollout], Rollout]] = field(default_factory=dict)
     """Per model, the rollout it serves given its repository's (settings over the file)."""
 
@@ -94,6 +97,11 @@ class Server:
 
     def stop_accepting(self) -> None:
         self.policy.accepting = False
+
+    async def close(self) -> None:
+        """Stop the plane (its batchers drain), then export the spans still queued."""
+        await self.plane.close()
+        await asyncio.to_thread(self.policy.tracing.close)
 
 
 def _error(exc: BaseException) -> Response:
@@ -194,7 +202,8 @@ def build_plane(config: ServerConfig, metrics: Metrics) -> DataPlane:
 
 def build_server(config: ServerConfig) -> Server:
     metrics = Metrics()
-    policy = Policy(ApiKeys(config.api_key, config.api_keys_file), config.transport, metrics)
+    keys = ApiKeys(config.api_key, config.api_keys_file)
+    policy = Policy(keys, config.transport, metrics, Tracing(config.tracing))
     plane = build_plane(config, metrics)
     app, edge = build_app(plane, policy, config.classify_format)
     return Server(edge, app, plane, policy, metrics)
@@ -310,12 +319,12 @@ def run(config: ServerConfig, on_ready: Callable[[], None] = lambda: None) -> No
         finally:
             if grpc_server is not None:
                 await grpc_server.stop(config.drain_seconds)
-            await server.plane.close()
+            await server.close()
 
     try:
         metrics_http = start_metrics_server(server.metrics, config.host, config.metrics_port)
     except OSError as exc:
-        asyncio.run(server.plane.close())
+        asyncio.run(server.close())
         raise bind_error("metrics", config.host, config.metrics_port, exc) from exc
     try:
         # uvloop: uvicorn picks it only in uvicorn.run(); serving ourselves, we ask for it.

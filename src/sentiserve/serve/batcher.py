@@ -50,6 +50,7 @@ from sentiserve.errors import (
     SentiserveError,
     UnavailableError,
 )
+from sentiserve.serve import tracing
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +138,11 @@ class _Item:
     loop: asyncio.AbstractEventLoop
     deadline: float
     enqueued: float = field(default_factory=time.monotonic)
+    started: float = 0.0
+    """When its batch began (padding) and ended: the request's trace spans."""
+    finished: float = 0.0
+    batch: tuple[int, int] = (0, 0)
+    """Its batch's size and padded tokens."""
 
 
 def select(
@@ -289,6 +295,8 @@ class Batcher:
             for item in items:
                 item.future.cancel()
             raise
+        if tracing.traced():
+            _trace(items)
         return np.stack(results)
 
     def _next_batch(self) -> list[_Item] | None:
@@ -369,6 +377,9 @@ class Batcher:
         rows = np.asarray(engine.infer(padded.input_ids, padded.attention_mask), np.float32)
         t_out = time.monotonic()
         outcomes: list[Outcome] = list(zip(batch, rows, strict=True))
+        shape = (len(batch), int(padded.input_ids.size))
+        for item in batch:
+            item.started, item.finished, item.batch = start, t_out, shape
         stats = BatchStats(
             size=len(batch),
             padded_tokens=int(padded.input_ids.size),
@@ -379,6 +390,17 @@ class Batcher:
             output_seconds=time.monotonic() - t_out,
         )
         return outcomes, stats
+
+
+def _trace(items: list[_Item]) -> None:
+    """The request's ``queue`` span (its first text's wait) and one ``inference`` span per
+    batch its texts ran in."""
+    first = min(items, key=lambda i: i.started)
+    tracing.record("queue", first.enqueued, first.started, **{"sentiserve.texts": len(items)})
+    batches = {(i.started, i.finished, i.batch) for i in items}
+    for start, end, (size, tokens) in sorted(batches):
+        attributes = {"sentiserve.batch_size": size, "sentiserve.batch_tokens": tokens}
+        tracing.record("inference", start, end, **attributes)
 
 
 def _internal(exc: Exception) -> SentiserveError:

@@ -33,6 +33,7 @@ from pydantic import BaseModel
 
 from sentiserve.errors import PayloadTooLargeError, SentiserveError
 from sentiserve.serve.policy import Operation, Policy, as_error, http_error
+from sentiserve.serve.tracing import span
 from sentiserve.serve.v2_codec import parse_version
 
 Scope = MutableMapping[str, Any]
@@ -42,6 +43,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 JSON = b"application/json"
+TRACE_HEADERS = (("traceparent", b"traceparent"), ("tracestate", b"tracestate"))
+"""W3C Trace Context: the client's span, which the request's span continues."""
 VERSION_HEADER = b"x-model-version"
 """Names the model version of a friendly-API request (as ``?version=N`` does)."""
 
@@ -266,33 +269,43 @@ class Edge:
         route = self._route(scope)
         operation = route[0].operation if route is not None else http_operation(path)
         model: str | None = None
-        try:
-            policy.authorize(operation, headers.get(b"authorization", b"").decode("latin-1"))
-            with policy.admitted(operation):
-                if route is None:
-                    status = await self._forward(scope, receive, send, id_header)
-                    model = scope.get("state", {}).get("model")
-                else:
-                    query = scope.get("query_string", b"")
-                    reply, model = await self._serve(*route, headers, query, receive)
-                    if reply is None:  # the client went away; nobody to answer
-                        return
-                    status = reply.status
-                    await send_reply(send, reply, [id_header])
-        except SentiserveError as exc:  # refused by the policy: nothing was read or run
-            render = route[0].errors if route is not None else None
-            reply = (render or error_reply)(exc)
-            status = reply.status
-            await send_reply(send, reply, [id_header])
-        policy.finish(
-            transport="http",
-            operation=operation,
-            target=f"{scope['method']} {path}",
-            request_id=request_id,
-            status=status,
-            start=start,
-            model=model,
-        )
+        target = f"{scope['method']} {path}"
+        carrier = {
+            name: headers[key].decode("latin-1") for name, key in TRACE_HEADERS if key in headers
+        }
+        with policy.traced("http", operation, target, carrier, request_id) as trace:
+            extra = [id_header]
+            if trace is not None:
+                extra.append((b"traceresponse", trace.traceresponse.encode()))
+            try:
+                policy.authorize(operation, headers.get(b"authorization", b"").decode("latin-1"))
+                with policy.admitted(operation):
+                    if route is None:
+                        status = await self._forward(scope, receive, send, id_header)
+                        model = scope.get("state", {}).get("model")
+                    else:
+                        query = scope.get("query_string", b"")
+                        reply, model = await self._serve(*route, headers, query, receive)
+                        if reply is None:  # the client went away; nobody to answer
+                            return
+                        status = reply.status
+                        with span("response", **{"http.response.body.size": len(reply.body)}):
+                            await send_reply(send, reply, extra)
+            except SentiserveError as exc:  # refused by the policy: nothing was read or run
+                render = route[0].errors if route is not None else None
+                reply = (render or error_reply)(exc)
+                status = reply.status
+                await send_reply(send, reply, extra)
+            policy.finish(
+                transport="http",
+                operation=operation,
+                target=target,
+                request_id=request_id,
+                status=status,
+                start=start,
+                model=model,
+                trace=trace,
+            )
 
     async def _serve(
         self,

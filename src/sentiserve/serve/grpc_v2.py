@@ -149,26 +149,32 @@ class PolicyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             request_id = policy.request_id(metadata.get("x-request-id"))
             model = getattr(request, "model_name", "") or getattr(request, "name", "") or None
             error: SentiserveError | None = None
-            try:
-                policy.authorize(operation, metadata.get("authorization"))
-                with policy.admitted(operation):
-                    response = await inner(request, context)
-            except Exception as exc:
-                error = as_error(exc)
-            policy.finish(
-                transport="grpc",
-                operation=operation,
-                target=method,
-                request_id=request_id,
-                status=200 if error is None else int(error.status),
-                start=start,
-                model=model,
-            )
+            carrier = {k: metadata[k] for k in ("traceparent", "tracestate") if k in metadata}
+            with policy.traced("grpc", operation, method, carrier, request_id) as trace:
+                try:
+                    policy.authorize(operation, metadata.get("authorization"))
+                    with policy.admitted(operation):
+                        response = await inner(request, context)
+                except Exception as exc:
+                    error = as_error(exc)
+                policy.finish(
+                    transport="grpc",
+                    operation=operation,
+                    target=method,
+                    request_id=request_id,
+                    status=200 if error is None else int(error.status),
+                    start=start,
+                    model=model,
+                    trace=trace,
+                )
+            ids: tuple[tuple[str, str], ...] = (("x-request-id", request_id),)
+            if trace is not None:
+                ids += (("traceresponse", trace.traceresponse),)
             if error is None:
-                context.set_trailing_metadata((("x-request-id", request_id),))
+                context.set_trailing_metadata(ids)
                 return response
             code, message, trailers = grpc_error(error)
-            context.set_trailing_metadata((("x-request-id", request_id), *trailers))
+            context.set_trailing_metadata((*ids, *trailers))
             await context.abort(getattr(grpc.StatusCode, code), message)
 
         return grpc.unary_unary_rpc_method_handler(

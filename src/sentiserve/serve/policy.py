@@ -18,6 +18,9 @@ ASGI middleware on HTTP (:mod:`sentiserve.serve.edge`) and as a server intercept
 5. **Access log and outcome metric**: one JSON line per request (not for health probes or
    pages) with the request id, transport, operation, status and latency, and
    ``sentiserve_requests_total{transport, operation, status}``.
+6. **Tracing** (when an OTLP endpoint is configured): one server span per inference
+   request, the child of the client's ``traceparent``, answered with ``traceresponse``
+   (:mod:`sentiserve.serve.tracing`).
 
 The data planes know none of this: they own the protocol, not the request's passage.
 """
@@ -29,8 +32,8 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
@@ -48,9 +51,12 @@ from sentiserve.errors import (
 )
 from sentiserve.serve.auth import ApiKeys
 from sentiserve.serve.metrics import Metrics
+from sentiserve.serve.tracing import RequestTrace, Tracing, span
 
 logger = logging.getLogger(__name__)
 access_log = logging.getLogger("sentiserve.access")
+_UNTRACED: AbstractContextManager[None] = nullcontext()
+
 REQUEST_ID: ContextVar[str | None] = ContextVar("sentiserve_request_id", default=None)
 """The id of the request being served, set when the policy names it (HTTP and gRPC alike),
 for what runs on its behalf (the payload log)."""
@@ -159,10 +165,17 @@ class Policy:
         metrics: Where refusals and outcomes are counted.
     """
 
-    def __init__(self, keys: ApiKeys, limits: TransportLimits, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        keys: ApiKeys,
+        limits: TransportLimits,
+        metrics: Metrics,
+        tracing: Tracing | None = None,
+    ) -> None:
         self.keys = keys
         self.limits = limits
         self.metrics = metrics
+        self.tracing = tracing or Tracing(None)
         self.in_flight = 0
         self.accepting = True
         self._ids = RequestIds()
@@ -190,16 +203,32 @@ class Policy:
         if operation not in ADMITTED:
             yield
             return
-        if self.in_flight >= self.limits.max_in_flight:
-            self.metrics.overload_rejected.inc()
-            raise OverloadedError(
-                f"server busy: {self.in_flight} requests in flight; retry shortly"
-            )
-        self.in_flight += 1
+        with span("admission", **{"sentiserve.in_flight": self.in_flight}):
+            if self.in_flight >= self.limits.max_in_flight:
+                self.metrics.overload_rejected.inc()
+                raise OverloadedError(
+                    f"server busy: {self.in_flight} requests in flight; retry shortly"
+                )
+            self.in_flight += 1
         try:
             yield
         finally:
             self.in_flight -= 1
+
+    def traced(
+        self,
+        transport: str,
+        operation: Operation,
+        target: str,
+        carrier: Mapping[str, str],
+        request_id: str,
+    ) -> AbstractContextManager[RequestTrace | None]:
+        """The span of an inference request (None: tracing is off, or not this request);
+        ``carrier`` holds the client's ``traceparent`` and ``tracestate``, if any."""
+        if operation not in ADMITTED or not self.tracing.enabled:
+            return _UNTRACED
+        attributes = {"sentiserve.transport": transport, "sentiserve.request_id": request_id}
+        return self.tracing.request(target, carrier, attributes)
 
     def ready(self, serving: bool) -> bool:
         """Readiness: the plane can serve and the server is not draining."""
@@ -215,6 +244,7 @@ class Policy:
         status: int,
         start: float,
         model: str | None = None,
+        trace: RequestTrace | None = None,
     ) -> None:
         """Count the outcome and write the access-log line of one finished request.
 
@@ -223,6 +253,8 @@ class Policy:
             status: The HTTP status, or on gRPC the HTTP status of the same decision.
             start: ``time.perf_counter()`` when the request arrived.
         """
+        if trace is not None:
+            trace.finish(status)
         if operation not in LOGGED:
             return
         self.metrics.requests.labels(transport, operation.value, str(status)).inc()
@@ -237,6 +269,7 @@ class Policy:
                         "status": status,
                         "model": model,
                         "latency_ms": round((time.perf_counter() - start) * 1000, 3),
+                        "trace_id": None if trace is None else trace.trace_id,
                     }
                 )
             )

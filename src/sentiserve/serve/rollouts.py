@@ -8,6 +8,7 @@ which reads it from Triton's answer for the model's configuration.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Mapping
@@ -91,7 +92,10 @@ class Shadows:
         if len(self._tasks) >= self.limit:
             self._skip(primary, version, "busy")
             return
-        task = asyncio.get_running_loop().create_task(self._compare(primary, version, run))
+        # A context of its own: the copy is no part of the request's trace or log record.
+        task = asyncio.get_running_loop().create_task(
+            self._compare(primary, version, run), context=contextvars.Context()
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

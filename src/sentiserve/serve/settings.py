@@ -2,8 +2,8 @@
 
 Every serving setting is a field of :class:`ServeSettings`, in nested sections (``http``,
 ``grpc``, ``metrics``, ``limits``, ``batching``, ``instances``, ``auth``, ``tls``,
-``gateway``, ``payload_log``, ``rollout``), each with its default and description here and nowhere
-else. Values come from, lowest to highest precedence:
+``gateway``, ``payload_log``, ``rollout``, ``tracing``), each with its default and
+description here and nowhere else. Values come from, lowest to highest precedence:
 
 1. the defaults below (device-dependent ones, such as the GPU batch sizes, are left unset
    here and filled in one place, :meth:`ServeSettings.server_config`);
@@ -39,6 +39,7 @@ from sentiserve.serve.payloads import PayloadLogConfig
 from sentiserve.serve.plane import Limits
 from sentiserve.serve.policy import TransportLimits
 from sentiserve.serve.rest_classify import ClassifyFormat
+from sentiserve.serve.tracing import TracingConfig
 
 if TYPE_CHECKING:
     from sentiserve.serve.app import ServerConfig
@@ -217,6 +218,26 @@ class PayloadLogSettings(_Section):
     )
 
 
+class TracingSettings(_Section):
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="Send OpenTelemetry spans of inference requests to this OTLP receiver "
+        "(http://collector:4317 over gRPC; OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf for "
+        "http://collector:4318). Unset: OTEL_EXPORTER_OTLP_ENDPOINT, else tracing is off.",
+    )
+    service_name: str | None = Field(
+        default=None,
+        description="The service.name of the spans (unset: OTEL_SERVICE_NAME, else sentiserve).",
+    )
+    sample: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Share of new traces recorded; a caller's traceparent decides for its "
+        "own (unset: OTEL_TRACES_SAMPLER_ARG, else 1).",
+    )
+
+
 class RolloutSettings(_Section):
     model: str = Field(
         default=DEFAULT_MODEL, description="The model the rollout settings below apply to."
@@ -351,6 +372,7 @@ class ServeSettings(BaseSettings):
     gateway: GatewaySettings = GatewaySettings()
     payload_log: PayloadLogSettings = PayloadLogSettings()
     rollout: RolloutSettings = RolloutSettings()
+    tracing: TracingSettings = TracingSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -448,6 +470,9 @@ class ServeSettings(BaseSettings):
                 queue_size=self.payload_log.queue_size,
             ),
             rollouts={self.rollout.model: self.rollout.rollout} if self.rollout.overrides else {},
+            tracing=TracingConfig.resolve(
+                self.tracing.otlp_endpoint, self.tracing.service_name, self.tracing.sample
+            ),
         )
 
 

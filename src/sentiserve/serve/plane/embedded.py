@@ -30,6 +30,7 @@ from sentiserve.errors import (
     SentiserveError,
 )
 from sentiserve.repository.layout import CONFIG
+from sentiserve.serve import tracing
 from sentiserve.serve.metrics import Metrics
 from sentiserve.serve.payloads import PayloadLog
 from sentiserve.serve.plane import (
@@ -276,10 +277,13 @@ class EmbeddedPlane:
                     checked, pairs, parallel=parallel, truncation=truncation, max_tokens=max_tokens
                 )
 
-            if chars > TOKENIZE_INLINE_CHARS:
-                encoded = await asyncio.to_thread(encode, True)
-            else:
-                encoded = encode(False)
+            with tracing.span("tokenize", **{"sentiserve.texts": len(checked)}) as traced:
+                if chars > TOKENIZE_INLINE_CHARS:
+                    encoded = await asyncio.to_thread(encode, True)
+                else:
+                    encoded = encode(False)
+                if traced is not None:
+                    traced.set_attribute("sentiserve.tokens", sum(encoded.lengths))
             sequences = encoded.ids
             count.texts = len(sequences)
             logits = await self._batch(model, sequences, deadline)

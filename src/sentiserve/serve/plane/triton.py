@@ -49,6 +49,7 @@ from sentiserve.errors import (
 )
 from sentiserve.repository.rollout import Rollout
 from sentiserve.repository.triton import LABELS, REFERENCE, THRESHOLDS
+from sentiserve.serve import tracing
 from sentiserve.serve.metrics import Metrics
 from sentiserve.serve.payloads import PayloadLog
 from sentiserve.serve.plane import (
@@ -367,16 +368,18 @@ class TritonPlane:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise DeadlineExceededError(f"{model}: deadline passed before Triton was asked")
-        return await self._ask(
-            model,
-            self._triton().infer(
+        with tracing.span("triton", **{"sentiserve.model": model}):
+            return await self._ask(
                 model,
-                inputs,
-                model_version=_version(version),
-                outputs=outputs,
-                client_timeout=remaining,
-            ),
-        )
+                self._triton().infer(
+                    model,
+                    inputs,
+                    model_version=_version(version),
+                    outputs=outputs,
+                    client_timeout=remaining,
+                    headers=tracing.headers() or None,
+                ),
+            )
 
     async def classify(
         self,

@@ -587,3 +587,56 @@ def test_gateway_splits_and_shadows_the_versions_triton_loads(
     finally:
         stop(gateway)
         server.stop()
+
+
+def test_one_trace_covers_the_gateway_and_triton(
+    environment: TritonEnvironment, python_repo: Path, tmp_path: Path
+) -> None:
+    """A client's traceparent through the gateway (spans over OTLP/gRPC) to real Triton with
+    its own OpenTelemetry tracing (OTLP/HTTP): one trace, Triton's request span a child of
+    the gateway's call to it, the gateway's spans inside its server span."""
+    from tests.integration.otlp import Receiver
+
+    receiver = Receiver()
+    server = TritonServer(
+        environment,
+        str(python_repo),
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+        log_file=tmp_path / "triton.log",
+        exit_timeout=5,
+        otlp_url=receiver.http_url,
+    )
+    server.start()
+    gateway = start_server(
+        ".",
+        *("--backend", "triton", "--triton-url", server.grpc_url),
+        *("--otlp-endpoint", receiver.grpc_url, "--otlp-service-name", "gateway"),
+    )
+    trace = "5bf92f3577b34da6a3ce929d0e0e4736"
+    try:
+        answer = httpx.post(
+            f"{gateway.url}/v1/sentiment",
+            json={"text": REVIEWS[0]},
+            headers={"traceparent": f"00-{trace}-00f067aa0ba902b7-01"},
+        )
+        assert answer.status_code == 200
+        assert answer.headers["traceresponse"].startswith(f"00-{trace}-")
+        spans = receiver.wait_for(trace, {"POST /v1/sentiment", "triton", "InferRequest"})
+    finally:
+        stop(gateway)
+        server.stop()
+        receiver.stop()
+    by_name = {s.name: s for s in spans}
+    root, call, triton_request = (
+        by_name["POST /v1/sentiment"],
+        by_name["triton"],
+        by_name["InferRequest"],
+    )
+    assert (root.service, call.service, triton_request.service) == ("gateway", "gateway", "triton")
+    assert root.parent_id == "00f067aa0ba902b7"
+    assert call.parent_id == root.span_id
+    assert call.inside(root)
+    assert triton_request.parent_id == call.span_id, "Triton continued the gateway's context"
+    assert {s.name for s in spans if s.service == "triton"} >= {"InferRequest", "sentiment"}

@@ -62,6 +62,9 @@ class TritonServer:
     exit_timeout: int = 10
     log_file: Path | None = None
     extra_args: Sequence[str] = ()
+    otlp_url: str | None = None
+    """Triton's own OpenTelemetry tracing to this OTLP/HTTP receiver (``.../v1/traces``),
+    every request, continuing the caller's ``traceparent`` (None: off)."""
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _shm_before: set[str] = field(default_factory=set, init=False, repr=False)
 
@@ -99,6 +102,8 @@ class TritonServer:
             f"--exit-timeout-secs={self.exit_timeout}",
         ]
         args += [f"--load-model={name}" for name in self.load_models]
+        if self.otlp_url:
+            args += trace_args(self.otlp_url)
         return [*args, *self.extra_args]
 
     def start(self, timeout: float = 180.0) -> None:
@@ -183,3 +188,17 @@ class TritonServer:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def trace_args(url: str, rate: int = 1, service: str = "triton") -> list[str]:
+    """Triton's options for OpenTelemetry tracing to an OTLP/HTTP ``url``: one request in
+    ``rate`` traced, at timestamp level, under ``service.name`` ``service``. Triton reads a
+    request's ``traceparent`` (HTTP header or gRPC metadata), so its spans join the caller's
+    trace."""
+    return [
+        "--trace-config=mode=opentelemetry",
+        f"--trace-config=rate={rate}",
+        "--trace-config=level=TIMESTAMPS",
+        f"--trace-config=opentelemetry,url={url}",
+        f"--trace-config=opentelemetry,resource=service.name={service}",
+    ]

@@ -337,6 +337,31 @@ def test_the_rollout_reaches_the_server_as_settings_and_triton_through_its_repos
     assert read_rollout(root / "config.pbtxt") == apply(Rollout())
 
 
+def test_tracing_reaches_the_server_and_triton_joins_the_trace(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from sentiserve.serve.settings import ServeSettings
+    from sentiserve.serve.tracing import TracingConfig
+    from sentiserve.triton.server import trace_args
+
+    docs = render([])
+    ((_, container),) = containers(docs)
+    assert not [e for e in container["env"] if "TRAC" in e["name"] or "OTEL" in e["name"]]
+    endpoint = "http://otel-collector.observability:4318"
+    args = ["--set", f"tracing.otlpEndpoint={endpoint}", "--set", "tracing.sample=0.5"]
+    ((_, container),) = containers(render(args))
+    for item in container["env"]:
+        if "TRAC" in item["name"] or "OTEL" in item["name"]:
+            monkeypatch.setenv(item["name"], item["value"])
+    config = ServeSettings.load().server_config(tmp_path, "cpu").tracing
+    assert config == TracingConfig(endpoint, "http/protobuf", "sentiserve", 0.5)
+    docs = render([*args, "--set", "mode=triton", "--set", "tracing.tritonRate=2"])
+    (triton,) = [d for d in kinds(docs, "Deployment") if d["metadata"]["name"].endswith("triton")]
+    (server,) = triton["spec"]["template"]["spec"]["containers"]
+    wanted = trace_args(f"{endpoint}/v1/traces", rate=2)
+    assert [a for a in server["args"] if a.startswith("--trace-config")] == wanted
+
+
 def test_monitoring_objects_are_selected_by_kube_prometheus_stack() -> None:
     """Finding 2: kube-prometheus-stack selects ServiceMonitors and PrometheusRules by its
     release label; the job name comes from a label every release shares (the alerts match
@@ -659,6 +684,7 @@ def test_embedded_mode_has_no_triton() -> None:
         (["--set", "payloadLog.target=ftp://x"], "/payloadLog/target"),
         (["--set", "payloadLog.sample=1.5"], "/payloadLog/sample"),
         (["--set", "rollout.policy=newest"], "/rollout/policy"),
+        (["--set", "tracing.otlpEndpoint=collector:4318"], "/tracing/otlpEndpoint"),
         (["--set", "rollout.split=90/10"], "/rollout/split"),
         (["--set", "serviceMonitor.enabled=true"], "install kube-prometheus-stack first"),
         (["--set", "prometheusRule.enabled=true"], "install kube-prometheus-stack first"),

@@ -1,10 +1,13 @@
 """What operating features cost: throughput and latency at 32 clients with the payload log
-off and on (100% sampling, into a folder and into an HTTP CloudEvents sink) and with a
-shadow version (a copy of version 1 getting a copy of every request), one
+off and on (100% sampling, into a folder and into an HTTP CloudEvents sink), with
+OpenTelemetry tracing of every request (OTLP/HTTP to a receiver), with both, and with a
+shadow version (a copy of the model getting a copy of every request); with ``--base REV``,
+also the server as it was at git revision REV (features off), one
 ``sentiserve serve`` each (its defaults otherwise), wrk as the client, one rt text per
 request through ``/v1/sentiment``, several rounds interleaved so that drift on a shared
-machine falls on every setting alike. Targets (median of the rounds): with the payload log
-on at 100%, throughput ≥ 90% of the run without it; events lost are reported. A shadow
+machine falls on every setting alike. Targets (median of the rounds): everything off within
+2% of REV's throughput; the payload log, tracing, and both at 100%: throughput ≥ 90% of
+the run without them; events lost are reported. A shadow
 doubles the inference work on the same cores, so at saturation its p99 may rise by the
 cost of that extra inference: up to twice the p99 without it.
 
@@ -44,6 +47,9 @@ START, END = "<!-- operations:start -->", "<!-- operations:end -->"
 CLIENTS = 32
 TARGET = 0.90
 SHADOW = "shadow version (a copy of every request)"
+TRACING = "tracing, 100%"
+BOTH = "tracing and payload log (HTTP sink), 100%"
+BASE_TARGET = 0.98
 SHADOW_VERSION = 1000
 
 
@@ -120,15 +126,37 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             repo,
             ["--payload-log", f"http://127.0.0.1:{port}/events"],
         ),
+        TRACING: (repo, ["--otlp-endpoint", f"http://127.0.0.1:{port}"]),
+        BOTH: (
+            repo,
+            ["--otlp-endpoint", f"http://127.0.0.1:{port}"]
+            + ["--payload-log", f"http://127.0.0.1:{port}/events"],
+        ),
         SHADOW: (shadowed, [*rollout, f"--shadow={SHADOW_VERSION}"]),
     }
+    base = None
+    if args.base:
+        base = Path(tempfile.mkdtemp(prefix="sentiserve-base-")) / "tree"
+        subprocess.run(["git", "worktree", "add", "-f", str(base), args.base], check=True)
+        settings = {f"before ({args.base}), all off": (repo, ["{base}"]), **settings}
+    if args.only:
+        wanted = [w.strip() for w in args.only.split(",")]
+        settings = {
+            k: v for k, v in settings.items() if k == "off" or any(k.startswith(w) for w in wanted)
+        }
+    # The receiver takes OTLP over HTTP (it accepts every POST).
+    os.environ["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf"
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in settings}
     try:
         for k in range(args.rounds):
             for name, (served, extra) in settings.items():
                 print(f"round {k + 1}: {name}", file=sys.stderr)
                 with tempfile.TemporaryDirectory(prefix="sentiserve-payloads-") as folder:
-                    cmd = sentiserve_cmd(served, *[e.replace("{folder}", folder) for e in extra])
+                    cmd = sentiserve_cmd(
+                        served, *[e.replace("{folder}", folder) for e in extra if e != "{base}"]
+                    )
+                    if "{base}" in extra:  # that revision's package first on the path
+                        cmd = ["env", f"PYTHONPATH={base}/src", *cmd]
                     peer = Peer(cmd)
                     try:
                         sink_cpu = cpu_seconds(sink.pid)
@@ -161,6 +189,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         sink.terminate()
         sink.wait(10)
         shutil.rmtree(shadowed.parent, ignore_errors=True)
+        if base is not None:
+            subprocess.run(["git", "worktree", "remove", "--force", str(base)], check=False)
     return {"machine": machine(), "versions": versions(), "texts": texts.description, **rounds}
 
 
@@ -203,9 +233,11 @@ def section(doc: dict[str, Any], args: argparse.Namespace, names: list[str]) -> 
         f"One `sentiserve serve` per setting (defaults otherwise), wrk at {CLIENTS} clients, "
         f"one {doc['texts']} text per request to `/v1/sentiment`, {args.rounds} rounds of "
         f"{args.duration:g} s per setting, interleaved; {m.get('cpu', '?')}, "
-        f"{m.get('cores', '?')} cores. Target: with the payload log on at 100% sampling, "
-        f"throughput ≥ {TARGET:.0%} of the run without it. The HTTP sink is an aiohttp "
-        "receiver on the same two cores.",
+        f"{m.get('cores', '?')} cores. Targets: with the payload log, tracing, or both on at "
+        f"100% sampling, throughput ≥ {TARGET:.0%} of the run without them; everything off "
+        f"within {1 - BASE_TARGET:.0%} of the earlier revision's (when one is run); a shadow "
+        "version's p99 at most twice the p99 without it. The HTTP sink (payload events and "
+        "OTLP/HTTP spans) is an aiohttp receiver on the same two cores.",
         "",
         "| setting | req/s (median; each round) | p50 ms | p99 ms | / off | events sent "
         "(all rounds) | dropped | log thread CPU (cores) | receiver CPU (cores) | met |",
@@ -220,7 +252,18 @@ def section(doc: dict[str, Any], args: argparse.Namespace, names: list[str]) -> 
         events = [r.get("payload_events", {}) for r in rows]
         sent = sum(e.get("sent_total", 0) for e in events)
         lost = sum(v for e in events for k, v in e.items() if k.startswith("dropped_total"))
+        logged = any(events)
         met = "" if name == "off" else ("yes" if ratio >= TARGET else "no")
+        if name.startswith("before"):
+            met = ""
+        before = [k for k in doc if k.startswith("before")]
+        if name == "off" and before:  # against the earlier revision: within 2%
+            then = median(doc[before[0]], "throughput")
+            met = "yes" if rate >= BASE_TARGET * then else "no"
+            notes.append(
+                f"Everything off: {rate:.0f} req/s against {then:.0f} for {before[0]} "
+                f"({rate / then:.3f}; target ≥ {BASE_TARGET})."
+            )
         if name == SHADOW:  # twice the inference work: p99 within twice the one without
             p99 = median(rows, "p99_ms")
             met = "yes" if p99 <= 2 * median(doc["off"], "p99_ms") else "no"
@@ -234,8 +277,8 @@ def section(doc: dict[str, Any], args: argparse.Namespace, names: list[str]) -> 
         lines.append(
             f"| {name} | {rate:.0f} ({each}) | {median(rows, 'p50_ms'):.1f} | "
             f"{median(rows, 'p99_ms'):.1f} | {ratio:.3f} | "
-            f"{'' if name == 'off' else f'{sent:.0f}'} | "
-            f"{'' if name == 'off' else f'{lost:.0f}'} | "
+            f"{f'{sent:.0f}' if logged else ''} | "
+            f"{f'{lost:.0f}' if logged else ''} | "
             f"{median(rows, 'log_cpu'):.2f} | {median(rows, 'sink_cpu'):.2f} | {met} |"
         )
     lines += ["", *notes, "", "Command: `python benchmarks/operations.py`.", END]
@@ -245,6 +288,12 @@ def section(doc: dict[str, Any], args: argparse.Namespace, names: list[str]) -> 
 def main() -> None:
     parser = rounds_parser(__doc__)
     parser.add_argument("--receiver", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--only", help="Run these settings (comma-separated name prefixes) beside off only."
+    )
+    parser.add_argument(
+        "--base", help="Also run the server of this git revision (features off), for comparison."
+    )
     args = parser.parse_args()
     if args.receiver:
         receiver(args.receiver)

@@ -203,7 +203,12 @@ def build_plane(config: ServerConfig, metrics: Metrics) -> DataPlane:
 def build_server(config: ServerConfig) -> Server:
     metrics = Metrics()
     keys = ApiKeys(config.api_key, config.api_keys_file)
-    policy = Policy(keys, config.transport, metrics, Tracing(config.tracing))
+    tracing = Tracing(
+        config.tracing,
+        on_dropped=lambda reason, n: metrics.trace_dropped.labels(reason).inc(n),
+        on_exported=metrics.trace_exported.inc,
+    )
+    policy = Policy(keys, config.transport, metrics, tracing)
     plane = build_plane(config, metrics)
     app, edge = build_app(plane, policy, config.classify_format)
     return Server(edge, app, plane, policy, metrics)

@@ -225,6 +225,18 @@ class Metrics:
             ("reason",),
             registry=r,
         )
+        self.trace_exported = Counter(
+            "sentiserve_trace_spans_exported",
+            "Spans the OTLP receiver accepted (tracing on).",
+            registry=r,
+        )
+        self.trace_dropped = Counter(
+            "sentiserve_trace_spans_dropped",
+            "Spans lost, by reason: queue_full (the exporter fell behind; dropped rather than "
+            "waited for) or export_error (the receiver refused or was unreachable).",
+            ("reason",),
+            registry=r,
+        )
         self.shadow_predictions = Counter(
             "sentiserve_shadow_predictions",
             "Texts a shadow version also answered, by whether its label (for a multi-label "

@@ -368,7 +368,7 @@ class TritonPlane:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise DeadlineExceededError(f"{model}: deadline passed before Triton was asked")
-        with tracing.span("triton", **{"sentiserve.model": model}):
+        with tracing.span("triton", kind=tracing.CLIENT, **{"sentiserve.model": model}):
             return await self._ask(
                 model,
                 self._triton().infer(

@@ -131,3 +131,45 @@ def test_the_standard_variables_turn_tracing_on() -> None:
     with pytest.raises(ConfigError, match="http"):
         TracingConfig("collector:4317")
     assert os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") is None
+
+
+async def test_a_dead_receiver_fails_no_request_and_every_lost_span_is_counted(
+    tiny_build: Path,
+) -> None:
+    from tests.integration.serving import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    config = TracingConfig(dead, "http/protobuf")
+    async with in_process(tiny_build / "model_repository", tracing=config) as (server, http, _):
+        codes = [
+            (await http.post("/v1/sentiment", json={"text": f"review {i}"})).status_code
+            for i in range(20)
+        ]
+        # A malformed traceparent starts a new trace rather than failing the request.
+        bad = await http.post(
+            "/v1/sentiment", json={"text": "x"}, headers={"traceparent": "00-xyz-01"}
+        )
+    assert codes == [200] * 20
+    assert bad.status_code == 200
+    assert not bad.headers["traceresponse"].startswith("00-xyz")
+    get = server.metrics.registry.get_sample_value
+    # Six spans a request (server, admission, tokenize, queue, inference, response).
+    assert get("sentiserve_trace_spans_dropped_total", {"reason": "export_error"}) == 21 * 6
+    assert (get("sentiserve_trace_spans_exported_total") or 0) == 0
+
+
+def test_otel_pairs_are_parsed_and_bad_ones_refused() -> None:
+    from sentiserve.errors import ConfigError
+
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "https://collector:4317",
+        "OTEL_EXPORTER_OTLP_HEADERS": "api-key=s%3Dcret, tenant=a",
+        "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=prod,service.name=from-resource",
+    }
+    config = TracingConfig.resolve(None, environ=env)
+    assert config is not None
+    assert config.headers == (("api-key", "s=cret"), ("tenant", "a"))
+    assert config.service_name == "from-resource"
+    assert ("deployment.environment", "prod") in config.resource
+    with pytest.raises(ConfigError, match="key=value"):
+        TracingConfig.resolve(None, environ={**env, "OTEL_EXPORTER_OTLP_HEADERS": "novalue"})

@@ -161,6 +161,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     try:
                         sink_cpu = cpu_seconds(sink.pid)
                         log_cpu = cpu_seconds(peer.proc.pid, "payload-log")
+                        server_cpu = cpu_seconds(peer.proc.pid)
+                        served = answered(peer)
                         (row,) = run_wrk(
                             peer.url,
                             "v1",
@@ -170,6 +172,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                             warmup_s=args.warmup,
                         )
                         result = row.as_dict()
+                        # CPU per request of the whole server (every thread): less moved
+                        # by a noisy neighbour than throughput.
+                        result["cpu_ms"] = (
+                            1000
+                            * (cpu_seconds(peer.proc.pid) - server_cpu)
+                            / max(answered(peer) - served, 1)
+                        )
                         # The receiver's share of one core over the run (load and warm-up).
                         seconds = args.duration + args.warmup
                         result["sink_cpu"] = (cpu_seconds(sink.pid) - sink_cpu) / seconds
@@ -192,6 +201,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         if base is not None:
             subprocess.run(["git", "worktree", "remove", "--force", str(base)], check=False)
     return {"machine": machine(), "versions": versions(), "texts": texts.description, **rounds}
+
+
+def answered(peer: Peer) -> float:
+    """Requests the server answered so far (Triton's success counter; not the shadow's)."""
+    found = counters(peer, "nv_inference_request_success{")
+    return sum(v for k, v in found.items() if f'version="{SHADOW_VERSION}"' not in k)
 
 
 def shadow_copies(peer: Peer) -> dict[str, float]:
@@ -239,9 +254,10 @@ def section(doc: dict[str, Any], args: argparse.Namespace, names: list[str]) -> 
         "version's p99 at most twice the p99 without it. The HTTP sink (payload events and "
         "OTLP/HTTP spans) is an aiohttp receiver on the same two cores.",
         "",
-        "| setting | req/s (median; each round) | p50 ms | p99 ms | / off | events sent "
-        "(all rounds) | dropped | log thread CPU (cores) | receiver CPU (cores) | met |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| setting | req/s (median; each round) | p50 ms | p99 ms | / off | server CPU ms per "
+        "request | events sent (all rounds) | dropped | log thread CPU (cores) | receiver CPU "
+        "(cores) | met |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     notes: list[str] = []
     for name in names:
@@ -276,7 +292,7 @@ def section(doc: dict[str, Any], args: argparse.Namespace, names: list[str]) -> 
             )
         lines.append(
             f"| {name} | {rate:.0f} ({each}) | {median(rows, 'p50_ms'):.1f} | "
-            f"{median(rows, 'p99_ms'):.1f} | {ratio:.3f} | "
+            f"{median(rows, 'p99_ms'):.1f} | {ratio:.3f} | {median(rows, 'cpu_ms'):.2f} | "
             f"{f'{sent:.0f}' if logged else ''} | "
             f"{f'{lost:.0f}' if logged else ''} | "
             f"{median(rows, 'log_cpu'):.2f} | {median(rows, 'sink_cpu'):.2f} | {met} |"

@@ -19,6 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sentiserve.cli import build_app
+from sentiserve.errors import ConfigError
 from sentiserve.serve.payloads import REQUEST_TYPE, RESPONSE_TYPE, PayloadLogConfig, read_events
 from tests.integration.serving import free_port, in_process
 from tests.integration.test_compat import grpc_infer
@@ -239,6 +240,39 @@ async def test_folder_log_is_sampled_redacted_whole_and_read_by_drift(
     assert sum(row["actual"] for row in report["labels"]) == pytest.approx(1.0)
     assert report["median_tokens"] > 2
     assert report["label_psi"] >= 0
+
+
+async def test_parquet_files_hold_the_same_events_and_drift_reads_them(
+    tiny_build: Path, tmp_path: Path
+) -> None:
+    repo = tiny_build / "model_repository"
+    logs = {}
+    for kind in ("jsonl", "parquet"):
+        folder = tmp_path / kind
+        config = PayloadLogConfig(str(folder), batch_events=30, format=kind)
+        async with in_process(repo, payload_log=config) as (server, http, _):
+            for i in range(40):
+                headers = {"x-request-id": f"r{i}"}
+                body = {"texts": [TEXTS[i % 4]]}
+                assert (await http.post("/v1/sentiment", json=body, headers=headers)).is_success
+            await asyncio.to_thread(server.plane.payloads.close)
+        assert {p.suffix for p in folder.iterdir()} == {f".{kind}"}
+        logs[kind] = list(read_events([folder]))
+
+    def comparable(events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        return sorted((e["id"], e["type"], json.dumps(e["data"], sort_keys=True)) for e in events)
+
+    assert len(logs["parquet"]) == 80
+    assert comparable(logs["parquet"]) == comparable(logs["jsonl"])
+    result = CliRunner().invoke(
+        build_app(), ["drift", str(tmp_path / "parquet"), "--model-repository", str(repo), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.strip().splitlines()[-1])["texts"] == 40
+    with pytest.raises(ConfigError, match="parquet is for files"):
+        PayloadLogConfig("http://sink/events", format="parquet")
+    with pytest.raises(ConfigError, match="jsonl or parquet"):
+        PayloadLogConfig(str(tmp_path), format="csv")
 
 
 def test_drift_refuses_a_log_without_answers(tiny_build: Path, tmp_path: Path) -> None:

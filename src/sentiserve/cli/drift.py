@@ -85,12 +85,12 @@ def _local(source: str, tmp: Path) -> list[Path]:
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=url.bucket, Prefix=prefix):
         for item in page.get("Contents", []):
             key = item["Key"]
-            if key.endswith(".jsonl"):
+            if key.endswith((".jsonl", ".parquet")):
                 target = tmp / f"{len(out):06d}-{Path(key).name}"
                 s3.download_file(url.bucket, key, str(target))
                 out.append(target)
     if not out:
-        raise ConfigError(f"no .jsonl payload log objects under {source}")
+        raise ConfigError(f"no .jsonl or .parquet payload log objects under {source}")
     return out
 
 

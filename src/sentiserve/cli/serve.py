@@ -50,6 +50,7 @@ FIELDS = {
     "payload_log": "payload_log.target",
     "payload_log_sample": "payload_log.sample",
     "payload_log_redact": "payload_log.redact",
+    "payload_log_format": "payload_log.format",
     "version_policy": "rollout.policy",
     "split": "rollout.split",
     "shadow": "rollout.shadow",
@@ -129,6 +130,7 @@ def serve(
     payload_log_redact: bool | None = _opt(
         "payload_log_redact", "--payload-log-redact/--no-payload-log-redact"
     ),
+    payload_log_format: str | None = _opt("payload_log_format"),
     rollout_model: str | None = _opt("rollout_model", "--rollout-model-name"),
     version_policy: str | None = _opt("version_policy", "--version-policy"),
     split: str | None = _opt("split", "--split", metavar="V=W,..."),

@@ -26,6 +26,7 @@ import collections
 import contextlib
 import hashlib
 import http.client
+import io
 import json
 import logging
 import os
@@ -67,6 +68,8 @@ class PayloadLogConfig:
         queue_size: Most events waiting for the sink; beyond, new ones are dropped.
         batch_events: Most events per sink call (one file or object per batch).
         flush_s: Longest an event waits for its batch to fill.
+        format: Files and objects as ``jsonl`` (JSON Lines) or ``parquet`` (one row per
+            event, ``data`` as a JSON string; needs pyarrow).
     """
 
     target: str
@@ -75,12 +78,24 @@ class PayloadLogConfig:
     queue_size: int = 20_000
     batch_events: int = 1_000
     flush_s: float = 2.0
+    format: str = "jsonl"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.sample <= 1.0:
             raise ConfigError(f"payload log sample must be between 0 and 1; got {self.sample}")
         if not self.target:
             raise ConfigError("payload log target is empty")
+        if self.format not in FORMATS:
+            raise ConfigError(f"payload log format must be jsonl or parquet; got {self.format!r}")
+        if self.format == "parquet":
+            if self.target.startswith(("http://", "https://")):
+                raise ConfigError("an http(s) sink receives CloudEvents; parquet is for files")
+            try:
+                import pyarrow.parquet  # noqa: F401
+            except ImportError as exc:
+                raise ConfigError(
+                    "payload logs in parquet need pyarrow: pip install 'sentiserve[score]'"
+                ) from exc
 
 
 class Sink(Protocol):
@@ -151,18 +166,19 @@ class HttpSink:
 class FolderSink:
     """JSON Lines files of structured CloudEvents, each written whole."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, format: str = "jsonl") -> None:  # noqa: A002
         self.folder = folder
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"cannot make the payload log folder {folder}: {exc}") from exc
-        self._names = _file_names()
+        self._names = _file_names(format)
+        self._encode = FORMATS[format]
 
     def send(self, events: list[dict[str, Any]]) -> None:
         name = next(self._names)
         partial = self.folder / f".{name}.partial"
-        partial.write_bytes(_jsonl(events))
+        partial.write_bytes(self._encode(events))
         os.replace(partial, self.folder / name)
 
     def close(self) -> None:
@@ -172,17 +188,17 @@ class FolderSink:
 class S3Sink:
     """The same JSON Lines files as objects under an ``s3://`` prefix."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, format: str = "jsonl") -> None:  # noqa: A002
         from sentiserve.repository.stores.s3 import S3Url, client
 
         self.url = S3Url.parse(url)
         self._s3 = client(os.environ.get("AWS_ENDPOINT_URL") or None)
-        self._names = _file_names()
+        self._names = _file_names(format)
+        self._encode = FORMATS[format]
 
     def send(self, events: list[dict[str, Any]]) -> None:
-        self._s3.put_object(
-            Bucket=self.url.bucket, Key=self.url.key(next(self._names)), Body=_jsonl(events)
-        )
+        body = self._encode(events)
+        self._s3.put_object(Bucket=self.url.bucket, Key=self.url.key(next(self._names)), Body=body)
 
     def close(self) -> None:
         pass
@@ -196,31 +212,53 @@ class SinkError(Exception):
         self.lost = lost
 
 
-def _file_names() -> Iterator[str]:
-    """payloads-<UTC time>-<host>-<pid>-<n>.jsonl: sortable by time, unique per process."""
+def _file_names(format: str = "jsonl") -> Iterator[str]:  # noqa: A002
+    """payloads-<UTC time>-<host>-<pid>-<n>.<format>: sortable by time, unique per process."""
     host = socket.gethostname().replace("/", "_")
     n = 0
     while True:
         n += 1
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        yield f"payloads-{stamp}-{host}-{os.getpid()}-{n:06d}.jsonl"
+        yield f"payloads-{stamp}-{host}-{os.getpid()}-{n:06d}.{format}"
 
 
 def _jsonl(events: list[dict[str, Any]]) -> bytes:
     return b"".join(json.dumps(e, separators=(",", ":")).encode() + b"\n" for e in events)
 
 
-def open_sink(target: str) -> Sink:
+def _parquet(events: list[dict[str, Any]]) -> bytes:
+    """One row per event: each attribute a string column, ``data`` its JSON."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = sorted({k for e in events for k in e})
+    columns = {
+        name: [
+            None if name not in e else json.dumps(e[name]) if name == "data" else str(e[name])
+            for e in events
+        ]
+        for name in names
+    }
+    sink = io.BytesIO()
+    pq.write_table(pa.table(columns), sink)
+    return sink.getvalue()
+
+
+FORMATS = {"jsonl": _jsonl, "parquet": _parquet}
+"""How a batch of events becomes a file (or an S3 object)."""
+
+
+def open_sink(target: str, format: str = "jsonl") -> Sink:  # noqa: A002
     """The sink for ``target`` (see the module docstring)."""
     if target.startswith(("http://", "https://")):
         return HttpSink(target)
     if target.startswith("s3://"):
-        return S3Sink(target)
+        return S3Sink(target, format)
     if "://" in target:
         raise ConfigError(
             f"payload log target {target!r}: expected http(s)://, s3://bucket/prefix or a folder"
         )
-    return FolderSink(Path(target))
+    return FolderSink(Path(target), format)
 
 
 @dataclass(frozen=True)
@@ -246,7 +284,7 @@ class PayloadLog:
     ) -> None:
         self.config = config
         self.metrics = metrics
-        self.sink = sink if sink is not None else open_sink(config.target)
+        self.sink = sink if sink is not None else open_sink(config.target, config.format)
         self.source = source or f"sentiserve/{socket.gethostname()}"
         # Two events per answer: up to queue_size events' worth of answers wait.
         self._pending: collections.deque[_Answer] = collections.deque()
@@ -362,16 +400,22 @@ class PayloadLog:
 
 
 def read_events(paths: Sequence[Path]) -> Iterator[dict[str, Any]]:
-    """The events of payload log files (JSON Lines of structured CloudEvents); a folder
-    means every ``*.jsonl`` file in it, in name (time) order.
+    """The events of payload log files (JSON Lines of structured CloudEvents, or Parquet); a
+    folder means every ``*.jsonl`` and ``*.parquet`` file in it, in name (time) order.
 
     Raises:
         ConfigError: A file cannot be read or holds a line that is not a JSON object.
     """
     files: list[Path] = []
     for path in paths:
-        files += sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
+        if path.is_dir():
+            files += sorted([*path.glob("*.jsonl"), *path.glob("*.parquet")], key=lambda p: p.name)
+        else:
+            files.append(path)
     for file in files:
+        if file.suffix == ".parquet":
+            yield from _parquet_events(file)
+            continue
         try:
             lines = file.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
@@ -386,3 +430,19 @@ def read_events(paths: Sequence[Path]) -> Iterator[dict[str, Any]]:
             if not isinstance(event, dict):
                 raise ConfigError(f"{file}:{number}: not a JSON object")
             yield event
+
+
+def _parquet_events(file: Path) -> Iterator[dict[str, Any]]:
+    try:
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(file).to_pylist()
+    except ImportError as exc:
+        raise ConfigError("reading parquet payload logs needs pyarrow") from exc
+    except Exception as exc:  # pyarrow's errors: not a Parquet file, truncated, ...
+        raise ConfigError(f"cannot read the payload log {file}: {exc}") from exc
+    for row in rows:
+        event = {k: v for k, v in row.items() if v is not None}
+        if "data" in event:
+            event["data"] = json.loads(event["data"])
+        yield event

@@ -216,6 +216,11 @@ class PayloadLogSettings(_Section):
         description="Payload log events waiting for the sink; beyond, new ones are dropped "
         "and counted, never waited for.",
     )
+    format: str = Field(
+        default="jsonl",
+        description="Payload log files and S3 objects as jsonl (JSON Lines) or parquet "
+        "(needs pyarrow).",
+    )
 
 
 class TracingSettings(_Section):
@@ -468,6 +473,7 @@ class ServeSettings(BaseSettings):
                 sample=self.payload_log.sample,
                 redact=self.payload_log.redact,
                 queue_size=self.payload_log.queue_size,
+                format=self.payload_log.format,
             ),
             rollouts={self.rollout.model: self.rollout.rollout} if self.rollout.overrides else {},
             tracing=TracingConfig.resolve(

@@ -21,6 +21,7 @@ MODEL_FLAGS = {
     "--model-name",
     "--model-repository",
     "--triton-model-name",
+    "--rollout-model-name",  # the served model the rollout options apply to
     "--model-control",
     "--no-model-control",
     "--model-control-mode",

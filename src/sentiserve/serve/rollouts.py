@@ -11,10 +11,14 @@ import asyncio
 import contextvars
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from sentiserve.repository.rollout import Rollout
 from sentiserve.serve.metrics import Metrics
 from sentiserve.serve.plane import Classification
 
@@ -57,6 +61,49 @@ class Split:
         """The version with the largest weight (the newest of equals): what an unversioned
         metadata or model card request describes."""
         return max(self.weights, key=lambda v: (self.weights[v], v))
+
+
+@dataclass
+class _Route:
+    rollout: Rollout
+    split: Split | None
+    """None: no split, the backend's own choice (the newest version it loaded)."""
+    fetched: float
+
+
+class Routes:
+    """The gateway's view of each remote model's rollout, read from the configuration its
+    backend reports; a model's split (and its place in the rotation) carries over while its
+    rollout is unchanged."""
+
+    def __init__(self) -> None:
+        self._routes: dict[str, _Route] = {}
+
+    def update(self, name: str, config: dict[str, Any]) -> None:
+        """``name``'s rollout from its configuration (Triton's JSON answer)."""
+        rollout = Rollout.from_config(config)
+        known = self._routes.get(name)
+        if known is not None and known.rollout == rollout:
+            known.fetched = time.monotonic()
+            return
+        weights = {v: w for v, w in rollout.split.items() if w > 0}
+        self._routes[name] = _Route(rollout, Split(weights) if weights else None, time.monotonic())
+
+    def fresh(self, name: str, ttl_s: float) -> bool:
+        known = self._routes.get(name)
+        return known is not None and time.monotonic() - known.fetched < ttl_s
+
+    def pick(self, name: str, version: int | None) -> int | None:
+        """The version a request goes to: the one it names, else the split's pick (None:
+        the backend chooses)."""
+        known = self._routes.get(name)
+        if version is not None or known is None or known.split is None:
+            return version
+        return known.split.pick()
+
+    def shadow(self, name: str) -> int | None:
+        known = self._routes.get(name)
+        return None if known is None else known.rollout.shadow
 
 
 def compare(primary: Classification, shadow: Classification) -> tuple[list[bool], list[float]]:

@@ -28,6 +28,7 @@ request twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Sequence
@@ -47,7 +48,6 @@ from sentiserve.errors import (
     UnavailableError,
     from_grpc_code,
 )
-from sentiserve.repository.rollout import Rollout
 from sentiserve.repository.triton import LABELS, REFERENCE, THRESHOLDS
 from sentiserve.serve import tracing
 from sentiserve.serve.metrics import Metrics
@@ -64,7 +64,7 @@ from sentiserve.serve.plane import (
     TensorSpec,
     check_texts,
 )
-from sentiserve.serve.rollouts import Shadows, Split
+from sentiserve.serve.rollouts import Routes, Shadows
 
 MODEL_INFO_TTL_S = 30.0
 CHANNEL_REFRESH_S = 30.0
@@ -99,16 +99,6 @@ class RemoteModel:
     fetched: float
     thresholds: list[float] | None = None
     """A multi-label model's thresholds (its config's ``sentiserve_thresholds``)."""
-
-
-@dataclass
-class Routing:
-    """A Triton model's rollout (from its config) and the split that applies it."""
-
-    rollout: Rollout
-    split: Split | None
-    """None: no split, Triton's own choice (the newest version it loaded)."""
-    fetched: float
 
 
 def map_error(exc: Exception, what: str) -> SentiserveError:
@@ -155,7 +145,7 @@ class TritonPlane:
         self._created = 0.0
         self._retired: set[asyncio.Task[None]] = set()
         self._models: dict[str, RemoteModel] = {}
-        self._routings: dict[str, Routing] = {}
+        self.routes = Routes()
         self.shadows = Shadows(metrics)
         self._checked = 0.0
         self._checking: asyncio.Task[None] | None = None
@@ -298,40 +288,17 @@ class TritonPlane:
         reference = json.loads(parameters.get(REFERENCE, {}).get("string_value") or "{}")
         self.metrics.set_reference(name, int(reference.get("version", 0)), reference, lengths=False)
         self._models[name] = model
-        self._set_routing(name, config)
+        self.routes.update(name, config)
         return model
 
-    def _set_routing(self, name: str, config: dict[str, Any]) -> Routing:
-        """``name``'s rollout from its config; the split (and its place in the rotation)
-        carries over while the rollout is unchanged."""
-        rollout = Rollout.from_config(config)
-        known = self._routings.get(name)
-        if known is not None and known.rollout == rollout:
-            known.fetched = time.monotonic()
-            return known
-        weights = {v: w for v, w in rollout.split.items() if w > 0}
-        routing = Routing(rollout, Split(weights) if weights else None, time.monotonic())
-        self._routings[name] = routing
-        return routing
-
-    async def _routing(self, name: str) -> Routing | None:
-        """``name``'s routing, refreshed like the model info; None when Triton does not
-        answer for its config (the inference itself then reports why)."""
-        known = self._routings.get(name)
-        if known is not None and time.monotonic() - known.fetched < MODEL_INFO_TTL_S:
-            return known
-        try:
+    async def _refresh_route(self, name: str) -> None:
+        """``name``'s rollout, refreshed like the model info (a model without labels, such
+        as a raw member, too); when Triton does not answer, the inference says why."""
+        if self.routes.fresh(name, MODEL_INFO_TTL_S):
+            return
+        with contextlib.suppress(SentiserveError):
             doc = await self._ask(name, self._triton().get_model_config(name, as_json=True))
-            return self._set_routing(name, doc["config"])
-        except SentiserveError:
-            return known
-
-    def _pick(self, name: str, version: int | None) -> int | None:
-        """The version a request goes to: the one it names, else the split's pick."""
-        routing = self._routings.get(name)
-        if version is not None or routing is None or routing.split is None:
-            return version
-        return routing.split.pick()
+            self.routes.update(name, doc["config"])
 
     # --- inference ---
 
@@ -348,8 +315,8 @@ class TritonPlane:
             inputs.append(item)
         outputs = [grpcclient.InferRequestedOutput(n) for n in request.outputs] or None
         if request.version is None:
-            await self._routing(request.model)
-        version = self._pick(request.model, request.version)
+            await self._refresh_route(request.model)
+        version = self.routes.pick(request.model, request.version)
         result = await self._call_infer(request.model, version, inputs, outputs, deadline)
         response = result.get_response()
         tensors = []
@@ -412,7 +379,7 @@ class TritonPlane:
         if pairs is not None and len(pairs) != len(checked):
             raise InvalidInputError(f"{len(checked)} texts but {len(pairs)} text pairs")
         model = await self.remote(model_name)
-        chosen = self._pick(model_name, version)
+        chosen = self.routes.pick(model_name, version)
         result = await self._run(model, checked, pairs, chosen, deadline)
         elapsed = time.monotonic() - start
         self.metrics.request_latency.labels(model_name, str(result.version)).observe(elapsed)
@@ -421,8 +388,7 @@ class TritonPlane:
         )
         if self.payloads is not None:
             self.payloads.record(result, checked, pairs)
-        routing = self._routings.get(model_name)
-        shadow = routing.rollout.shadow if routing is not None and version is None else None
+        shadow = self.routes.shadow(model_name) if version is None else None
         if shadow is not None:
 
             async def run() -> Classification:

@@ -1,5 +1,6 @@
 """What operating features cost: throughput and latency at 32 clients with the payload log
-off and on (100% sampling, into a folder and into an HTTP CloudEvents sink), with
+off and on (100% sampling, into a folder and into an HTTP CloudEvents sink, one POST per
+event as KServe's logger sends them or one per batch with --payload-log-batch), with
 OpenTelemetry tracing of every request (OTLP/HTTP to a receiver), with both, and with a
 shadow version (a copy of the model getting a copy of every request); with ``--base REV``,
 also the server as it was at git revision REV (features off), one
@@ -49,6 +50,7 @@ TARGET = 0.90
 SHADOW = "shadow version (a copy of every request)"
 TRACING = "tracing, 100%"
 BOTH = "tracing and payload log (HTTP sink), 100%"
+BOTH_BATCHED = "tracing and payload log (HTTP sink batched), 100%"
 BASE_TARGET = 0.98
 SHADOW_VERSION = 1000
 
@@ -126,11 +128,20 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             repo,
             ["--payload-log", f"http://127.0.0.1:{port}/events"],
         ),
+        "payload log, HTTP sink batched, 100%": (
+            repo,
+            ["--payload-log", f"http://127.0.0.1:{port}/events", "--payload-log-batch"],
+        ),
         TRACING: (repo, ["--otlp-endpoint", f"http://127.0.0.1:{port}"]),
         BOTH: (
             repo,
             ["--otlp-endpoint", f"http://127.0.0.1:{port}"]
             + ["--payload-log", f"http://127.0.0.1:{port}/events"],
+        ),
+        BOTH_BATCHED: (
+            repo,
+            ["--otlp-endpoint", f"http://127.0.0.1:{port}"]
+            + ["--payload-log", f"http://127.0.0.1:{port}/events", "--payload-log-batch"],
         ),
         SHADOW: (shadowed, [*rollout, f"--shadow={SHADOW_VERSION}"]),
     }

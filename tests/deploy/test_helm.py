@@ -281,16 +281,18 @@ def test_the_payload_log_is_off_by_default_and_reaches_the_server_as_settings(
     ((_, container),) = containers(render([]))
     assert not [e for e in container["env"] if "PAYLOAD" in e["name"]]
     args = ["--set", "payloadLog.target=s3://logs/sentiment", "--set", "payloadLog.sample=0.25"]
+    args += ["--set", "payloadLog.batch=true"]
     ((_, container),) = containers(render(args))
     env = {e["name"]: e["value"] for e in container["env"] if "PAYLOAD" in e["name"]}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     # What the server makes of them: its one settings object, read from this environment.
     settings = ServeSettings.load().payload_log
-    assert (settings.target, settings.sample, settings.redact) == (
+    assert (settings.target, settings.sample, settings.redact, settings.batch) == (
         "s3://logs/sentiment",
         0.25,
         False,
+        True,
     )
 
 

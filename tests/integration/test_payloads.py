@@ -20,7 +20,13 @@ from typer.testing import CliRunner
 
 from sentiserve.cli import build_app
 from sentiserve.errors import ConfigError
-from sentiserve.serve.payloads import REQUEST_TYPE, RESPONSE_TYPE, PayloadLogConfig, read_events
+from sentiserve.serve.payloads import (
+    BATCH_CONTENT_TYPE,
+    REQUEST_TYPE,
+    RESPONSE_TYPE,
+    PayloadLogConfig,
+    read_events,
+)
 from tests.integration.serving import free_port, in_process
 from tests.integration.test_compat import grpc_infer
 
@@ -35,8 +41,10 @@ class Receiver:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/events"
         self.events: list[dict[str, Any]] = []
+        self.posts = 0
         lock = threading.Lock()
         events = self.events
+        receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             # One connection per event: a stopped receiver refuses the next one at once.
@@ -45,11 +53,21 @@ class Receiver:
             def do_POST(self) -> None:  # noqa: N802 - the http.server API
                 body = self.rfile.read(int(self.headers["content-length"]))
                 time.sleep(delay_s)
-                event = {k[3:]: v for k, v in self.headers.items() if k.lower().startswith("ce-")}
-                event["content-type"] = self.headers["content-type"]
-                event["data"] = json.loads(body)
+                if self.headers["content-type"] == BATCH_CONTENT_TYPE:
+                    # Batched content mode: structured events, the same fields.
+                    batch = [
+                        {**e, "content-type": e.pop("datacontenttype")} for e in json.loads(body)
+                    ]
+                else:
+                    event = {
+                        k[3:]: v for k, v in self.headers.items() if k.lower().startswith("ce-")
+                    }
+                    event["content-type"] = self.headers["content-type"]
+                    event["data"] = json.loads(body)
+                    batch = [event]
                 with lock:
-                    events.append(event)
+                    events.extend(batch)
+                    receiver.posts += 1
                 self.send_response(202)
                 self.send_header("content-length", "0")
                 self.end_headers()
@@ -128,6 +146,28 @@ async def test_every_api_is_logged_with_its_request_id(
     assert answer["tokens"][0] > 2
     assert sum(answer["probabilities"][0]) == pytest.approx(1.0, abs=1e-5)
     assert sent(server.metrics) == 2002
+
+
+async def test_a_batching_http_sink_gets_the_same_events_in_few_posts(
+    tiny_build: Path, receiver: Receiver
+) -> None:
+    config = PayloadLogConfig(receiver.url, batch=True, batch_events=100, flush_s=0.2)
+    async with in_process(tiny_build / "model_repository", payload_log=config) as (server, http, _):
+        ids = []
+        for i in range(200):
+            headers = {"x-request-id": f"b{i}"}
+            answer = await http.post("/v1/sentiment", json={"text": TEXTS[i % 4]}, headers=headers)
+            assert answer.status_code == 200
+            ids.append(answer.headers["x-request-id"])
+        await asyncio.to_thread(server.plane.payloads.close)
+    assert sorted(e["id"] for e in receiver.events if e["type"] == REQUEST_TYPE) == sorted(ids)
+    assert sorted(e["id"] for e in receiver.events if e["type"] == RESPONSE_TYPE) == sorted(ids)
+    first = next(e for e in receiver.events if e["id"] == "b1" and e["type"] == REQUEST_TYPE)
+    assert first["specversion"] == "1.0"
+    assert first["content-type"] == "application/json"
+    assert first["data"] == {"texts": [TEXTS[1]]}
+    assert receiver.posts <= 40, f"{receiver.posts} POSTs for 400 events"
+    assert sent(server.metrics) == 400
 
 
 def v2_body(text: str) -> dict[str, Any]:

@@ -51,6 +51,7 @@ FIELDS = {
     "payload_log_sample": "payload_log.sample",
     "payload_log_redact": "payload_log.redact",
     "payload_log_format": "payload_log.format",
+    "payload_log_batch": "payload_log.batch",
     "version_policy": "rollout.policy",
     "split": "rollout.split",
     "shadow": "rollout.shadow",
@@ -131,6 +132,9 @@ def serve(
         "payload_log_redact", "--payload-log-redact/--no-payload-log-redact"
     ),
     payload_log_format: str | None = _opt("payload_log_format"),
+    payload_log_batch: bool | None = _opt(
+        "payload_log_batch", "--payload-log-batch/--no-payload-log-batch"
+    ),
     rollout_model: str | None = _opt("rollout_model", "--rollout-model-name"),
     version_policy: str | None = _opt("version_policy", "--version-policy"),
     split: str | None = _opt("split", "--split", metavar="V=W,..."),

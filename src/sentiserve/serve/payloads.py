@@ -9,7 +9,9 @@ request id, the client's ``X-Request-ID`` when it sent one) and sends them in ba
 the sink:
 
 - ``http(s)://...``: each event POSTed in CloudEvents' binary content mode (``ce-*``
-  headers, the data as the JSON body), as KServe's logger sends them;
+  headers, the data as the JSON body), as KServe's logger sends them; or, with ``batch``,
+  each batch as one POST in CloudEvents' batched content mode (a JSON array of structured
+  events, ``application/cloudevents-batch+json``), for receivers that take it;
 - ``s3://bucket/prefix``: a JSON Lines object per batch (structured CloudEvents), through the
   repository's S3 client;
 - a folder: the same JSON Lines files, written whole (a temporary name, then renamed).
@@ -55,6 +57,7 @@ TICK_S = 0.1
 """How often the log's thread looks at what is pending."""
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
 RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
+BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,8 @@ class PayloadLogConfig:
         flush_s: Longest an event waits for its batch to fill.
         format: Files and objects as ``jsonl`` (JSON Lines) or ``parquet`` (one row per
             event, ``data`` as a JSON string; needs pyarrow).
+        batch: An http(s) sink gets each batch as one POST (CloudEvents' batched content
+            mode) instead of one POST per event (KServe's logger).
     """
 
     target: str
@@ -79,6 +84,7 @@ class PayloadLogConfig:
     batch_events: int = 1_000
     flush_s: float = 2.0
     format: str = "jsonl"
+    batch: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.sample <= 1.0:
@@ -107,11 +113,12 @@ class Sink(Protocol):
 
 
 class HttpSink:
-    """KServe's logger format: one POST per event, binary content mode, over one kept-alive
-    connection (the standard library's client: the least Python per event, which matters
-    because this thread shares the interpreter with the server's event loop)."""
+    """KServe's logger format: one POST per event, binary content mode (or with ``batch``,
+    one POST per batch, batched content mode), over one kept-alive connection (the standard
+    library's client: the least Python per event, which matters because this thread shares
+    the interpreter with the server's event loop)."""
 
-    def __init__(self, url: str, timeout_s: float = 5.0) -> None:
+    def __init__(self, url: str, timeout_s: float = 5.0, batch: bool = False) -> None:
         parts = urlsplit(url)
         if not parts.hostname:
             raise ConfigError(f"payload log target {url!r} has no host")
@@ -120,6 +127,7 @@ class HttpSink:
         self._address = (parts.hostname, parts.port)
         self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self._timeout_s = timeout_s
+        self._batch = batch
         self._connection: http.client.HTTPConnection | None = None
 
     def _connect(self) -> http.client.HTTPConnection:
@@ -135,7 +143,9 @@ class HttpSink:
             if k not in ("data", "datacontenttype") and v is not None
         }
         headers["content-type"] = event["datacontenttype"]
-        body = json.dumps(event["data"], separators=(",", ":")).encode()
+        self._request(json.dumps(event["data"], separators=(",", ":")).encode(), headers)
+
+    def _request(self, body: bytes, headers: dict[str, str]) -> None:
         connection = self._connect()
         try:
             connection.request("POST", self._path, body, headers)
@@ -149,6 +159,16 @@ class HttpSink:
             raise OSError(f"HTTP {response.status}")
 
     def send(self, events: list[dict[str, Any]]) -> None:
+        if self._batch:
+            body = json.dumps(
+                [{k: v for k, v in e.items() if v is not None} for e in events],
+                separators=(",", ":"),
+            ).encode()
+            try:
+                self._request(body, {"content-type": BATCH_CONTENT_TYPE})
+            except (OSError, http.client.HTTPException) as exc:
+                raise SinkError(len(events), f"{self.url} refused a batch: {exc}") from exc
+            return
         failed = 0
         for event in events:
             try:
@@ -248,10 +268,10 @@ FORMATS = {"jsonl": _jsonl, "parquet": _parquet}
 """How a batch of events becomes a file (or an S3 object)."""
 
 
-def open_sink(target: str, format: str = "jsonl") -> Sink:  # noqa: A002
+def open_sink(target: str, format: str = "jsonl", batch: bool = False) -> Sink:  # noqa: A002
     """The sink for ``target`` (see the module docstring)."""
     if target.startswith(("http://", "https://")):
-        return HttpSink(target)
+        return HttpSink(target, batch=batch)
     if target.startswith("s3://"):
         return S3Sink(target, format)
     if "://" in target:
@@ -284,7 +304,9 @@ class PayloadLog:
     ) -> None:
         self.config = config
         self.metrics = metrics
-        self.sink = sink if sink is not None else open_sink(config.target, config.format)
+        self.sink = (
+            sink if sink is not None else open_sink(config.target, config.format, config.batch)
+        )
         self.source = source or f"sentiserve/{socket.gethostname()}"
         # Two events per answer: up to queue_size events' worth of answers wait.
         self._pending: collections.deque[_Answer] = collections.deque()

@@ -216,6 +216,11 @@ class PayloadLogSettings(_Section):
         description="Payload log events waiting for the sink; beyond, new ones are dropped "
         "and counted, never waited for.",
     )
+    batch: bool = Field(
+        default=False,
+        description="An http(s) payload sink gets each batch as one POST (CloudEvents' "
+        "batched content mode) instead of one POST per event (KServe's logger).",
+    )
     format: str = Field(
         default="jsonl",
         description="Payload log files and S3 objects as jsonl (JSON Lines) or parquet "
@@ -474,6 +479,7 @@ class ServeSettings(BaseSettings):
                 redact=self.payload_log.redact,
                 queue_size=self.payload_log.queue_size,
                 format=self.payload_log.format,
+                batch=self.payload_log.batch,
             ),
             rollouts={self.rollout.model: self.rollout.rollout} if self.rollout.overrides else {},
             tracing=TracingConfig.resolve(

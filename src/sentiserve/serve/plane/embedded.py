@@ -224,6 +224,9 @@ class EmbeddedPlane:
             SentiserveError: with the HTTP status that the transport should answer with.
         """
         model = self.registry.route(model_name, version)
+        # Chosen with the version, before any await: a reload or unload while this request
+        # runs changes neither, and never fails an answer already made.
+        shadow = self.registry.serving(model_name).shadow if version is None else None
         call = (texts, text_pairs, timeout_s, transport_s, truncation, max_tokens)
         result, checked, pairs = await self._classify(model, *call)
         self.metrics.record_predictions(
@@ -236,7 +239,6 @@ class EmbeddedPlane:
         )
         if self.payloads is not None:
             self.payloads.record(result, checked, pairs)
-        shadow = self.registry.serving(model.name).shadow if version is None else None
         if shadow is not None:
             # The copy gets the default deadline from when it starts, not the client's.
             copy = (checked, pairs, None, None, truncation, max_tokens)

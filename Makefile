@@ -5,7 +5,7 @@ SENTI     := $(VENV)/bin/sentiserve
 STAMP     := $(VENV)/.installed
 REPO      ?= model_repository
 
-.PHONY: images stack stack-down help gpu-wheels gpu-smoke cluster-local serve-checkpoint setup system tools triton kserve serve-triton model serve test test-unit test-fast fuzz lint format bench bench-serving soak monitor clean
+.PHONY: images stack stack-down help gpu-wheels gpu-smoke cluster-local serve-checkpoint setup system tools triton kserve serve-triton model serve test coverage test-unit test-fast fuzz lint format bench bench-serving soak monitor clean
 
 ## help: this list of targets
 help:
@@ -121,10 +121,27 @@ stack-down:
 	@export DOCKER_HOST=$$(deploy/docker/engine.sh start) && $(STACK) down --volumes --remove-orphans
 	deploy/docker/engine.sh stop
 
-## test: lint, type-check and the whole test suite (what CI runs)
+## test: lint, type-check and the whole test suite (what CI runs): every test but the serial
+## ones on WORKERS pytest workers, then the serial ones (they judge latency under load) alone
+WORKERS ?= 2
+# The workers share the cores: PyTorch's OpenMP threads spin-wait for a core the other worker
+# holds, so each PyTorch gets one thread there (ONNX Runtime sets its own threads).
+PARALLEL := OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(WORKERS) --dist loadscope -m "not serial"
 test: setup system tools triton kserve lint
 	deploy/docker/images.sh --if-possible
-	$(PY) -m pytest -q
+	@shared=$$(mktemp -d) && trap 'rm -rf "$$shared"' EXIT && export SENTISERVE_TEST_SHARED=$$shared && \
+	  set -x && $(PARALLEL) && $(PY) -m pytest -q -m serial
+
+## coverage: `make test`'s two pytest runs measured by coverage.py (the servers and commands
+## they start included); the report is in the terminal and htmlcov/
+coverage: setup system tools triton kserve
+	deploy/docker/images.sh --if-possible
+	rm -f .coverage .coverage.*
+	@shared=$$(mktemp -d) && trap 'rm -rf "$$shared"' EXIT && export SENTISERVE_TEST_SHARED=$$shared \
+	  COVERAGE_FILE=$(abspath .coverage) && set -x && \
+	  $(VENV)/bin/coverage run -p -m pytest -q -n $(WORKERS) --dist loadscope -m "not serial"; \
+	  $(VENV)/bin/coverage run -p -m pytest -q -m serial; \
+	  $(VENV)/bin/coverage combine -q && $(VENV)/bin/coverage report && $(VENV)/bin/coverage html -q
 
 ## test-unit: the unit tier alone, in process (no servers, no Triton, no tools)
 test-unit: setup

@@ -130,10 +130,10 @@ def serving(smoke: bool, workdir: Path) -> list[str]:
 
     repository = random_repository(workdir)
     model = open_model(ModelRepository(repository).load("sentiment"))
-    sample = texts(2000)
+    sample = texts(200 if smoke else 2000)  # the rehearsal runs each step, not the amount
     data = workdir / "texts.txt"
     data.write_text("\n".join(sample) + "\n")
-    model.probabilities(sample[:256])  # warm up (CUDA kernels, allocator)
+    model.probabilities(sample[: 32 if smoke else 256])  # warm up (CUDA kernels, allocator)
     start = time.perf_counter()
     for _ in range(1 if smoke else 3):
         model.probabilities(sample)

@@ -2,7 +2,7 @@
 with the end: resident memory, open file descriptors, threads and p99 latency.
 
 1. Start ``sentiserve serve`` (its defaults) on free ports.
-2. Measure capacity: wrk, 32 clients, 10 s, rt texts.
+2. Measure capacity: wrk, 32 clients, 10 s (``--capacity-s``), rt texts.
 3. Hold 70% of it with ``hey`` (a Go load generator; its ``-q`` rate limit makes the load
    open-loop-like at a fixed rate), one text per request, in segments of ``--segment``
    seconds; after each segment read the server's RSS, file descriptors and threads from
@@ -12,7 +12,7 @@ with the end: resident memory, open file descriptors, threads and p99 latency.
    worse), or any error, is a defect: the script says so and exits 1.
 
 Writes benchmarks/RESULTS-soak.md (``--out``). ``tests/integration/test_soak.py`` runs a
-2-minute version with the same checks.
+1-minute version (10-second segments) with the same checks.
 
 Usage: python benchmarks/soak.py [--minutes 30] [--segment 60] [--model-repository DIR]
 """
@@ -120,6 +120,7 @@ def soak(
     data: str = "rt",
     clients: int = 16,
     p99_slack_ms: float = P99_SLACK_MS,
+    capacity_s: int = 10,
 ) -> dict[str, object]:
     http, metrics = free_port(), free_port()
     command = [
@@ -147,7 +148,7 @@ def soak(
                     sys.exit(f"server did not start: {log.read()[-2000:]!r}")
                 time.sleep(0.05)
             texts = load_texts(data).texts
-            (capacity,) = run_wrk(url, "v1", texts, [32], duration_s=10, warmup_s=3)
+            (capacity,) = run_wrk(url, "v1", texts, [32], duration_s=capacity_s, warmup_s=3)
             rate = LOAD_SHARE * capacity.throughput
             print(
                 f"capacity {capacity.throughput:.0f} req/s; holding {rate:.0f} req/s "
@@ -248,6 +249,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--segment", type=int, default=60, help="seconds per sample")
     parser.add_argument("--data", default="rt", help="texts for the capacity run (rt or a file)")
+    parser.add_argument(
+        "--capacity-s", type=int, default=10, help="seconds of the capacity run (after 3 s warm-up)"
+    )
     parser.add_argument("--out", default=str(HERE / "RESULTS-soak.md"))
     parser.add_argument(
         "--p99-slack-ms",
@@ -262,6 +266,7 @@ def main() -> None:
         args.segment,
         args.data,
         p99_slack_ms=args.p99_slack_ms,
+        capacity_s=args.capacity_s,
     )
     Path(args.out).write_text(markdown(result))
     Path(args.out).with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")

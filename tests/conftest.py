@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from filelock import FileLock
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -75,14 +78,47 @@ def build_tiny_bert(folder: Path) -> Path:
     return folder
 
 
+SHARED = "SENTISERVE_TEST_SHARED"
+"""A folder for what the whole test run builds once: `make test` sets it for its two pytest
+runs (parallel, then serial); without it, the run's own temporary root is used."""
+
+
+def shared(factory: pytest.TempPathFactory, name: str, make: Callable[[Path], object]) -> Path:
+    """``name`` under the shared folder, made by ``make`` once per test run: the first pytest
+    worker (or run) to ask builds it under a lock, the others wait and reuse it. A build that
+    fails leaves no marker, so the next one starts again from an empty folder."""
+    root = Path(os.environ[SHARED]) if os.environ.get(SHARED) else _run_root(factory)
+    root.mkdir(parents=True, exist_ok=True)
+    target, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir()
+            make(target)
+            done.touch()
+    return target
+
+
+def _run_root(factory: pytest.TempPathFactory) -> Path:
+    """The run's temporary root: one per pytest-xdist run (its workers' roots share a parent),
+    the run's own otherwise."""
+    base = factory.getbasetemp()
+    return base.parent / "shared" if os.environ.get("PYTEST_XDIST_WORKER") else base / "shared"
+
+
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+    return shared(tmp_path_factory, "tiny-bert", build_tiny_bert)
 
 
 @pytest.fixture(scope="session")
 def toy_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_csv(tmp_path_factory.mktemp("toy") / "toy.csv", toy_texts(600))
+    return (
+        shared(
+            tmp_path_factory, "toy", lambda folder: write_csv(folder / "toy.csv", toy_texts(600))
+        )
+        / "toy.csv"
+    )
 
 
 def tiny_build_config(root: Path, tiny_bert: Path, toy_csv: Path) -> Any:
@@ -113,6 +149,47 @@ def tiny_build(tiny_bert: Path, toy_csv: Path, tmp_path_factory: pytest.TempPath
     """A complete build folder and model repository from the tiny model on toy data."""
     from sentiserve.pipeline import build
 
-    root = tmp_path_factory.mktemp("tiny-build")
-    build(tiny_build_config(root, tiny_bert, toy_csv))
-    return root
+    return shared(
+        tmp_path_factory,
+        "tiny-build",
+        lambda root: build(tiny_build_config(root, tiny_bert, toy_csv)),
+    )
+
+
+FIRST = ("tests/e2e/", "tests/integration/test_gpu_run.py", "tests/deploy/test_containers.py")
+"""The longest modules, started first so that a parallel run does not end on one of them."""
+
+ONE_WORKER = {
+    "tests/deploy/test_containers.py": "docker",
+    "tests/deploy/test_stack.py": "docker",
+}
+"""Modules that must share a worker: both start and stop the private Docker daemon."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Longest modules first (the order a parallel run hands modules out in)."""
+    items.sort(key=lambda item: not item.nodeid.startswith(FIRST))
+
+
+def scope(nodeid: str) -> str:
+    """What a parallel run keeps on one worker: a test's module (its module fixtures, servers
+    and Triton, start once), or the group in ONE_WORKER."""
+    module = nodeid.split("::", 1)[0]
+    return ONE_WORKER.get(module, module)
+
+
+try:
+    from xdist.scheduler import LoadScopeScheduling
+except ImportError:  # pytest-xdist is a dev dependency; without it, tests run in one process
+    pass
+else:
+
+    class ModuleScheduling(LoadScopeScheduling):
+        """pytest-xdist's scope scheduling by :func:`scope`, in collection order."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return scope(nodeid)
+
+    def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> ModuleScheduling:
+        config.option.loadscopereorder = False
+        return ModuleScheduling(config, log)

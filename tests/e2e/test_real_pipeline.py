@@ -38,7 +38,7 @@ def test_real_build_beats_the_majority_class(tmp_path: Path) -> None:
         "--model-repository",
         str(repo),
         "--max-steps",
-        "150",
+        "100",
         "--batch-size",
         "16",
         "--json",

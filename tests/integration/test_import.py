@@ -62,6 +62,13 @@ def pytorch_probabilities(
 def import_build(
     ckpt: Path, root: Path, name: str = "emotion", **options: object
 ) -> ModelRepository:
+    from sentiserve.optimize.variants import OptimizeSettings
+
+    # The tiny build's amounts for the checks (as tests/conftest.py's tiny model): what is
+    # tested here is the import, not how many texts the checks read.
+    options.setdefault(
+        "optimize", OptimizeSettings(invariance_texts=40, throughput_texts=64, calibration_texts=60)
+    )
     build(
         BuildConfig(
             work_dir=root / f"build-{name}",

@@ -261,8 +261,13 @@ def sentiserve(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
 def kill_when(proc: subprocess.Popen[str], started: Callable[[], bool], delay_s: float) -> bool:
     """SIGKILL ``proc`` ``delay_s`` after ``started()`` first holds (polled), unless it ended
     first; True when it was killed while still running."""
+    def running() -> None:
+        if proc.poll() is not None:
+            err = proc.communicate()[1]
+            raise AssertionError(f"exited {proc.returncode} before it began: {err[-2000:]}")
+
     try:
-        assert wait_until(started, 60, interval_s=0.005, check=lambda: None), "never started"
+        assert wait_until(started, 60, interval_s=0.005, check=running), "never started"
         time.sleep(delay_s)
         if proc.poll() is not None:
             return False

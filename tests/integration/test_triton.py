@@ -458,8 +458,20 @@ def processes_mentioning(*texts: str) -> list[int]:
     return found
 
 
-def shm_regions() -> set[str]:
-    return {p.name for p in SHM.iterdir() if p.name.startswith(SHM_PREFIX)}
+def shm_regions(prefix: str = SHM_PREFIX) -> set[str]:
+    return {p.name for p in SHM.iterdir() if p.name.startswith(prefix)}
+
+
+def shm_prefix_of(repo: Path) -> str:
+    """The python backend's shared memory prefix on the command line of the tritonserver that
+    serves ``repo`` (each server has its own, so that servers side by side never share one)."""
+    option = "shm-region-prefix-name="
+    (pid,) = processes_mentioning(option, str(repo))
+    args = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    (prefix,) = [a.split(option, 1)[1] for a in args if option in a]
+    assert prefix.startswith(SHM_PREFIX), prefix
+    assert prefix != SHM_PREFIX, "the default prefix is shared by every server"
+    return prefix
 
 
 def alive(proc: subprocess.Popen[str]) -> Callable[[], None]:
@@ -492,16 +504,16 @@ def test_sigterm_while_triton_loads_leaves_nothing_behind(
     environment: TritonEnvironment, tiny_build: Path, tmp_path: Path
 ) -> None:
     repo = copy_repository(tiny_build, tmp_path / "repo")
-    shm_before = shm_regions()
     proc = triton_cli(environment, repo, free_port())
     started = wait_until(
         lambda: bool(processes_mentioning("tritonserver", str(repo))), 60, check=alive(proc)
     )
     assert started, "tritonserver never started"
+    prefix = shm_prefix_of(repo)
     proc.send_signal(signal.SIGTERM)  # while Triton is still loading the model
     assert proc.wait(60) == 0
     assert not processes_mentioning(str(repo)), "tritonserver or a stub outlived the CLI"
-    assert shm_regions() <= shm_before
+    assert not shm_regions(prefix), "the server left shared memory behind"
 
 
 def test_triton_cli_prepares_serves_and_stops_cleanly(
@@ -510,12 +522,13 @@ def test_triton_cli_prepares_serves_and_stops_cleanly(
     repo = copy_repository(tiny_build, tmp_path / "repo")
     for model_py in repo.glob("sentiment/*/model.py"):
         model_py.unlink()  # an older repository: the CLI writes the python form
-    shm_before = shm_regions()
     http = free_port()
     proc = triton_cli(environment, repo, http)
     url = f"http://127.0.0.1:{http}"
     try:
         assert wait_until(lambda: is_ready(url), 120, interval_s=0.2, check=alive(proc))
+        prefix = shm_prefix_of(repo)
+        assert shm_regions(prefix), "the python backend's regions carry the server's prefix"
         assert all((v / "model.py").is_file() for v in repo.glob("sentiment/[0-9]*"))
         tensor = {"name": "TEXT", "datatype": "BYTES", "shape": [1, 1], "data": ["great fun"]}
         answer = httpx.post(f"{url}/v2/models/sentiment/infer", json={"inputs": [tensor]})
@@ -527,8 +540,7 @@ def test_triton_cli_prepares_serves_and_stops_cleanly(
         code = proc.wait(60)
     assert code == 0
     assert not processes_mentioning(str(repo)), "tritonserver or a stub outlived the CLI"
-    after = shm_regions()
-    assert after <= shm_before, f"left in /dev/shm: {after - shm_before}"
+    assert not shm_regions(prefix), f"left in /dev/shm: {shm_regions(prefix)}"
 
 
 def test_gateway_splits_and_shadows_the_versions_triton_loads(

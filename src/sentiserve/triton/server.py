@@ -3,8 +3,10 @@
 Ready means Triton's own ``/v2/health/ready`` answers 200 (with ``--strict-readiness``, only
 once every model loaded). Stopping sends SIGTERM to ``tritonserver`` itself (not to a parent:
 a signal to PyTriton's parent process can orphan it), waits for its graceful exit, then kills
-its whole process group (the python stubs included) if it hangs. The python backend's shared
-memory regions in ``/dev/shm`` that this server created and left behind are removed.
+its whole process group (the python stubs included) if it hangs. Each server names its
+python backend's shared memory regions in ``/dev/shm`` with a prefix of its own
+(``shm-region-prefix-name``), so that what one server left behind is removed when it stops
+without touching the regions of another Triton on the same machine.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 import os
 import signal
 import subprocess
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +31,9 @@ SHM = Path("/dev/shm")
 SHM_PREFIX = "triton_python_backend_shm_region"
 
 
-def _shm_regions() -> set[str]:
+def _shm_regions(prefix: str = SHM_PREFIX) -> set[str]:
     try:
-        return {p.name for p in SHM.iterdir() if p.name.startswith(SHM_PREFIX)}
+        return {p.name for p in SHM.iterdir() if p.name.startswith(prefix)}
     except OSError:
         return set()
 
@@ -66,7 +69,10 @@ class TritonServer:
     """Triton's own OpenTelemetry tracing to this OTLP/HTTP receiver (``.../v1/traces``),
     every request, continuing the caller's ``traceparent`` (None: off)."""
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
-    _shm_before: set[str] = field(default_factory=set, init=False, repr=False)
+    shm_prefix: str = field(
+        default_factory=lambda: f"{SHM_PREFIX}_{uuid.uuid4().hex[:12]}_", init=False
+    )
+    """This server's python backend shared memory regions start with it (and only its)."""
 
     @property
     def url(self) -> str:
@@ -100,6 +106,7 @@ class TritonServer:
             f"--model-control-mode={self.model_control_mode}",
             f"--log-verbose={self.log_verbose}",
             f"--exit-timeout-secs={self.exit_timeout}",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
         ]
         args += [f"--load-model={name}" for name in self.load_models]
         if self.otlp_url:
@@ -118,7 +125,6 @@ class TritonServer:
                 f"Triton's environment in {self.environment.home} is missing or outdated; "
                 "run `sentiserve triton --setup-only` (or `make triton`) first"
             )
-        self._shm_before = _shm_regions()
         out = open(self.log_file, "ab") if self.log_file else None  # noqa: SIM115
         try:
             self._process = subprocess.Popen(
@@ -176,7 +182,7 @@ class TritonServer:
         self._cleanup_shm()
 
     def _cleanup_shm(self) -> None:
-        for name in _shm_regions() - self._shm_before:
+        for name in _shm_regions(self.shm_prefix):
             logger.warning("removing shared memory left by Triton: /dev/shm/%s", name)
             (SHM / name).unlink(missing_ok=True)
 

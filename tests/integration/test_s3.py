@@ -261,6 +261,7 @@ def sentiserve(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
 def kill_when(proc: subprocess.Popen[str], started: Callable[[], bool], delay_s: float) -> bool:
     """SIGKILL ``proc`` ``delay_s`` after ``started()`` first holds (polled), unless it ended
     first; True when it was killed while still running."""
+
     def running() -> None:
         if proc.poll() is not None:
             err = proc.communicate()[1]

@@ -126,20 +126,20 @@ stack-down:
 WORKERS ?= 2
 # The workers share the cores: PyTorch's OpenMP threads spin-wait for a core the other worker
 # holds, so each PyTorch gets one thread there (ONNX Runtime sets its own threads).
-PARALLEL := OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(WORKERS) --dist loadscope -m "not serial"
+PARALLEL := OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(WORKERS) --dist loadscope
+SHARED := shared=$$(mktemp -d) && trap 'rm -rf "$$shared"' EXIT && export SENTISERVE_TEST_SHARED=$$shared
 test: setup system tools triton kserve lint
 	deploy/docker/images.sh --if-possible
-	@shared=$$(mktemp -d) && trap 'rm -rf "$$shared"' EXIT && export SENTISERVE_TEST_SHARED=$$shared && \
-	  set -x && $(PARALLEL) && $(PY) -m pytest -q -m serial
+	@$(SHARED) && set -x && $(PARALLEL) -m "not serial" && $(PY) -m pytest -q -m serial
 
 ## coverage: `make test`'s two pytest runs measured by coverage.py (the servers and commands
 ## they start included); the report is in the terminal and htmlcov/
 coverage: setup system tools triton kserve
 	deploy/docker/images.sh --if-possible
 	rm -f .coverage .coverage.*
-	@shared=$$(mktemp -d) && trap 'rm -rf "$$shared"' EXIT && export SENTISERVE_TEST_SHARED=$$shared \
-	  COVERAGE_FILE=$(abspath .coverage) && set -x && \
-	  $(VENV)/bin/coverage run -p -m pytest -q -n $(WORKERS) --dist loadscope -m "not serial"; \
+	@$(SHARED) && export COVERAGE_FILE=$(abspath .coverage) && set -x && \
+	  OMP_NUM_THREADS=1 $(VENV)/bin/coverage run -p -m pytest -q -n $(WORKERS) --dist loadscope \
+	    -m "not serial"; \
 	  $(VENV)/bin/coverage run -p -m pytest -q -m serial; \
 	  $(VENV)/bin/coverage combine -q && $(VENV)/bin/coverage report && $(VENV)/bin/coverage html -q
 
@@ -147,9 +147,10 @@ coverage: setup system tools triton kserve
 test-unit: setup
 	$(PY) -m pytest -q tests/unit
 
-## test-fast: everything but the tests marked slow (the real model on real data)
+## test-fast: everything but the tests marked slow (the real model on real data), as `make test`
 test-fast: setup system tools triton kserve
-	$(PY) -m pytest -q -m "not slow"
+	@$(SHARED) && set -x && $(PARALLEL) -m "not slow and not serial" && \
+	  $(PY) -m pytest -q -m "serial and not slow"
 
 ## fuzz: a long property-based run of the HTTP API from its OpenAPI document
 fuzz: setup

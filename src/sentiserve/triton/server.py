@@ -31,7 +31,7 @@ SHM = Path("/dev/shm")
 SHM_PREFIX = "triton_python_backend_shm_region"
 
 
-def _shm_regions(prefix: str = SHM_PREFIX) -> set[str]:
+def _shm_regions(prefix: str) -> set[str]:
     try:
         return {p.name for p in SHM.iterdir() if p.name.startswith(prefix)}
     except OSError:

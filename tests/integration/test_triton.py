@@ -26,7 +26,7 @@ from sentiserve.repository.layout import CONFIG, ModelRepository
 from sentiserve.repository.triton import Platform, write_gpu_form, write_python_form
 from sentiserve.triton.environment import TritonEnvironment
 from sentiserve.triton.model_config import read_config
-from sentiserve.triton.server import SHM, SHM_PREFIX, TritonServer
+from sentiserve.triton.server import SHM_PREFIX, TritonServer, shm_regions
 from tests.conftest import toy_texts
 from tests.integration.serving import Running, start_server, stop
 
@@ -456,10 +456,6 @@ def processes_mentioning(*texts: str) -> list[int]:
         if all(t in line for t in texts):
             found.append(int(cmdline.parent.name))
     return found
-
-
-def shm_regions(prefix: str = SHM_PREFIX) -> set[str]:
-    return {p.name for p in SHM.iterdir() if p.name.startswith(prefix)}
 
 
 def shm_prefix_of(repo: Path) -> str:

@@ -31,7 +31,8 @@ SHM = Path("/dev/shm")
 SHM_PREFIX = "triton_python_backend_shm_region"
 
 
-def _shm_regions(prefix: str) -> set[str]:
+def shm_regions(prefix: str) -> set[str]:
+    """The names of the shared memory regions in ``/dev/shm`` that start with ``prefix``."""
     try:
         return {p.name for p in SHM.iterdir() if p.name.startswith(prefix)}
     except OSError:
@@ -182,7 +183,7 @@ class TritonServer:
         self._cleanup_shm()
 
     def _cleanup_shm(self) -> None:
-        for name in _shm_regions(self.shm_prefix):
+        for name in shm_regions(self.shm_prefix):
             logger.warning("removing shared memory left by Triton: /dev/shm/%s", name)
             (SHM / name).unlink(missing_ok=True)
 

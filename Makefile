@@ -5,7 +5,7 @@ SENTI     := $(VENV)/bin/sentiserve
 STAMP     := $(VENV)/.installed
 REPO      ?= model_repository
 
-.PHONY: images stack stack-down help gpu-wheels gpu-smoke cluster-local serve-checkpoint setup system tools triton kserve serve-triton model serve test coverage test-unit test-fast fuzz lint format bench bench-serving soak monitor clean
+.PHONY: images stack stack-down help gpu-wheels gpu-smoke cluster-local serve-checkpoint setup system tools triton kserve serve-triton model serve test coverage test-unit test-fast fuzz lint format bench bench-serving bench-peers soak monitor clean
 
 ## help: this list of targets
 help:
@@ -167,13 +167,18 @@ format: setup
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 
 ## bench: engines, then servers side by side (builds the default model first if missing)
-bench: model system triton
+bench: model system triton bench-peers
 	$(PY) benchmarks/engines.py --model-repository $(REPO) --out benchmarks/RESULTS.md
 	$(PY) benchmarks/compare.py --model-repository $(REPO) --out benchmarks/RESULTS-serving.md
 
 ## bench-serving: only the serving comparison
-bench-serving: model system triton
+bench-serving: model system triton bench-peers
 	$(PY) benchmarks/compare.py --model-repository $(REPO) --out benchmarks/RESULTS-serving.md
+
+## bench-peers: LitServe, Ray Serve, BentoML, MLServer and Infinity, each in its own
+## environment under .peers/ (their pins clash with ours and with each other)
+bench-peers: setup
+	$(PY) benchmarks/peerset.py
 
 ## soak: 70% of measured capacity for 30 minutes; start against end (benchmarks/RESULTS-soak.md)
 soak: model system

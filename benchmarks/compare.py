@@ -1,66 +1,78 @@
 """Serving side by side, in ONE run on one machine, with the same texts and clients.
 
-Peers (each started, measured and stopped here):
-1. plain: the server a user writes in an afternoon and the one to beat on CPU: FastAPI, a
-   sync handler, one ONNX Runtime call per request on the same engine file
-   (benchmarks/plain_server.py), with 1 and with 2 intra-op threads.
-2. sentiserve: ``sentiserve serve`` with its defaults; on ``long`` also with length
+Peers (each started, measured and stopped here, all on the same int8 engine file):
+1. plain: the server a user writes in an afternoon: FastAPI, a sync handler, one ONNX
+   Runtime call per request (benchmarks/plain_server.py), with 1 and with 2 intra-op threads.
+2. the serving frameworks people pick for dynamic batching, each from its own environment
+   (benchmarks/peerset.py, benchmarks/peers/): LitServe, Ray Serve, BentoML, MLServer
+   (KServe v2) and Infinity, each with the best of the settings its documentation suggests
+   (measured first, at 32 clients).
+3. sentiserve: ``sentiserve serve`` with its defaults; on ``long`` also with length
    grouping off, to show what grouping is worth.
-3. triton (v2): the real Triton 2.51 (bundled in nvidia-pytriton, ``sentiserve triton``)
-   with the python-backend form of the same model version (same int8 engine, Triton's
-   dynamic batching), over KServe v2 HTTP; beside it sentiserve (v2) over the same protocol.
-4. naive: FastAPI + ``transformers.pipeline`` on the fine-tuned PyTorch model (rt only).
-5. ceiling: no server, the same engine over the same texts in length-sorted batches of 32,
+4. triton (v2): the real Triton 2.51 (bundled in nvidia-pytriton, ``sentiserve triton``)
+   with the python-backend form of the same model version (Triton's dynamic batching), over
+   KServe v2 HTTP; beside it sentiserve (v2) over the same protocol.
+5. naive: FastAPI + ``transformers.pipeline`` on the fine-tuned PyTorch model (rt only).
+6. ceiling: no server, the same engine over the same texts in length-sorted batches of 32,
    in the better of two layouts: one session with every core, or one one-thread session
    per core side by side.
 
-Headline numbers come from ``wrk`` (a C load generator: one thread, N keep-alive
-connections, closed loop, one text per request), so the client does not eat the server's
-cores; ``sentiserve bench`` (aiohttp, Python) is measured beside it for sentiserve and the
-plain peers, with the server's own queue and compute metrics. Memory is the peak resident
-set summed over a peer's processes (Triton's python stub included).
-Writes benchmarks/RESULTS-serving.md (and the raw JSON beside it).
+Each server is measured at 1, 8, 32, 128 and 256 concurrent clients. Headline numbers come
+from ``wrk`` (a C load generator: one thread, N keep-alive connections, closed loop, one
+text per request), so the client does not eat the server's cores; ``sentiserve bench``
+(aiohttp, Python) is measured beside it for sentiserve and the plain peers, with the
+server's own queue and compute metrics. A server is ready when it first answers a real
+request. Memory is the peak resident set summed over a server's processes (Triton's python
+stub, Ray's GCS and raylet, every worker).
+Writes benchmarks/RESULTS-serving.md, its JSON and a plot (RESULTS-serving.png) beside it.
 
 Usage: python benchmarks/compare.py [--model-repository DIR] [--build-dir DIR] [--repeat 2]
-       [--duration 15] [--warmup 3] [--data rt,long] [--no-triton] [--out FILE]
+       [--duration 10] [--warmup 2] [--data rt,long] [--levels 1,8,32,128,256]
+       [--no-triton] [--no-frameworks] [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
-import math
 import os
 import platform
 import re
+import signal
 import statistics
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import peerset
+import serving_report
+from sentiserve.bench.protocols import http_request
 from sentiserve.bench.report import machine
 from sentiserve.bench.runner import BenchConfig, run_levels
 from sentiserve.bench.texts import BenchTexts, load_texts
-from sentiserve.bench.wrk import run_wrk
+from sentiserve.bench.wrk import run_wrk_bodies
 from sentiserve.engine.instances import available_cores
-from sentiserve.local.ready import free_port, is_ready, serve_command
+from sentiserve.local.ready import free_port, serve_command
+from serving_report import PLAIN
 
 HERE = Path(__file__).resolve().parent
-PLAIN = ("plain, 1 thread", "plain, 2 threads")
-PEERS = (
-    *PLAIN,
-    "sentiserve",
-    "sentiserve, grouping off",
-    "naive",
-    "triton (v2)",
-    "sentiserve (v2)",
-)
-CLIENTS = ("wrk", "aiohttp")
+LEVELS = (1, 8, 32, 128, 256)
+TUNE_CLIENTS = 32
+Request = Callable[[Sequence[str]], tuple[str, list[bytes]]]
+
+
+def protocol_request(protocol: str) -> Request:
+    """The bodies ``sentiserve bench`` sends for ``protocol``."""
+    return lambda texts: http_request(protocol, "sentiment", texts)
 
 
 def descendants(pid: int) -> list[int]:
@@ -95,10 +107,25 @@ def rss_mb(pid: int) -> dict[str, float]:
     return values
 
 
-class Peer:
-    """A server process on free ports; ``ready_s`` is start to ready."""
+def answers(url: str, body: bytes) -> bool:
+    """Whether a POST of ``body`` to ``url`` gets a 200."""
+    request = urllib.request.Request(
+        url, data=body, headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return bool(response.status == 200)
+    except (OSError, urllib.error.HTTPError):
+        return False
 
-    def __init__(self, command: list[str]) -> None:
+
+class Peer:
+    """A server process (and its process group) on free ports; ready when it first answers
+    ``probe`` (a path and one request body) with 200; ``ready_s`` is start to ready."""
+
+    def __init__(
+        self, command: list[str], probe: tuple[str, bytes], env: dict[str, str] | None = None
+    ) -> None:
         self.http = free_port()
         self.metrics = free_port()
         cmd = [
@@ -107,20 +134,27 @@ class Peer:
         ]
         start = time.monotonic()
         self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+            cmd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            start_new_session=True,
         )
         self.url = f"http://127.0.0.1:{self.http}"
         while True:
             if self.proc.poll() is not None:
                 error = self.proc.stderr.read() if self.proc.stderr else ""
-                raise RuntimeError(f"{cmd[:3]} exited: {error[-2000:]}")
-            if is_ready(self.url):
+                raise RuntimeError(f"{' '.join(cmd[:3])} exited: {error[-2000:]}")
+            if answers(self.url + probe[0], probe[1]):
                 break
             if time.monotonic() - start > 300:
-                self.proc.kill()
-                raise RuntimeError(f"{cmd[:3]} not ready in 300 s")
-            time.sleep(0.02)
+                self.stop()
+                raise RuntimeError(f"{' '.join(cmd[:3])} did not answer in 300 s")
+            time.sleep(0.05)
         self.ready_s = time.monotonic() - start
+        # Nothing reads stderr from here on: a chatty server must not block on a full pipe.
+        threading.Thread(target=self.proc.stderr.read, daemon=True).start()  # type: ignore[union-attr]
 
     def stop(self) -> dict[str, float]:
         memory = rss_mb(self.proc.pid)
@@ -129,6 +163,9 @@ class Peer:
             self.proc.wait(30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+        # Whatever the server left behind in its session (Ray's daemons, workers).
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
         return memory
 
 
@@ -161,8 +198,31 @@ class PeerSpec:
     command: list[str]
     levels: tuple[int, ...]
     protocol: str = "v1"
+    request: Request = field(default=protocol_request("v1"))
     metrics: bool = False
     clients: tuple[str, ...] = ("wrk",)
+    env: dict[str, str] | None = None
+    settings: dict[str, Any] | None = None
+
+
+def framework_spec(
+    framework: peerset.Framework, setting: dict[str, Any], repo: Path, levels: tuple[int, ...]
+) -> PeerSpec:
+    command, env = framework.command(repo, setting)
+    return PeerSpec(
+        framework.name,
+        command,
+        levels,
+        protocol=framework.protocol,
+        request=framework.request,
+        env=env,
+        settings=setting,
+    )
+
+
+def start(spec: PeerSpec, texts: BenchTexts) -> Peer:
+    path, bodies = spec.request(texts.texts[:1])
+    return Peer(spec.command, (path, bodies[0]), spec.env)
 
 
 def measure(
@@ -170,10 +230,10 @@ def measure(
 ) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     if "wrk" in spec.clients:
-        rows = run_wrk(
-            peer.url,
-            spec.protocol,
-            texts.texts,
+        path, bodies = spec.request(texts.texts)
+        rows = run_wrk_bodies(
+            peer.url + path,
+            bodies,
             spec.levels,
             duration_s=args.duration,
             warmup_s=args.warmup,
@@ -182,7 +242,7 @@ def measure(
     if "aiohttp" in spec.clients:
         config = BenchConfig(
             url=peer.url,
-            concurrency=spec.levels,
+            concurrency=tuple(n for n in spec.levels if n in (1, 32)),
             duration_s=args.duration,
             warmup_s=args.warmup,
             protocol=spec.protocol,
@@ -191,6 +251,49 @@ def measure(
         out["aiohttp"] = [
             {**row, "client": "aiohttp"} for row in asyncio.run(run_levels(config, texts)).results
         ]
+    return out
+
+
+def tune(repo: Path, texts: BenchTexts, args: argparse.Namespace) -> dict[str, Any]:
+    """Each framework peer at ``TUNE_CLIENTS`` clients under each of its settings; the best
+    is the most throughput without errors (or, if every setting failed some requests, the
+    one with the fewest errors)."""
+    out: dict[str, Any] = {}
+    for framework in peerset.FRAMEWORKS:
+        if not framework.installed():
+            out[framework.name] = {"error": f"not installed (make bench-peers: {framework.venv})"}
+            continue
+        tried = []
+        for setting in framework.settings:
+            print(f"[tune] {framework.name}: {setting}", file=sys.stderr)
+            spec = framework_spec(framework, setting, repo, (TUNE_CLIENTS,))
+            try:
+                peer = start(spec, texts)
+            except RuntimeError as error:
+                tried.append({"setting": setting, "error": str(error)[-500:]})
+                continue
+            try:
+                path, bodies = spec.request(texts.texts)
+                (row,) = run_wrk_bodies(
+                    peer.url + path,
+                    bodies,
+                    (TUNE_CLIENTS,),
+                    duration_s=args.tune_duration,
+                    warmup_s=args.warmup,
+                )
+            finally:
+                peer.stop()
+            tried.append({"setting": setting, **row.as_dict()})
+        ran = [t for t in tried if "error" not in t]
+        if not ran:
+            error = tried[-1]["error"] if tried else "no settings"
+            if framework.known_issue:
+                said = [line for line in error.splitlines() if line.strip()][-1:] or ["-"]
+                error = f"{framework.known_issue} It said: {said[0].strip()}"
+            out[framework.name] = {"error": error}
+            continue
+        best = max(ran, key=lambda t: (-t["errors"], t["throughput"]))
+        out[framework.name] = {"tried": tried, "best": best["setting"]}
     return out
 
 
@@ -254,9 +357,15 @@ def ceiling(repo: Path, texts: BenchTexts) -> dict[str, float]:
     }
 
 
-def peer_specs(data: str, repo: Path, model_dir: Path, args: argparse.Namespace) -> list[PeerSpec]:
+def peer_specs(
+    data: str,
+    repo: Path,
+    model_dir: Path,
+    args: argparse.Namespace,
+    tuned: dict[str, Any],
+) -> list[PeerSpec]:
     both = ("wrk", "aiohttp")
-    levels = (1, 32)
+    levels = args.levels
     specs = [
         PeerSpec(PLAIN[0], plain_cmd(repo, 1), levels, clients=both),
         PeerSpec(PLAIN[1], plain_cmd(repo, 2), levels, clients=both),
@@ -265,6 +374,10 @@ def peer_specs(data: str, repo: Path, model_dir: Path, args: argparse.Namespace)
     if data == "long":
         off = sentiserve_cmd(repo, "--no-group-by-length")
         specs.append(PeerSpec("sentiserve, grouping off", off, (32,), metrics=True))
+    for framework in peerset.FRAMEWORKS:
+        best = tuned.get(framework.name, {}).get("best")
+        if best is not None:
+            specs.append(framework_spec(framework, best, repo, levels))
     if data == "rt":
         naive = [
             sys.executable,
@@ -274,36 +387,54 @@ def peer_specs(data: str, repo: Path, model_dir: Path, args: argparse.Namespace)
             "--port",
             "{http}",
         ]
-        specs.append(PeerSpec("naive", naive, levels))
+        specs.append(PeerSpec("naive", naive, tuple(n for n in levels if n in (1, 32))))
         if not args.no_triton:
+            v2 = protocol_request("v2-http")
             specs += [
-                PeerSpec("triton (v2)", triton_cmd(repo), levels, "v2-http"),
-                PeerSpec("sentiserve (v2)", sentiserve_cmd(repo), levels, "v2-http"),
+                PeerSpec("triton (v2)", triton_cmd(repo), levels, "v2-http", v2),
+                PeerSpec("sentiserve (v2)", sentiserve_cmd(repo), levels, "v2-http", v2),
             ]
     return specs
 
 
-def one_run(args: argparse.Namespace) -> dict[str, Any]:
+def one_run(args: argparse.Namespace, tuned: dict[str, Any]) -> dict[str, Any]:
     repo, model_dir = Path(args.model_repository), Path(args.build_dir) / "model"
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"tuning": tuned}
     for data in args.data.split(","):
         texts = load_texts(data)
         section: dict[str, Any] = {"description": texts.description, "synthetic": texts.synthetic}
         print(f"[{data}] ceiling", file=sys.stderr)
         section["ceiling"] = ceiling(repo, texts)
-        for spec in peer_specs(data, repo, model_dir, args):
+        for spec in peer_specs(data, repo, model_dir, args, tuned):
             print(f"[{data}] {spec.name}", file=sys.stderr)
-            peer = Peer(spec.command)
-            rows = measure(peer, texts, spec, args)
-            memory = peer.stop()
+            try:
+                peer = start(spec, texts)
+            except RuntimeError as error:
+                section[spec.name] = {"error": str(error)[-1000:], "protocol": spec.protocol}
+                continue
+            try:
+                rows = measure(peer, texts, spec, args)
+            finally:
+                memory = peer.stop()
             section[spec.name] = {
                 "ready_s": peer.ready_s,
                 "memory_mb": memory,
                 "results": rows,
                 "protocol": spec.protocol,
+                "settings": spec.settings,
             }
         out[data] = section
     return out
+
+
+def package_version(python: Path | str, package: str) -> str:
+    done = subprocess.run(
+        [str(python), "-c", f"import importlib.metadata as m; print(m.version({package!r}))"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.stdout.strip() or "?"
 
 
 def versions() -> dict[str, str]:
@@ -317,7 +448,7 @@ def versions() -> dict[str, str]:
     import sentiserve
 
     wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
-    return {
+    found = {
         "python": platform.python_version(),
         "sentiserve": sentiserve.__version__,
         "onnxruntime": onnxruntime.__version__,
@@ -328,238 +459,10 @@ def versions() -> dict[str, str]:
         "aiohttp": aiohttp.__version__,
         "wrk": (wrk.stdout or wrk.stderr).split()[1] if (wrk.stdout or wrk.stderr) else "?",
     }
-
-
-def row_at(
-    section: dict[str, Any], peer: str, clients: int, client: str = "wrk"
-) -> dict[str, Any] | None:
-    rows: list[dict[str, Any]] = section.get(peer, {}).get("results", {}).get(client, [])
-    return next((row for row in rows if row["concurrency"] == clients), None)
-
-
-def finite(values: list[Any]) -> list[float]:
-    return [float(v) for v in values if v is not None and math.isfinite(v)]
-
-
-def span(values: list[Any], digits: int = 1) -> str:
-    """``12.3`` or ``12.3–14.1`` over runs; ``-`` when nothing was measured."""
-    values = finite(values)
-    if not values:
-        return "-"
-    lo, hi = min(values), max(values)
-    if round(lo, digits) == round(hi, digits):
-        return f"{lo:.{digits}f}"
-    return f"{lo:.{digits}f}–{hi:.{digits}f}"
-
-
-def at(run: dict[str, Any], data: str, peer: str, clients: int, key: str) -> float | None:
-    if data not in run:
-        return None
-    row = row_at(run[data], peer, clients)
-    return None if row is None else row[key]
-
-
-def best_plain(
-    run: dict[str, Any], data: str, clients: int, key: str, higher: bool
-) -> float | None:
-    """The plain peer's best value (more throughput, or less latency) over its thread counts."""
-    values = finite([at(run, data, p, clients, key) for p in PLAIN])
-    if not values:
-        return None
-    return max(values) if higher else min(values)
-
-
-def div(a: float | None, b: float | None) -> float | None:
-    return None if a is None or not b else a / b
-
-
-def goals(runs: list[dict[str, Any]]) -> list[tuple[str, str, str, bool | None]]:
-    """(goal, measured per run, target, met in every run)."""
-    out: list[tuple[str, str, str, bool | None]] = []
-
-    def goal(name: str, target: float, fn: Any, higher: bool = True, fmt: str = "{:.2f}") -> None:
-        values = finite([fn(run) for run in runs])
-        sign = "≥" if higher else "≤"
-        if not values:
-            out.append((name, "not measured", f"{sign} {target:g}", None))
-            return
-        met = all(v >= target if higher else v <= target for v in values)
-        out.append((name, " / ".join(fmt.format(v) for v in values), f"{sign} {target:g}", met))
-
-    def ceiling_of(run: dict[str, Any], data: str) -> float | None:
-        return run.get(data, {}).get("ceiling", {}).get("sorted32_seq_s")
-
-    goal(
-        "rt, 32 clients: sentiserve / ceiling throughput",
-        0.85,
-        lambda r: div(at(r, "rt", "sentiserve", 32, "throughput"), ceiling_of(r, "rt")),
-    )
-    goal(
-        "rt, 32 clients: sentiserve / best plain peer throughput",
-        1.1,
-        lambda r: div(
-            at(r, "rt", "sentiserve", 32, "throughput"), best_plain(r, "rt", 32, "throughput", True)
-        ),
-    )
-    goal(
-        "rt, 32 clients: sentiserve p99 / best plain peer p99",
-        0.8,
-        lambda r: div(
-            at(r, "rt", "sentiserve", 32, "p99_ms"), best_plain(r, "rt", 32, "p99_ms", False)
-        ),
-        higher=False,
-    )
-    goal(
-        "rt, 1 client: sentiserve p50 − best plain peer p50 (ms)",
-        0.3,
-        lambda r: (
-            None
-            if at(r, "rt", "sentiserve", 1, "p50_ms") is None
-            or best_plain(r, "rt", 1, "p50_ms", False) is None
-            else at(r, "rt", "sentiserve", 1, "p50_ms") - best_plain(r, "rt", 1, "p50_ms", False)
-        ),
-        higher=False,
-    )
-    goal(
-        "long, 32 clients: sentiserve / ceiling throughput",
-        0.85,
-        lambda r: div(at(r, "long", "sentiserve", 32, "throughput"), ceiling_of(r, "long")),
-    )
-    goal(
-        "long, 32 clients: sentiserve / best plain peer throughput",
-        1.0,
-        lambda r: div(
-            at(r, "long", "sentiserve", 32, "throughput"),
-            best_plain(r, "long", 32, "throughput", True),
-        ),
-    )
-    goal(
-        "rt, 32 clients, v2 HTTP: sentiserve / Triton throughput",
-        1.6,
-        lambda r: div(
-            at(r, "rt", "sentiserve (v2)", 32, "throughput"),
-            at(r, "rt", "triton (v2)", 32, "throughput"),
-        ),
-    )
-    goal(
-        "rt, 32 clients, v2 HTTP: sentiserve p99 / Triton p99",
-        0.6,
-        lambda r: div(
-            at(r, "rt", "sentiserve (v2)", 32, "p99_ms"), at(r, "rt", "triton (v2)", 32, "p99_ms")
-        ),
-        higher=False,
-    )
-    goal(
-        "sentiserve ready after start (s)",
-        2.0,
-        lambda r: r.get("rt", {}).get("sentiserve", {}).get("ready_s"),
-        higher=False,
-    )
-    for data in ("rt", "long"):
-        goal(
-            f"sentiserve peak resident memory, {data} (MB)",
-            400,
-            lambda r, d=data: r.get(d, {}).get("sentiserve", {}).get("memory_mb", {}).get("VmHWM"),
-            higher=False,
-            fmt="{:.0f}",
-        )
-    goal(
-        "rt, 32 clients: sentiserve / naive throughput (for reference)",
-        6.0,
-        lambda r: div(
-            at(r, "rt", "sentiserve", 32, "throughput"), at(r, "rt", "naive", 32, "throughput")
-        ),
-    )
-    return out
-
-
-def results_table(runs: list[dict[str, Any]], data: str, client: str) -> list[str]:
-    first = runs[0][data]
-    server = client == "aiohttp"
-    head = "| server | clients | req/s | p50 ms | p99 ms | errors |"
-    rule = "| --- | --- | --- | --- | --- | --- |"
-    if server:
-        head += " batch | queue µs/req | compute µs/req |"
-        rule += " --- | --- | --- |"
-    lines = [head, rule]
-    for peer in PEERS:
-        if peer not in first:
-            continue
-        for row in first[peer]["results"].get(client, []):
-            found = [row_at(r[data], peer, row["concurrency"], client) for r in runs]
-            rows = [x for x in found if x is not None]
-
-            def cell(key: str, digits: int = 1, rows: list[dict[str, Any]] = rows) -> str:
-                return span([x.get(key) for x in rows], digits)
-
-            line = (
-                f"| {peer} | {row['concurrency']} | {cell('throughput')} | "
-                f"{cell('p50_ms', 2)} | {cell('p99_ms')} | {cell('errors', 0)} |"
-            )
-            if server:
-                line += (
-                    f" {cell('server_batch_size')} | {cell('server_queue_us', 0)} | "
-                    f"{cell('server_compute_us', 0)} |"
-                )
-            lines.append(line)
-    return lines
-
-
-def markdown(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
-    info = machine()
-    lines = [
-        "# Serving benchmark: sentiserve side by side with its peers",
-        "",
-        "Written by `python benchmarks/compare.py` (`make bench`). One machine; the client "
-        "shares its cores with the server. Headline numbers: `wrk` (C, one thread, N "
-        "keep-alive connections, closed loop, one text per request, "
-        f"{args.warmup:g} s warm-up thrown away, {args.duration:g} s per level); beside it "
-        "`sentiserve bench` (aiohttp, Python) with the server's own queue and compute metrics. "
-        f"{len(runs)} full runs; cells show the range over runs. The machine is shared and "
-        "noisy: compare ratios within a run.",
-        "",
-        f"- Machine: {info['cpu']}, {info['cores']} cores, {info['platform']}",
-        "- Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()),
-        "- The plain peers: FastAPI, sync handler, one ONNX Runtime call per request on the "
-        "same engine file (benchmarks/plain_server.py), 1 or 2 intra-op threads. "
-        '"Best plain peer" is the better of the two in each run.',
-        "",
-        "## Goals",
-        "",
-        "| goal | measured (per run) | target | met |",
-        "| --- | --- | --- | --- |",
-    ]
-    for name, measured, target, met in goals(runs):
-        verdict = "n/a" if met is None else ("yes" if met else "**no**")
-        lines.append(f"| {name} | {measured} | {target} | {verdict} |")
-    for data in runs[0]:
-        first = runs[0][data]
-        c = [r[data]["ceiling"] for r in runs]
-        lines += ["", f"## Data `{data}`: {first['description']}", ""]
-        lines.append(
-            f"Ceiling (no server, the same engine, all {c[0]['texts']:,} texts in "
-            f"length-sorted batches of 32): {span([x['sorted32_seq_s'] for x in c])} seq/s, "
-            f"the better of one session with {c[0]['cores']} threads "
-            f"({span([x['one_session_seq_s'] for x in c])}) and {c[0]['cores']} one-thread "
-            f"sessions side by side ({span([x['per_core_seq_s'] for x in c])}). Engine "
-            f"batch-1 p50 {span([x['batch1_p50_ms'] for x in c], 2)} ms with "
-            f"{c[0]['cores']} threads; mean length {c[0]['mean_tokens']:.0f} tokens."
-        )
-        lines += ["", "wrk:", "", *results_table(runs, data, "wrk")]
-        if any(first[p]["results"].get("aiohttp") for p in PEERS if p in first):
-            lines += [
-                "",
-                "`sentiserve bench` (aiohttp):",
-                "",
-                *results_table(runs, data, "aiohttp"),
-            ]
-        lines.append("")
-        for peer in PEERS:
-            if peer in first:
-                ready = span([r[data][peer]["ready_s"] for r in runs], 2)
-                peak = span([r[data][peer]["memory_mb"].get("VmHWM", 0) for r in runs], 0)
-                lines.append(f"- {peer}: ready {ready} s after start; peak resident {peak} MB.")
-    return "\n".join(lines) + "\n"
+    for framework in peerset.FRAMEWORKS:
+        if framework.installed():
+            found[framework.package] = package_version(framework.python, framework.package)
+    return found
 
 
 SECTION = re.compile(r"<!-- (\w+):start -->.*?<!-- \1:end -->", re.S)
@@ -574,6 +477,31 @@ def keep_sections(path: Path, text: str) -> str:
     return "\n\n".join([text.rstrip(), *kept]) + "\n"
 
 
+def report(runs: list[dict[str, Any]], args: argparse.Namespace, out: Path) -> None:
+    """RESULTS-serving.md (keeping other scripts' sections) and the plot beside it."""
+    picture = out.with_suffix(".png")
+    serving_report.plot(runs, picture)
+    text = serving_report.markdown(
+        runs,
+        info=runs[0]["meta"]["machine"],
+        versions=runs[0]["meta"]["versions"],
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+        plot_name=picture.name,
+    )
+    out.write_text(keep_sections(out, text))
+
+
+def levels(value: str) -> tuple[int, ...]:
+    try:
+        found = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 1,8,32, got {value!r}") from None
+    if not found or min(found) < 1:
+        raise argparse.ArgumentTypeError("client counts must be 1 or more")
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -581,12 +509,19 @@ def main() -> None:
     parser.add_argument("--model-repository", default="model_repository")
     parser.add_argument("--build-dir", default="build")
     parser.add_argument("--repeat", type=int, default=2)
-    parser.add_argument("--duration", type=float, default=15.0)
-    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per level")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds thrown away first")
+    parser.add_argument("--tune-duration", type=float, default=8.0, help="seconds per setting")
+    parser.add_argument("--levels", type=levels, default=LEVELS, help="concurrent clients")
     parser.add_argument("--data", default="rt,long")
     parser.add_argument("--out", default=str(HERE / "RESULTS-serving.md"))
     parser.add_argument(
         "--no-triton", action="store_true", help="leave out Triton (and its sentiserve v2 pair)"
+    )
+    parser.add_argument(
+        "--no-frameworks",
+        action="store_true",
+        help="leave out LitServe, Ray Serve, BentoML, MLServer and Infinity",
     )
     parser.add_argument(
         "--render",
@@ -594,21 +529,27 @@ def main() -> None:
         help="only re-write the report from a previous run's JSON (measures nothing)",
     )
     args = parser.parse_args()
+    out = Path(args.out)
     if args.render:
-        runs = json.loads(Path(args.render).read_text())
-        Path(args.out).write_text(markdown(runs, args))
+        report(json.loads(Path(args.render).read_text()), args, out)
         return
     if not (Path(args.build_dir) / "model" / "config.json").exists():
         sys.exit(f"no fine-tuned model in {args.build_dir}/model: run `make model` first")
     os.environ.setdefault("SENTISERVE_LOG_LEVEL", "WARNING")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    repo = Path(args.model_repository)
+    tuned: dict[str, Any] = {}
+    if not args.no_frameworks:
+        tuned = tune(repo, load_texts(args.data.split(",")[0]), args)
+    meta = {"machine": machine(), "versions": versions()}
     runs = []
     for k in range(args.repeat):
         print(f"run {k + 1} of {args.repeat}", file=sys.stderr)
-        runs.append(one_run(args))
-    out = Path(args.out)
-    out.write_text(keep_sections(out, markdown(runs, args)))
-    out.with_suffix(".json").write_text(json.dumps(runs, indent=1, default=str) + "\n")
-    print(f"wrote {out} and {out.with_suffix('.json')}", file=sys.stderr)
+        runs.append({"meta": meta, **one_run(args, tuned)})
+        # Written after every run, so a long measurement is never lost to a later failure.
+        out.with_suffix(".json").write_text(json.dumps(runs, indent=1, default=str) + "\n")
+    report(runs, args, out)
+    print(f"wrote {out}, its plot and {out.with_suffix('.json')}", file=sys.stderr)
 
 
 if __name__ == "__main__":

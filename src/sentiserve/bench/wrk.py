@@ -106,16 +106,41 @@ def run_wrk(
     timeout_s: float = 30.0,
     api_key: str | None = None,
 ) -> list[WrkResult]:
-    """One wrk run per concurrency level, each after a discarded warm-up run. Durations
-    are rounded up to whole seconds (wrk's unit)."""
+    """One wrk run per concurrency level, each after a discarded warm-up run, with the
+    request bodies ``sentiserve bench`` sends for ``protocol``. Durations are rounded up to
+    whole seconds (wrk's unit)."""
+    path, bodies = http_request(protocol, model, texts)
+    return run_wrk_bodies(
+        f"{http_base(url)}{path}",
+        bodies,
+        concurrency,
+        duration_s=duration_s,
+        warmup_s=warmup_s,
+        timeout_s=timeout_s,
+        api_key=api_key,
+    )
+
+
+def run_wrk_bodies(
+    target: str,
+    bodies: Sequence[bytes],
+    concurrency: Sequence[int],
+    *,
+    duration_s: float = 15.0,
+    warmup_s: float = 3.0,
+    timeout_s: float = 30.0,
+    api_key: str | None = None,
+) -> list[WrkResult]:
+    """``run_wrk`` for any JSON API: POST ``bodies`` (one JSON document each, cycled) to the
+    full URL ``target``."""
     if any(c < 1 for c in concurrency):
         raise ConfigError("concurrency levels must be >= 1")
-    if any("\n" in t or "\r" in t for t in texts):
+    if not bodies:
+        raise ConfigError("no request bodies to send")
+    if any(b"\n" in b or b"\r" in b for b in bodies):
         # JSON escapes newlines inside strings, so a body is always one line; kept as a check.
         raise ConfigError("request bodies must be single lines")
     binary = wrk_binary()
-    path, bodies = http_request(protocol, model, texts)
-    target = f"{http_base(url)}{path}"
     results = []
     with tempfile.TemporaryDirectory(prefix="sentiserve-wrk-") as tmp:
         script = Path(tmp) / "cycle.lua"

@@ -21,9 +21,10 @@ Each server is measured at 1, 8, 32, 128 and 256 concurrent clients. Headline nu
 from ``wrk`` (a C load generator: one thread, N keep-alive connections, closed loop, one
 text per request), so the client does not eat the server's cores; ``sentiserve bench``
 (aiohttp, Python) is measured beside it for sentiserve and the plain peers, with the
-server's own queue and compute metrics. A server is ready when it first answers a real
-request. Memory is the peak resident set summed over a server's processes (Triton's python
-stub, Ray's GCS and raylet, every worker).
+server's own queue and compute metrics, and over KServe v2 gRPC (grpc.aio; wrk speaks
+only HTTP/1.1) for sentiserve and Triton at 1 and 32 clients. A server is ready when it
+first answers a real request. Memory is the peak resident set summed over a server's
+processes (Triton's python stub, Ray's GCS and raylet, every worker).
 Writes benchmarks/RESULTS-serving.md, its JSON and a plot (RESULTS-serving.png) beside it.
 
 Usage: python benchmarks/compare.py [--model-repository DIR] [--build-dir DIR] [--repeat 2]
@@ -126,12 +127,13 @@ class Peer:
     def __init__(
         self, command: list[str], probe: tuple[str, bytes], env: dict[str, str] | None = None
     ) -> None:
-        self.http = free_port()
-        self.metrics = free_port()
-        cmd = [
-            c.replace("{http}", str(self.http)).replace("{metrics}", str(self.metrics))
-            for c in command
-        ]
+        self.http, self.grpc, self.metrics = free_port(), free_port(), free_port()
+        ports = {"{http}": self.http, "{grpc}": self.grpc, "{metrics}": self.metrics}
+        cmd = []
+        for part in command:
+            for name, port in ports.items():
+                part = part.replace(name, str(port))
+            cmd.append(part)
         start = time.monotonic()
         self.proc = subprocess.Popen(
             cmd,
@@ -169,8 +171,8 @@ class Peer:
         return memory
 
 
-def sentiserve_cmd(repo: Path, *extra: str) -> list[str]:
-    return serve_command(repo, "{http}", 0, "{metrics}", *extra)
+def sentiserve_cmd(repo: Path, *extra: str, grpc: bool = False) -> list[str]:
+    return serve_command(repo, "{http}", "{grpc}" if grpc else 0, "{metrics}", *extra)
 
 
 def plain_cmd(repo: Path, threads: int) -> list[str]:
@@ -188,7 +190,7 @@ def plain_cmd(repo: Path, threads: int) -> list[str]:
 
 def triton_cmd(repo: Path) -> list[str]:
     return serve_command(
-        repo, "{http}", free_port(), "{metrics}", "--exit-timeout-s", "3", command="triton"
+        repo, "{http}", "{grpc}", "{metrics}", "--exit-timeout-s", "3", command="triton"
     )
 
 
@@ -239,17 +241,19 @@ def measure(
             warmup_s=args.warmup,
         )
         out["wrk"] = [r.as_dict() for r in rows]
-    if "aiohttp" in spec.clients:
+    if "bench" in spec.clients:
+        grpc = spec.protocol == "v2-grpc"
         config = BenchConfig(
-            url=peer.url,
+            url=f"127.0.0.1:{peer.grpc}" if grpc else peer.url,
             concurrency=tuple(n for n in spec.levels if n in (1, 32)),
             duration_s=args.duration,
             warmup_s=args.warmup,
             protocol=spec.protocol,
             metrics_url=f"http://127.0.0.1:{peer.metrics}/metrics" if spec.metrics else None,
         )
-        out["aiohttp"] = [
-            {**row, "client": "aiohttp"} for row in asyncio.run(run_levels(config, texts)).results
+        client = "sentiserve bench (grpc.aio)" if grpc else "sentiserve bench (aiohttp)"
+        out["bench"] = [
+            {**row, "client": client} for row in asyncio.run(run_levels(config, texts)).results
         ]
     return out
 
@@ -364,7 +368,7 @@ def peer_specs(
     args: argparse.Namespace,
     tuned: dict[str, Any],
 ) -> list[PeerSpec]:
-    both = ("wrk", "aiohttp")
+    both = ("wrk", "bench")
     levels = args.levels
     specs = [
         PeerSpec(PLAIN[0], plain_cmd(repo, 1), levels, clients=both),
@@ -390,9 +394,29 @@ def peer_specs(
         specs.append(PeerSpec("naive", naive, tuple(n for n in levels if n in (1, 32))))
         if not args.no_triton:
             v2 = protocol_request("v2-http")
+            grpc = tuple(n for n in levels if n in (1, 32))
             specs += [
                 PeerSpec("triton (v2)", triton_cmd(repo), levels, "v2-http", v2),
                 PeerSpec("sentiserve (v2)", sentiserve_cmd(repo), levels, "v2-http", v2),
+                # gRPC: sentiserve bench's grpc.aio client (wrk speaks HTTP/1.1 only).
+                PeerSpec(
+                    "triton (v2 gRPC)",
+                    triton_cmd(repo),
+                    grpc,
+                    "v2-grpc",
+                    v2,
+                    metrics=True,
+                    clients=("bench",),
+                ),
+                PeerSpec(
+                    "sentiserve (v2 gRPC)",
+                    sentiserve_cmd(repo, grpc=True),
+                    grpc,
+                    "v2-grpc",
+                    v2,
+                    metrics=True,
+                    clients=("bench",),
+                ),
             ]
     return specs
 

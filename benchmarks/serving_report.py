@@ -24,9 +24,11 @@ PEERS = (
     "naive",
     "triton (v2)",
     "sentiserve (v2)",
+    "triton (v2 gRPC)",
+    "sentiserve (v2 gRPC)",
 )
 """Every server compare.py can measure, in table order."""
-OURS = ("sentiserve", "sentiserve, grouping off", "sentiserve (v2)")
+OURS = ("sentiserve", "sentiserve, grouping off", "sentiserve (v2)", "sentiserve (v2 gRPC)")
 RIVALS = tuple(p for p in PEERS if p not in OURS)
 """The peers sentiserve's goals are judged against (each at its best settings)."""
 
@@ -228,20 +230,20 @@ def curve_table(runs: list[Run], data: str, client: str = "wrk") -> list[str]:
 def server_side_table(runs: list[Run], data: str) -> list[str]:
     """``sentiserve bench`` rows with the server's own batch, queue and compute metrics."""
     lines = [
-        "| server | clients | req/s | p50 ms | p99 ms | errors | batch | queue µs/req | "
+        "| server | client | clients | req/s | p50 ms | p99 ms | errors | batch | queue µs/req | "
         "compute µs/req |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for peer in PEERS:
-        for row in runs[0][data].get(peer, {}).get("results", {}).get("aiohttp", []):
+        for row in runs[0][data].get(peer, {}).get("results", {}).get("bench", []):
             n = row["concurrency"]
-            rows = [x for r in runs if (x := row_at(r[data], peer, n, "aiohttp")) is not None]
+            rows = [x for r in runs if (x := row_at(r[data], peer, n, "bench")) is not None]
 
             def cell(key: str, digits: int = 1, rows: list[Any] = rows) -> str:
                 return span([x.get(key) for x in rows], digits)
 
             lines.append(
-                f"| {peer} | {n} | {cell('throughput')} | {cell('p50_ms', 2)} | "
+                f"| {peer} | {row['client']} | {n} | {cell('throughput')} | {cell('p50_ms', 2)} | "
                 f"{cell('p99_ms')} | {cell('errors', 0)} | {cell('server_batch_size')} | "
                 f"{cell('server_queue_us', 0)} | {cell('server_compute_us', 0)} |"
             )
@@ -350,7 +352,8 @@ def markdown(
         "shares its cores with the server. Headline numbers: `wrk` (C, one thread, N "
         "keep-alive connections, closed loop, one text per request, "
         f"{warmup_s:g} s warm-up thrown away, {duration_s:g} s per level); beside it "
-        "`sentiserve bench` (aiohttp, Python) with the server's own queue and compute metrics. "
+        "`sentiserve bench` (Python: aiohttp, and grpc.aio for gRPC) with the server's own "
+        "queue and compute metrics. "
         f"{len(runs)} full runs; cells show the range over runs. The machine is shared and "
         "noisy: compare ratios within a run.",
         "",
@@ -392,8 +395,14 @@ def markdown(
         )
         lines += ["", "wrk, req/s · p99 ms per number of clients:", ""]
         lines += curve_table(runs, data)
-        if any(first.get(p, {}).get("results", {}).get("aiohttp") for p in PEERS):
-            lines += ["", "`sentiserve bench` (aiohttp):", "", *server_side_table(runs, data)]
+        if any(first.get(p, {}).get("results", {}).get("bench") for p in PEERS):
+            lines += [
+                "",
+                "`sentiserve bench` (Python: aiohttp over HTTP, grpc.aio over gRPC), with the "
+                "server's own metrics where it has them:",
+                "",
+                *server_side_table(runs, data),
+            ]
         lines.append("")
         for peer in PEERS:
             if "error" in first.get(peer, {}):

@@ -13,6 +13,7 @@ from sentiserve.cli.console import console, current_settings, emit_json, step_pr
 from sentiserve.cli.options import option
 from sentiserve.engine.tokenizer import Truncation
 from sentiserve.errors import ConfigError
+from sentiserve.optimize.variants import OptimizeSettings
 from sentiserve.pipeline import BuildConfig
 from sentiserve.repository.layout import DEFAULT_ROOT
 from sentiserve.train.trainer import DEFAULT_BASE_MODEL, TrainConfig
@@ -44,6 +45,11 @@ def build(
     max_steps: int | None = option("max_steps", None),
     truncation: Truncation = typer.Option(
         Truncation.HEAD_TAIL, help="Long-text policy for serving."
+    ),
+    held_out_limit: int | None = typer.Option(
+        None,
+        min=1,
+        help="Check the engines on at most N held-out texts (default: the whole split).",
     ),
     force: bool = typer.Option(False, help="Rebuild every stage and write a new version."),
     checkpoint: str | None = typer.Option(
@@ -107,6 +113,7 @@ def build(
                 max_steps=max_steps,
             ),
             truncation=truncation,
+            optimize=OptimizeSettings(held_out_limit=held_out_limit),
             force=force,
             cache_dir=current_settings().cache_dir,
             checkpoint=checkpoint,

@@ -169,6 +169,50 @@ async def test_a_body_that_stalls_gets_408() -> None:
     assert b"did not arrive within 0.2 s" in sent[1]["body"]
 
 
+async def test_a_client_that_leaves_cancels_its_request() -> None:
+    entered, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def waits(call: Call) -> Reply:
+        entered.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return Reply(200, b"{}")
+
+    edge = make_edge(waits, max_in_flight=1)
+    sent: list[dict[str, Any]] = []
+    body = [{"type": "http.request", "body": b"x", "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        if body:
+            return body.pop()
+        await entered.wait()  # the client hangs up once its request is inside
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/sentiment", "headers": []}
+    await asyncio.wait_for(edge(scope, receive, send), 5)
+    assert cancelled.is_set(), "the handler was cancelled, not left to finish"
+    assert sent == [], "nobody to answer"
+    assert edge.policy.in_flight == 0, "its place in the budget is free again"
+    counted = edge.policy.metrics.requests.labels("http", "infer", "499")._value.get()
+    assert counted == 1
+
+
+async def test_a_client_that_stays_gets_its_answer() -> None:
+    async def quick(call: Call) -> Reply:
+        await asyncio.sleep(0.01)
+        return Reply(200, b"{}")
+
+    async with client(make_edge(quick)) as c:
+        answers = await asyncio.gather(*(c.post("/v1/sentiment", content=b"x") for _ in range(3)))
+    assert [a.status_code for a in answers] == [200, 200, 200]
+
+
 @pytest.mark.parametrize(
     ("header", "ok"),
     [

@@ -9,6 +9,7 @@ A run is ``{data: section}``; a section maps a server's name to ``{"results": {c
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -116,9 +117,9 @@ def goals(runs: list[Run]) -> list[Goal]:
             None if rival is None else div(ours(run, data, 32, key), at(run, data, rival, 32, key))
         )
 
-    names = sorted({best_rival(r, "rt", 32) or "-" for r in runs})
+    names = [best_rival(r, "rt", 32) or "-" for r in runs]
     goal(
-        f"rt, 32 clients: sentiserve / best peer throughput ({', '.join(names)})",
+        f"rt, 32 clients: sentiserve / best peer throughput ({' / '.join(names)})",
         1.2,
         lambda r: versus_best(r, "rt", "throughput"),
     )
@@ -276,7 +277,7 @@ def tuning_lines(runs: list[Run]) -> list[str]:
     ]
     for name, found in tuning.items():
         if "error" in found:
-            lines.append(f"| {name} | could not run: {one_line(found['error'])} | - |")
+            lines.append(f"| {name} | could not run: {one_line(found['error'], 1500)} | - |")
             continue
         tried = "; ".join(
             f"{describe_settings(t['setting'])}: "
@@ -313,8 +314,8 @@ def plot(runs: list[Run], path: Path) -> None:
             style = {"linewidth": 2.6, "color": "black"} if peer == "sentiserve" else {}
             for col, key in enumerate(("throughput", "p99_ms")):
                 values = [
-                    sorted(finite([at(r, data, peer, n, key) for r in runs]))[len(runs) // 2]
-                    if finite([at(r, data, peer, n, key) for r in runs])
+                    statistics.median(found)
+                    if (found := finite([at(r, data, peer, n, key) for r in runs]))
                     else math.nan
                     for n in levels
                 ]

@@ -106,6 +106,12 @@ def grid(**choices: Sequence[Any]) -> tuple[dict[str, Any], ...]:
     return tuple({k: v[i] for k, v in choices.items()} for i in range(count))
 
 
+BATCHING = grid(
+    workers=(2, 2, 1), threads=(1, 1, 2), max_batch_size=(16, 32, 32), wait_ms=(5, 10, 10)
+)
+"""What LitServe's, Ray Serve's and MLServer's docs suggest for a CPU: one worker per core
+with one thread each, or one worker with every core; batch 16 or 32; a 5 or 10 ms wait."""
+
 FRAMEWORKS = (
     Framework(
         "litserve",
@@ -113,12 +119,7 @@ FRAMEWORKS = (
         "litserve",
         "litserve_server.py",
         v1_request,
-        grid(
-            workers=(2, 2, 1),
-            threads=(1, 1, 2),
-            max_batch_size=(16, 32, 32),
-            wait_ms=(5, 10, 10),
-        ),
+        BATCHING,
         docs="LitAPI(max_batch_size, batch_timeout), workers_per_device, fast_queue",
     ),
     Framework(
@@ -127,12 +128,7 @@ FRAMEWORKS = (
         "ray",
         "rayserve_server.py",
         v1_request,
-        grid(
-            workers=(2, 2, 1),
-            threads=(1, 1, 2),
-            max_batch_size=(16, 32, 32),
-            wait_ms=(5, 10, 10),
-        ),
+        BATCHING,
         docs="@serve.batch(max_batch_size, batch_wait_timeout_s), num_replicas",
     ),
     Framework(
@@ -151,12 +147,7 @@ FRAMEWORKS = (
         "mlserver",
         "mlserver_runtime.py",
         v2_request,
-        grid(
-            workers=(2, 2, 1),
-            threads=(1, 1, 2),
-            max_batch_size=(16, 32, 32),
-            wait_ms=(5, 10, 10),
-        ),
+        BATCHING,
         protocol="v2-http",
         docs="custom MLModel, max_batch_size, max_batch_time, parallel_workers",
     ),

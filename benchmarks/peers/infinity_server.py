@@ -20,12 +20,11 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from common import run_until_stopped
 from engine import MODEL, Engine
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,16 +80,7 @@ def main() -> None:
         "--no-model-warmup",
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"}
-    server = subprocess.Popen(command, env=env)
-    signal.signal(signal.SIGTERM, lambda *_: server.terminate())
-    try:
-        server.wait()
-    except KeyboardInterrupt:
-        server.terminate()
-        server.wait()
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    sys.exit(server.returncode)
+    run_until_stopped(command, env, folder)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,10 @@ Usage: .peers/litserve/bin/python benchmarks/peers/litserve_server.py --model-re
        --port 9000 [--workers 2] [--threads 1] [--max-batch-size 16] [--wait-ms 5]
 """
 
-import argparse
 from typing import Any
 
 import litserve as ls
+from common import arguments
 from engine import MODEL, Engine
 
 
@@ -34,13 +34,7 @@ class SentimentAPI(ls.LitAPI):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model-repository", default="model_repository")
-    parser.add_argument("--port", type=int, default=9000)
-    parser.add_argument("--workers", type=int, default=2, help="inference workers")
-    parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads each")
-    parser.add_argument("--max-batch-size", type=int, default=16)
-    parser.add_argument("--wait-ms", type=float, default=5.0, help="batch_timeout")
+    parser = arguments(__doc__, workers="inference workers", wait="batch_timeout")
     args = parser.parse_args()
     api = SentimentAPI(
         args.model_repository,

@@ -13,16 +13,14 @@ Usage: .peers/mlserver/bin/python benchmarks/peers/mlserver_runtime.py --model-r
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from common import arguments, run_until_stopped
 from engine import MODEL, Engine
 from mlserver import MLModel
 from mlserver.types import InferenceRequest, InferenceResponse, ResponseOutput
@@ -55,13 +53,7 @@ class SentimentRuntime(MLModel):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model-repository", default="model_repository")
-    parser.add_argument("--port", type=int, default=9000)
-    parser.add_argument("--workers", type=int, default=2, help="parallel_workers")
-    parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads each")
-    parser.add_argument("--max-batch-size", type=int, default=16)
-    parser.add_argument("--wait-ms", type=float, default=5.0, help="max_batch_time")
+    parser = arguments(__doc__, workers="parallel_workers", wait="max_batch_time")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="mlserver-peer-"))
     settings = {
@@ -89,16 +81,7 @@ def main() -> None:
     mlserver = shutil.which("mlserver", path=str(Path(sys.executable).parent))
     if mlserver is None:
         sys.exit("mlserver is not installed beside this Python (make bench-peers)")
-    server = subprocess.Popen([mlserver, "start", str(folder)], env=env)
-    signal.signal(signal.SIGTERM, lambda *_: server.terminate())
-    try:
-        server.wait()
-    except KeyboardInterrupt:
-        server.terminate()
-        server.wait()
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    sys.exit(server.returncode)
+    run_until_stopped([mlserver, "start", str(folder)], env, folder)
 
 
 if __name__ == "__main__":

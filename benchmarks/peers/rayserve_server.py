@@ -10,7 +10,6 @@ Usage: .peers/rayserve/bin/python benchmarks/peers/rayserve_server.py --model-re
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import sys
@@ -18,17 +17,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from common import arguments
+
 HERE = Path(__file__).resolve().parent
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model-repository", default="model_repository")
-    parser.add_argument("--port", type=int, default=9000)
-    parser.add_argument("--workers", type=int, default=2, help="replicas")
-    parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads each")
-    parser.add_argument("--max-batch-size", type=int, default=16)
-    parser.add_argument("--wait-ms", type=float, default=5.0, help="batch_wait_timeout_s")
+    parser = arguments(__doc__, workers="replicas", wait="batch_wait_timeout_s")
     args = parser.parse_args()
     # Replicas import engine.py from here; telemetry and the dashboard stay off (offline).
     os.environ["PYTHONPATH"] = os.pathsep.join(

@@ -47,16 +47,14 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import peerset
 import serving_report
-from sentiserve.bench.protocols import http_request
+from peerset import Request, protocol_request
 from sentiserve.bench.report import machine
 from sentiserve.bench.runner import BenchConfig, run_levels
 from sentiserve.bench.texts import BenchTexts, load_texts
@@ -68,12 +66,6 @@ from serving_report import PLAIN
 HERE = Path(__file__).resolve().parent
 LEVELS = (1, 8, 32, 128, 256)
 TUNE_CLIENTS = 32
-Request = Callable[[Sequence[str]], tuple[str, list[bytes]]]
-
-
-def protocol_request(protocol: str) -> Request:
-    """The bodies ``sentiserve bench`` sends for ``protocol``."""
-    return lambda texts: http_request(protocol, "sentiment", texts)
 
 
 def descendants(pid: int) -> list[int]:
@@ -116,7 +108,7 @@ def answers(url: str, body: bytes) -> bool:
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             return bool(response.status == 200)
-    except (OSError, urllib.error.HTTPError):
+    except OSError:  # refused, reset, timed out, or an HTTP error status
         return False
 
 

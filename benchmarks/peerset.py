@@ -4,8 +4,8 @@ benchmarks/peers/<name>.txt, since their pins clash with ours and with each othe
 same int8 engine file and tokenizer (benchmarks/peers/engine.py), on free local ports.
 
 Each peer has a few settings its documentation suggests for a CPU (workers, batch size,
-batch wait); ``best_settings`` measures each one at 32 clients and compare.py runs the full
-curves with the best, recording which it was.
+batch wait); compare.py's ``tune`` measures each one at 32 clients and runs the full curves
+with the best, recording which it was.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,21 +34,21 @@ OFFLINE = {
 """Telemetry off and no hub look-ups: every peer runs offline."""
 
 
-def v1_request(texts: Sequence[str]) -> tuple[str, list[bytes]]:
-    """sentiserve's own ``/v1/sentiment`` body, one text per request."""
-    return "/v1/sentiment", [json.dumps({"text": t, "model": "sentiment"}).encode() for t in texts]
+Request = Callable[[Sequence[str]], tuple[str, list[bytes]]]
+"""Texts -> the URL path and one JSON body per text."""
+
+
+def protocol_request(protocol: str) -> Request:
+    """The bodies ``sentiserve bench`` sends for ``protocol`` (v1: sentiserve's
+    ``/v1/sentiment``; v2-http: the KServe v2 tensor, which MLServer takes unchanged)."""
+    from sentiserve.bench.protocols import http_request
+
+    return lambda texts: http_request(protocol, "sentiment", texts)
 
 
 def bentoml_request(texts: Sequence[str]) -> tuple[str, list[bytes]]:
     """A batchable BentoML API takes a list: one text per request, in a list of one."""
     return "/v1/sentiment", [json.dumps({"texts": [t]}).encode() for t in texts]
-
-
-def v2_request(texts: Sequence[str]) -> tuple[str, list[bytes]]:
-    """KServe v2 (MLServer), the tensor sentiserve bench's v2-http client sends."""
-    from sentiserve.bench.protocols import http_request
-
-    return http_request("v2-http", "sentiment", texts)
 
 
 def infinity_request(texts: Sequence[str]) -> tuple[str, list[bytes]]:
@@ -64,13 +64,11 @@ class Framework:
     venv: str
     package: str
     script: str
-    request: Callable[[Sequence[str]], tuple[str, list[bytes]]]
+    request: Request
     settings: tuple[dict[str, Any], ...]
     protocol: str = "v1"
     entry: str = "python"
-    docs: str = ""
     known_issue: str = ""
-    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def python(self) -> Path:
@@ -81,7 +79,7 @@ class Framework:
 
     def command(self, repo: Path, setting: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
         """The command line (``{http}`` for the port) and environment for ``setting``."""
-        env = {**os.environ, **OFFLINE, **self.extra_env}
+        env = {**os.environ, **OFFLINE}
         env["PYTHONPATH"] = str(PEERS_DIR)
         if self.entry == "bentoml":
             env.update(
@@ -118,18 +116,16 @@ FRAMEWORKS = (
         "litserve",
         "litserve",
         "litserve_server.py",
-        v1_request,
+        protocol_request("v1"),
         BATCHING,
-        docs="LitAPI(max_batch_size, batch_timeout), workers_per_device, fast_queue",
     ),
     Framework(
         "ray serve",
         "rayserve",
         "ray",
         "rayserve_server.py",
-        v1_request,
+        protocol_request("v1"),
         BATCHING,
-        docs="@serve.batch(max_batch_size, batch_wait_timeout_s), num_replicas",
     ),
     Framework(
         "bentoml",
@@ -139,17 +135,15 @@ FRAMEWORKS = (
         bentoml_request,
         grid(workers=(2, 2, 1), threads=(1, 1, 2), max_batch_size=(16, 32, 32)),
         entry="bentoml",
-        docs="@bentoml.api(batchable=True, max_batch_size), adaptive batching, workers",
     ),
     Framework(
         "mlserver (v2)",
         "mlserver",
         "mlserver",
         "mlserver_runtime.py",
-        v2_request,
+        protocol_request("v2-http"),
         BATCHING,
         protocol="v2-http",
-        docs="custom MLModel, max_batch_size, max_batch_time, parallel_workers",
     ),
     Framework(
         "infinity",
@@ -158,7 +152,6 @@ FRAMEWORKS = (
         "infinity_server.py",
         infinity_request,
         grid(max_batch_size=(16, 32)),
-        docs="infinity_emb v2 --engine optimum (ONNX), --batch-size",
         known_issue=(
             "infinity-emb 0.0.78 gives Optimum an absolute ONNX file path, which Optimum 2 "
             "refuses; Optimum 1.x (1.27) needs transformers < 4.49 and imports "

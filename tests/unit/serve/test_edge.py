@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from sentiserve.errors import InvalidInputError
 from sentiserve.serve.auth import ApiKeys
 from sentiserve.serve.edge import (
+    WATCH_AFTER_S,
     Call,
     Edge,
     Reply,
@@ -149,9 +150,21 @@ async def test_beyond_max_in_flight_is_503_before_the_body_is_read() -> None:
     assert edge.policy.metrics.overload_rejected._value.get() == 1
 
 
+async def post_raw(edge: Edge, receive: Any) -> list[dict[str, Any]]:
+    """``POST /v1/sentiment`` through ``edge`` with the test's own ``receive`` (for what
+    httpx cannot do: a body that stalls, a client that leaves); the messages sent back."""
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/sentiment", "headers": []}
+    await edge(scope, receive, send)
+    return sent
+
+
 async def test_a_body_that_stalls_gets_408() -> None:
     edge = make_edge(echo, body_timeout_s=0.2)
-    sent: list[dict[str, Any]] = []
     messages = [{"type": "http.request", "body": b"x", "more_body": True}]
 
     async def receive() -> dict[str, Any]:
@@ -160,11 +173,7 @@ async def test_a_body_that_stalls_gets_408() -> None:
         await asyncio.sleep(10)  # the rest of the body never comes
         return {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    scope = {"type": "http", "method": "POST", "path": "/v1/sentiment", "headers": []}
-    await edge(scope, receive, send)
+    sent = await post_raw(edge, receive)
     assert sent[0]["status"] == 408
     assert b"did not arrive within 0.2 s" in sent[1]["body"]
 
@@ -182,7 +191,6 @@ async def test_a_client_that_leaves_cancels_its_request() -> None:
         return Reply(200, b"{}")
 
     edge = make_edge(waits, max_in_flight=1)
-    sent: list[dict[str, Any]] = []
     body = [{"type": "http.request", "body": b"x", "more_body": False}]
 
     async def receive() -> dict[str, Any]:
@@ -191,11 +199,7 @@ async def test_a_client_that_leaves_cancels_its_request() -> None:
         await entered.wait()  # the client hangs up once its request is inside
         return {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    scope = {"type": "http", "method": "POST", "path": "/v1/sentiment", "headers": []}
-    await asyncio.wait_for(edge(scope, receive, send), 5)
+    sent = await asyncio.wait_for(post_raw(edge, receive), 5)
     assert cancelled.is_set(), "the handler was cancelled, not left to finish"
     assert sent == [], "nobody to answer"
     assert edge.policy.in_flight == 0, "its place in the budget is free again"
@@ -205,12 +209,18 @@ async def test_a_client_that_leaves_cancels_its_request() -> None:
 
 async def test_a_client_that_stays_gets_its_answer() -> None:
     async def quick(call: Call) -> Reply:
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # answered before the edge starts watching
         return Reply(200, b"{}")
 
-    async with client(make_edge(quick)) as c:
-        answers = await asyncio.gather(*(c.post("/v1/sentiment", content=b"x") for _ in range(3)))
-    assert [a.status_code for a in answers] == [200, 200, 200]
+    async def slower(call: Call) -> Reply:
+        await asyncio.sleep(WATCH_AFTER_S + 0.05)  # watched, and the client stays
+        return Reply(200, b"{}")
+
+    for handler in (quick, slower):
+        async with client(make_edge(handler)) as c:
+            posts = (c.post("/v1/sentiment", content=b"x") for _ in range(3))
+            answers = await asyncio.gather(*posts)
+        assert [a.status_code for a in answers] == [200, 200, 200]
 
 
 @pytest.mark.parametrize(

@@ -123,7 +123,7 @@ stack-down:
 
 ## test: lint, type-check and the whole test suite (what CI runs): every test but the serial
 ## ones on WORKERS pytest workers, then the serial ones (they judge latency under load) alone
-WORKERS ?= 2
+WORKERS ?= 3
 # The workers share the cores: PyTorch's OpenMP threads spin-wait for a core the other worker
 # holds, so each PyTorch gets one thread there (ONNX Runtime sets its own threads).
 PARALLEL := OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(WORKERS) --dist loadscope

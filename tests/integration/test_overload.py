@@ -1,4 +1,4 @@
-"""Overload: about 4x the sustainable load for 20 s, then back to normal.
+"""Overload: about 4x the sustainable load for 10 s, then back to normal.
 
 Every answer must be a 200 or a fast 503/504, accepted requests finish within their deadline,
 nothing is lost, resident memory stays flat, and throughput recovers within 5 s. Each
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.serial
 
 TEXTS_PER_REQUEST = 32
 DEADLINE_MS = 2000
-SURGE_S = 20.0
+SURGE_S = 10.0
 CALIBRATION_CLIENTS = 4
 JSON = {"Content-Type": "application/json"}
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -259,16 +260,27 @@ def sentiserve(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
 
 
 def kill_when(proc: subprocess.Popen[str], started: Callable[[], bool], delay_s: float) -> bool:
-    """SIGKILL ``proc`` ``delay_s`` after ``started()`` first holds (polled), unless it ended
-    first; True when it was killed while still running."""
+    """SIGKILL ``proc`` ``delay_s`` after ``started()`` first holds, unless it ended first; True
+    when it was killed while still running.
 
-    def running() -> None:
-        if proc.poll() is not None:
-            err = proc.communicate()[1]
-            raise AssertionError(f"exited {proc.returncode} before it began: {err[-2000:]}")
-
+    ``started()`` is asked while ``proc`` is stopped (SIGSTOP), and ``proc`` runs 5 ms between
+    two questions: however slow an answer is on a busy machine, the window it watches for
+    cannot pass unseen."""
+    deadline = time.monotonic() + 60
     try:
-        assert wait_until(started, 60, interval_s=0.005, check=running), "never started"
+        while True:
+            if proc.poll() is not None:
+                err = proc.communicate()[1]
+                raise AssertionError(f"exited {proc.returncode} before it began: {err[-2000:]}")
+            assert time.monotonic() < deadline, "never started"
+            proc.send_signal(signal.SIGSTOP)
+            try:
+                began = started()
+            finally:
+                proc.send_signal(signal.SIGCONT)
+            if began:
+                break
+            time.sleep(0.005)
         time.sleep(delay_s)
         if proc.poll() is not None:
             return False

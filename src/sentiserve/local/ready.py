@@ -4,6 +4,7 @@ hand-written polling loops)."""
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import time
@@ -11,19 +12,45 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-_HANDED_OUT: set[int] = set()
+_EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_SPAN = 8192  # ports below the kernel's ephemeral range that free_port walks through
+_handed_out = 0
+
+
+def _ephemeral_floor() -> int:
+    try:
+        return int(_EPHEMERAL.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def free_port() -> int:
-    """A port free on 127.0.0.1 now, and not handed out before by this process (the kernel
-    may give the same ephemeral port to two binds in a row once the first is closed)."""
-    while True:
+    """A port free on 127.0.0.1 now, chosen below the kernel's ephemeral range.
+
+    A port the kernel hands to ``bind(0)`` comes from that range, which outgoing connections
+    draw from too: between picking it and the server binding it, any client on the machine may
+    take it as its local port. Below the range only a listener can take a port, so each
+    process walks the stretch from its own point (derived from its pid) and returns the next
+    port that binds."""
+    global _handed_out
+    top = _ephemeral_floor()
+    bottom = max(1024, top - _SPAN)
+    span = top - bottom
+    if span < 256:  # an unusual range that leaves no room below it: the kernel's pick
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
+            return int(s.getsockname()[1])
+    start = (os.getpid() * 2654435761) % span  # spreads neighbouring pids apart
+    for _ in range(span):
+        port = bottom + (start + _handed_out) % span
+        _handed_out += 1
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise OSError(f"no free port in {bottom}-{top - 1} on 127.0.0.1")
 
 
 def serve_command(

@@ -76,6 +76,7 @@ def stack(tiny_build: Path) -> Iterator[dict[str, int]]:
             **{k: str(v) for k, v in ports.items()},
             "MODEL_REPOSITORY": str(tiny_build / "model_repository"),
             "SENTISERVE_VERSION": __version__,
+            "LOAD_SECONDS": "5",  # long enough for the rules to see the load
         }
         run = partial(compose, env)
         try:

@@ -57,31 +57,54 @@ def save_word_tokenizer(folder: Path) -> None:
     word_tokenizer(WORDS, max_length=512).save_pretrained(folder)
 
 
+SHAPES: dict[str, tuple[str, dict[str, int]]] = {
+    "minilm": (
+        "MiniLM-L6-H384 (random)",
+        {
+            "hidden_size": 384,
+            "num_hidden_layers": 6,
+            "num_attention_heads": 12,
+            "intermediate_size": 1536,
+        },
+    ),
+    "bert-base": ("BERT-base (random)", {}),
+    "tiny": (  # BERT's vocabulary (the benchmarks feed random ids), little else: a rehearsal
+        "tiny-BERT (random, 2 layers, 64 wide)",
+        {
+            "hidden_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "intermediate_size": 128,
+        },
+    ),
+}
+"""Model shapes by ``--models`` name: report name and ``BertConfig`` fields (the rest are
+BERT-base's)."""
+
 MODELS = ("minilm", "bert-base")
+"""What a benchmark run measures unless told otherwise."""
+
+
+def bert_config(key: str, **fields: Any) -> Any:
+    """The ``BertConfig`` of shape ``key`` (see SHAPES), two labels unless ``fields`` say."""
+    from transformers import BertConfig
+
+    return BertConfig(**{"num_labels": 2, **SHAPES[key][1], **fields})
 
 
 def models(workdir: Path, only: tuple[str, ...] = MODELS) -> dict[str, Path]:
-    """MiniLM-L6-shaped (the default base) and BERT-base-sized classifiers with random
-    weights, built from their configs: speed does not depend on the weights, and nothing
-    over a few KB has to be carried to the GPU machine."""
-    from transformers import AutoModelForSequenceClassification, BertConfig
+    """Classifiers with random weights in the SHAPES asked for (MiniLM-L6, the default base,
+    and BERT-base by default), built from their configs: speed does not depend on the
+    weights, and nothing over a few KB has to be carried to the GPU machine."""
+    from transformers import AutoModelForSequenceClassification
 
-    configs = {
-        "MiniLM-L6-H384 (random)": BertConfig(
-            hidden_size=384,
-            num_hidden_layers=6,
-            num_attention_heads=12,
-            intermediate_size=1536,
-            num_labels=2,
-        ),
-        "BERT-base (random)": BertConfig(num_labels=2),
-    }
     out = {}
-    for key, (name, config) in zip(MODELS, configs.items(), strict=True):
-        if key not in only:
-            continue
+    for key in only:
+        name = SHAPES[key][0]
         folder = workdir / name.split()[0]
-        model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
+        model = AutoModelForSequenceClassification.from_config(
+            bert_config(key), attn_implementation="eager"
+        )
         model.save_pretrained(folder)
         save_word_tokenizer(folder)
         out[name] = folder
@@ -237,12 +260,12 @@ def main() -> None:
     parser.add_argument(
         "--models",
         default=",".join(MODELS),
-        help=f"comma-separated subset of {', '.join(MODELS)}",
+        help=f"comma-separated models from {', '.join(SHAPES)} (default: {', '.join(MODELS)})",
     )
     args = parser.parse_args()
     only = tuple(args.models.split(","))
-    if unknown := set(only) - set(MODELS):
-        parser.error(f"unknown model {', '.join(sorted(unknown))}: choose from {', '.join(MODELS)}")
+    if unknown := set(only) - set(SHAPES):
+        parser.error(f"unknown model {', '.join(sorted(unknown))}: choose from {', '.join(SHAPES)}")
     import torch
 
     shapes = None

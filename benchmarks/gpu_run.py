@@ -1,6 +1,6 @@
 """The prepared GPU run: everything to measure on a GPU machine, in one call of a few minutes,
-written to one report. GPU machines come rarely and for minutes (15 in all, start included),
-so this is rehearsed on the CPU (``--smoke``, run in CI) and then run once as it is.
+written to one report. It is rehearsed on the CPU (``--smoke``, run in CI, on a tiny BERT),
+so that a run on the GPU machine does not fail on a typo.
 
 Steps, each recorded in the report (a step that fails is reported and the rest still run):
 
@@ -69,7 +69,7 @@ def engines(smoke: bool, workdir: Path) -> list[str]:
     out = workdir / "engines.md"
     args = [sys.executable, str(HERE / "gpu.py"), "--out", str(out)]
     if smoke:
-        args += ["--device", "cpu", "--runs", "1", "--shapes", "1x16,2x32", "--models", "minilm"]
+        args += ["--device", "cpu", "--runs", "1", "--shapes", "1x16,2x32", "--models", "tiny"]
     done = subprocess.run(args, capture_output=True, text=True, timeout=900, check=False)
     if done.returncode != 0 or not out.exists():
         raise RuntimeError(done.stderr[-3000:])
@@ -77,20 +77,17 @@ def engines(smoke: bool, workdir: Path) -> list[str]:
     return [line.replace("## ", "### ") for line in text.splitlines()]
 
 
-def random_repository(root: Path) -> Path:
-    """A repository whose only engine is a MiniLM-shaped torch model with random weights."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
+def random_repository(root: Path, smoke: bool = False) -> Path:
+    """A repository whose only engine is a MiniLM-shaped torch model with random weights (a
+    tiny BERT for the rehearsal)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from gpu import save_word_tokenizer
+    from gpu import bert_config, save_word_tokenizer
     from sentiserve.repository.builder import write_version
 
     folder = root / "minilm"
-    config = BertConfig(
-        hidden_size=384,
-        num_hidden_layers=6,
-        num_attention_heads=12,
-        intermediate_size=1536,
-        num_labels=2,
+    config = bert_config(
+        "tiny" if smoke else "minilm",
         id2label={0: "negative", 1: "positive"},
         label2id={"negative": 0, "positive": 1},
     )
@@ -128,7 +125,7 @@ def serving(smoke: bool, workdir: Path) -> list[str]:
     from sentiserve.repository.layout import ModelRepository
     from sentiserve.repository.served import open_model
 
-    repository = random_repository(workdir)
+    repository = random_repository(workdir, smoke)
     model = open_model(ModelRepository(repository).load("sentiment"))
     sample = texts(200 if smoke else 2000)  # the rehearsal runs each step, not the amount
     data = workdir / "texts.txt"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The prepared GPU run, for the lent GPU machine (see docs/gpu.md): it installs the wheels
+# The prepared GPU run, for a machine with an NVIDIA GPU (see docs/gpu.md): it installs the wheels
 # carried in .whl/ (`make gpu-wheels` downloads them; .whl/ is ignored by git), runs
 # benchmarks/gpu_run.py and leaves benchmarks/RESULTS-gpu.md in $OUT (or in benchmarks/).
 # SMOKE=1 rehearses it on the CPU (CI runs that).

@@ -1,5 +1,5 @@
 """The prepared GPU run, rehearsed on the CPU (``benchmarks/gpu_run.sh`` with SMOKE=1): every
-step runs and reports, so the one run on a lent GPU machine does not fail on a typo."""
+step runs and reports (on a tiny BERT), so a run on a GPU machine does not fail on a typo."""
 
 from __future__ import annotations
 

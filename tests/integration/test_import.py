@@ -64,10 +64,17 @@ def import_build(
 ) -> ModelRepository:
     from sentiserve.optimize.variants import OptimizeSettings
 
-    # The tiny build's amounts for the checks (as tests/conftest.py's tiny model): what is
-    # tested here is the import, not how many texts the checks read.
+    # The tiny build's amounts for the checks (as tests/conftest.py's tiny model) and the
+    # variants an import is served with (test_pipeline covers the others): what is tested here
+    # is the import, not how many texts the checks read.
     options.setdefault(
-        "optimize", OptimizeSettings(invariance_texts=40, throughput_texts=64, calibration_texts=60)
+        "optimize",
+        OptimizeSettings(
+            invariance_texts=40,
+            throughput_texts=64,
+            calibration_texts=60,
+            variants=("fp32", "int8"),
+        ),
     )
     build(
         BuildConfig(

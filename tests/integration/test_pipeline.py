@@ -147,6 +147,35 @@ def test_evaluate_json_reproduces_the_manifest(tiny_build: Path) -> None:
         assert {"accuracy", "f1", "n", "confusion"} <= set(result)
 
 
+def test_recorded_scores_are_the_saved_models_own(tiny_build: Path) -> None:
+    """metrics.json's validation scores (kept from the best checkpoint's evaluation during
+    training, not predicted again) and held-out scores are what the saved model predicts."""
+    import numpy as np
+    import torch
+    from transformers import AutoTokenizer
+
+    from sentiserve.data import load_corpus
+    from sentiserve.engine.models import load_classifier
+    from sentiserve.evaluate.scores import score
+
+    folder = tiny_build / "build" / "model"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    corpus = load_corpus(metrics["provenance"]["source"])
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = load_classifier(folder).eval()
+    for split, examples in (("validation", corpus.validation), ("test", corpus.test)):
+        batch = tokenizer(
+            list(examples.texts), truncation=True, max_length=64, padding=True, return_tensors="pt"
+        )
+        with torch.no_grad():
+            logits = model(**batch).logits.numpy()
+        predictions = [int(p) for p in np.argmax(logits, axis=-1)]
+        mine = score(list(examples.labels), predictions, corpus.label_names).to_dict()
+        assert metrics[split]["n"] == len(examples)
+        assert metrics[split]["confusion"] == mine["confusion"], split
+        assert metrics[split]["accuracy"] == pytest.approx(mine["accuracy"], abs=1e-12), split
+
+
 def test_corrupt_repository_is_refused_by_the_cli(tiny_build: Path, tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     shutil.copytree(tiny_build / "model_repository", repo)

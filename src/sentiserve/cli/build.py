@@ -49,7 +49,8 @@ def build(
     held_out_limit: int | None = typer.Option(
         None,
         min=1,
-        help="Check the engines on at most N held-out texts (default: the whole split).",
+        help="Score the fine-tuned model and check the engines on the first N held-out texts "
+        "(default: the whole split).",
     ),
     force: bool = typer.Option(False, help="Rebuild every stage and write a new version."),
     checkpoint: str | None = typer.Option(

@@ -222,49 +222,60 @@ def optimize(
             ref_pred = predictions
         logger.info("%s: %s", name, json.dumps(report.to_dict()))
     result.defaults = choose_defaults(result.reports)
-    fitters = {Task.SINGLE_LABEL: calibrate, Task.MULTI_LABEL: calibrate_labels}
-    if corpus.labelled and task in fitters:
-        per_label = " per label" if task == Task.MULTI_LABEL else ""
-        progress(f"calibrating probabilities (temperature{per_label} on the validation split)")
-        served = OnnxRuntimeEngine(
-            out / result.files[result.defaults["cpu"]],
-            threads=settings.threads,
-            providers=providers_for(dev),
-            sep_id=tokenizer.sep_id,
-        )
-        result.calibration = fitters[task](served, tokenizer, corpus.validation, held_out)
-    elif corpus.labelled:
-        result.calibration = {"temperature": 1.0, "fitted_on": f"nothing: not fitted for {task}"}
-    else:
-        result.calibration = {"temperature": 1.0, "fitted_on": "nothing: no labelled data"}
-    progress("recording the reference answers (label shares, input lengths) for drift")
-    served_engine = OnnxRuntimeEngine(
+    from sentiserve.engine.predict import predict_logits
+
+    # The temperature and the drift reference read the served engine's answers: one session,
+    # each split's logits computed once.
+    served = OnnxRuntimeEngine(
         out / result.files[result.defaults["cpu"]],
         threads=settings.threads,
         providers=providers_for(dev),
         sep_id=tokenizer.sep_id,
     )
+    computed: dict[str, npt.NDArray[np.float32]] = {}
+
+    def served_logits(name: str, examples: Examples) -> npt.NDArray[np.float32]:
+        if name not in computed:
+            computed[name] = predict_logits(served, tokenizer, examples.texts, pairs=examples.pairs)
+        return computed[name]
+
+    fitters = {Task.SINGLE_LABEL: calibrate, Task.MULTI_LABEL: calibrate_labels}
+    if corpus.labelled and task in fitters:
+        per_label = " per label" if task == Task.MULTI_LABEL else ""
+        progress(f"calibrating probabilities (temperature{per_label} on the validation split)")
+        result.calibration = fitters[task](
+            served_logits("validation", corpus.validation),
+            corpus.validation,
+            served_logits("held-out", held_out),
+            held_out,
+        )
+    elif corpus.labelled:
+        result.calibration = {"temperature": 1.0, "fitted_on": f"nothing: not fitted for {task}"}
+    else:
+        result.calibration = {"temperature": 1.0, "fitted_on": "nothing: no labelled data"}
+    progress("recording the reference answers (label shares, input lengths) for drift")
     split = "validation" if len(corpus.validation.texts) else "test"
     id2label = model_config.get("id2label") or {}
     labels = [id2label[str(i)] for i in range(len(id2label))] or list(corpus.label_names)
-    result.reference = reference_answers(
-        served_engine, tokenizer, corpus.split(split), split, task, labels
-    )
+    examples = corpus.split(split)
+    answers = None if task == Task.REGRESSION else served_logits(split, examples)
+    result.reference = reference_answers(answers, tokenizer, examples, split, task, labels)
     (out / REPORT_FILE).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     return result
 
 
 def reference_answers(
-    engine: OnnxRuntimeEngine,
+    logits: npt.NDArray[np.float32] | None,
     tokenizer: Tokenizer,
     examples: Examples,
     split: str,
     task: Task,
     labels: list[str],
 ) -> dict[str, Any]:
-    """The served engine's answers on ``examples`` as a drift reference
-    (:func:`sentiserve.monitoring.drift.reference`): label shares and input lengths."""
-    from sentiserve.engine.predict import predict_probabilities
+    """The served engine's answers (its ``logits`` on ``examples``; None for a regression) as
+    a drift reference (:func:`sentiserve.monitoring.drift.reference`): label shares and
+    input lengths."""
+    from sentiserve.engine.base import activate
     from sentiserve.monitoring import drift
 
     texts, pairs = examples.texts, examples.pairs
@@ -274,8 +285,8 @@ def reference_answers(
         else tokenizer.encode_pairs_counted(texts, pairs)
     )
     given: list[int] | list[list[int]] | None = None
-    if task != Task.REGRESSION:
-        probs = predict_probabilities(engine, tokenizer, texts, task=task, pairs=pairs)
+    if logits is not None and len(texts):
+        probs = activate(logits, task, 1.0)
         if task == Task.MULTI_LABEL:
             given = [np.flatnonzero(row >= 0.5).tolist() for row in probs]
         else:
@@ -284,17 +295,17 @@ def reference_answers(
 
 
 def calibrate(
-    engine: OnnxRuntimeEngine, tokenizer: Tokenizer, validation: Examples, held_out: Examples
+    val_logits: npt.NDArray[np.float32],
+    validation: Examples,
+    test_logits: npt.NDArray[np.float32],
+    held_out: Examples,
 ) -> dict[str, Any]:
-    """Fit the temperature on ``validation`` with the served engine; the expected
+    """Fit the temperature on the served engine's ``validation`` logits; the expected
     calibration error before and after, on validation and on the held-out split."""
     from sentiserve.engine.base import softmax
-    from sentiserve.engine.predict import predict_logits
     from sentiserve.evaluate.calibration import ece, fit_temperature
 
-    val_logits = predict_logits(engine, tokenizer, validation.texts, pairs=validation.pairs)
     temperature = fit_temperature(val_logits, validation.labels)
-    test_logits = predict_logits(engine, tokenizer, held_out.texts, pairs=held_out.pairs)
     return {
         "temperature": temperature,
         "fitted_on": "validation",
@@ -306,20 +317,21 @@ def calibrate(
 
 
 def calibrate_labels(
-    engine: OnnxRuntimeEngine, tokenizer: Tokenizer, validation: Examples, held_out: Examples
+    val_logits: npt.NDArray[np.float32],
+    validation: Examples,
+    test_logits: npt.NDArray[np.float32],
+    held_out: Examples,
 ) -> dict[str, Any]:
-    """A multi-label model's temperatures, one per label, fitted on ``validation``'s label
-    sets; the ECE of every (text, label) probability before and after, on both splits."""
+    """A multi-label model's temperatures, one per label, fitted on the served engine's
+    ``validation`` logits and label sets; the ECE of every (text, label) probability before
+    and after, on both splits."""
     from sentiserve.engine.base import sigmoid
-    from sentiserve.engine.predict import predict_logits
     from sentiserve.evaluate.calibration import fit_label_temperatures, label_ece
 
     assert validation.label_sets is not None
     assert held_out.label_sets is not None
-    val_logits = predict_logits(engine, tokenizer, validation.texts, pairs=validation.pairs)
     temperatures = fit_label_temperatures(val_logits, validation.label_sets)
     scale = np.asarray(temperatures)
-    test_logits = predict_logits(engine, tokenizer, held_out.texts, pairs=held_out.pairs)
     return {
         "temperature": 1.0,
         "temperatures": temperatures,

@@ -146,7 +146,8 @@ class Stage:
 def _train(ctx: _Context, folder: Path, resume: bool) -> tuple[str, dict[str, Any]]:
     from sentiserve.train.trainer import train
 
-    result = train(ctx.corpus, folder, ctx.config.train, resume=resume)
+    limit = ctx.config.optimize.held_out_limit  # the PyTorch score is on the engines' texts
+    result = train(ctx.corpus, folder, ctx.config.train, resume=resume, held_out_limit=limit)
     return f"built in {result.seconds:.0f}s", {"steps": result.steps}
 
 
@@ -190,7 +191,12 @@ STAGES = (
         "train",
         "model",
         "fine-tuning",
-        lambda ctx: (asdict(ctx.config.train), ctx.corpus.name, ctx.corpus.provenance),
+        lambda ctx: (
+            asdict(ctx.config.train),
+            ctx.corpus.name,
+            ctx.corpus.provenance,
+            ctx.config.optimize.held_out_limit,
+        ),
         _train,
         resumable=True,
     ),

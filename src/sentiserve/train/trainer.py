@@ -146,13 +146,29 @@ class _Encoded:
         return self._rows[i]
 
 
-def _compute_metrics(label_names: tuple[str, ...]) -> Any:
-    def compute(pred: Any) -> dict[str, float]:
+class _Evaluations:
+    """Trainer's ``compute_metrics``: scores each evaluation and keeps the scores by step, so
+    the best checkpoint's validation scores need no second pass over the split."""
+
+    def __init__(self, label_names: tuple[str, ...]) -> None:
+        self.label_names = label_names
+        self.trainer: Any = None
+        self.by_step: dict[int, Scores] = {}
+
+    def __call__(self, pred: Any) -> dict[str, float]:
         logits, labels = pred
-        s = score(list(labels), list(np.argmax(logits, axis=-1)), label_names)
+        predictions = [int(p) for p in np.argmax(logits, axis=-1)]
+        s = score([int(y) for y in labels], predictions, self.label_names)
+        if self.trainer is not None:
+            self.by_step[self.trainer.state.global_step] = s
         return {"accuracy": s.accuracy, "f1": s.f1}
 
-    return compute
+    def best(self) -> Scores | None:
+        """The scores of the checkpoint Trainer loaded at the end (None: not seen this run,
+        as after a resume)."""
+        best = self.trainer.state.best_model_checkpoint if self.trainer is not None else None
+        step = re.search(r"checkpoint-(\d+)$", best or "")
+        return self.by_step.get(int(step.group(1))) if step else None
 
 
 @dataclass(frozen=True)
@@ -174,14 +190,24 @@ def train(
     resume: bool | str = False,
     progress: bool = True,
     held_out: bool = True,
+    held_out_limit: int | None = None,
 ) -> TrainResult:
     """Fine-tune ``config.base_model`` on ``corpus`` and save model + tokenizer into ``out``.
 
     Checkpoints go to ``out/checkpoints`` (two kept); ``resume=True`` continues from the
     newest one, a string names a checkpoint folder. Metrics on the validation and held-out
-    test splits are written to ``out/metrics.json``.
+    test splits (its first ``held_out_limit`` examples, the engines' own check set) are
+    written to ``out/metrics.json``.
     """
     import time
+
+    # A path to nothing is refused before the heavy imports (a hub name is looked up later).
+    path = config.base_model.startswith(("/", ".", "~"))
+    if path and not Path(config.base_model).expanduser().is_dir():
+        raise ModelLoadError(
+            f"cannot load base model {config.base_model!r}: no such folder. Use a local "
+            f"folder, a hub name, or '{DEFAULT_BASE_MODEL}' (bundled, offline)"
+        )
 
     import torch
     from transformers import (
@@ -251,6 +277,7 @@ def train(
         use_cpu=not cuda,
     )
     optimizer = torch.optim.AdamW(parameter_groups(model, config), lr=config.learning_rate)
+    evaluations = _Evaluations(label_names)
     trainer = Trainer(
         model=model,
         # Trainer makes the warm-up + linear schedule over these groups' own learning rates.
@@ -260,8 +287,9 @@ def train(
         eval_dataset=val_set,
         data_collator=DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,
-        compute_metrics=_compute_metrics(label_names),
+        compute_metrics=evaluations,
     )
+    evaluations.trainer = trainer
     start = time.perf_counter()
     # Trainer prints its log lines to stdout; stdout belongs to the CLI's --json output.
     with contextlib.redirect_stdout(sys.stderr):
@@ -275,11 +303,14 @@ def train(
         tokenizer.save_pretrained(str(out))
     with contextlib.redirect_stdout(sys.stderr):
         # Under torchrun every process predicts its share; Trainer gathers them.
-        validation = _predict_scores(trainer, val_set, corpus.validation, label_names)
+        validation = evaluations.best() or _predict_scores(
+            trainer, val_set, corpus.validation, label_names
+        )
         test = None
         if held_out:
-            test_set = _Encoded(tokenizer, corpus.test, config.max_length)
-            test = _predict_scores(trainer, test_set, corpus.test, label_names)
+            test_examples = corpus.test.take(held_out_limit)
+            test_set = _Encoded(tokenizer, test_examples, config.max_length)
+            test = _predict_scores(trainer, test_set, test_examples, label_names)
     record = {
         "corpus": corpus.name,
         "provenance": corpus.provenance,

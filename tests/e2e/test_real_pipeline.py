@@ -48,6 +48,8 @@ def test_real_build_beats_the_majority_class(tmp_path: Path) -> None:
         "16",
         "--held-out-limit",
         str(HELD_OUT),
+        "--variants",
+        "fp32,int8",  # the two the CPU serves (tests/integration/test_pipeline.py builds all)
         "--json",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

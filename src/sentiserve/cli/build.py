@@ -10,7 +10,7 @@ from rich.table import Table
 
 from sentiserve import DEFAULT_MODEL
 from sentiserve.cli.console import console, current_settings, emit_json, step_printer, user_errors
-from sentiserve.cli.options import option
+from sentiserve.cli.options import option, variant_names, variants_option
 from sentiserve.engine.tokenizer import Truncation
 from sentiserve.errors import ConfigError
 from sentiserve.optimize.variants import OptimizeSettings
@@ -52,6 +52,7 @@ def build(
         help="Score the fine-tuned model and check the engines on the first N held-out texts "
         "(default: the whole split).",
     ),
+    variants: str = variants_option(),
     force: bool = typer.Option(False, help="Rebuild every stage and write a new version."),
     checkpoint: str | None = typer.Option(
         None,
@@ -114,7 +115,9 @@ def build(
                 max_steps=max_steps,
             ),
             truncation=truncation,
-            optimize=OptimizeSettings(held_out_limit=held_out_limit),
+            optimize=OptimizeSettings(
+                held_out_limit=held_out_limit, variants=variant_names(variants)
+            ),
             force=force,
             cache_dir=current_settings().cache_dir,
             checkpoint=checkpoint,

@@ -15,6 +15,7 @@ from sentiserve.cli.console import (
     step_printer,
     user_errors,
 )
+from sentiserve.cli.options import variant_names, variants_option
 from sentiserve.optimize.variants import OptimizeResult, OptimizeSettings
 
 
@@ -58,7 +59,7 @@ def optimize(
     ),
     data: str = typer.Option("rt", help="Data whose held-out split the checks use."),
     max_length: int = typer.Option(256, help="Longest text in tokens."),
-    variants: str = typer.Option("fp32,int8,int8_dynamic,fp16,tensorrt", help="Variants to build."),
+    variants: str = variants_option(),
     invariance_texts: int = typer.Option(
         OptimizeSettings.invariance_texts, help="Texts in the batch-invariance check."
     ),
@@ -76,7 +77,7 @@ def optimize(
             invariance_texts=invariance_texts,
             held_out_limit=held_out_limit,
             threads=threads,
-            variants=tuple(v.strip() for v in variants.split(",") if v.strip()),
+            variants=variant_names(variants),
         )
         corpus = load_corpus(data, cache_dir=current_settings().cache_dir)
         result = run_optimize(

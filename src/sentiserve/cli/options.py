@@ -28,3 +28,19 @@ def option(field: str, default: Any) -> Any:
     """A fine-tuning option shared by ``train`` and ``build``: one flag and one help text."""
     flags = (FLAGS[field],) if field in FLAGS else ()
     return typer.Option(default, *flags, help=HELP[field])
+
+
+def variants_option() -> Any:
+    """``--variants`` of ``optimize`` and ``build``: which engine variants to build and check."""
+    from sentiserve.optimize.variants import OptimizeSettings
+
+    return typer.Option(
+        ",".join(OptimizeSettings.variants),
+        help="Engine variants to build and check, comma-separated (fp32, the reference, is "
+        "always built; fp16 and tensorrt are measured only on a GPU).",
+    )
+
+
+def variant_names(text: str) -> tuple[str, ...]:
+    """``--variants``' value as names."""
+    return tuple(v.strip() for v in text.split(",") if v.strip())

@@ -24,7 +24,7 @@ from tritonclient.utils import InferenceServerException
 from sentiserve.local.ready import free_port, is_ready, serve_command, wait_until
 from sentiserve.repository.layout import CONFIG, ModelRepository
 from sentiserve.repository.triton import Platform, write_gpu_form, write_python_form
-from sentiserve.triton.environment import TritonEnvironment
+from sentiserve.triton.environment import TritonEnvironment, TritonUnavailableError
 from sentiserve.triton.model_config import read_config
 from sentiserve.triton.server import SHM_PREFIX, TritonServer, shm_regions
 from tests.conftest import toy_texts
@@ -52,17 +52,28 @@ def copy_repository(tiny_build: Path, target: Path) -> Path:
 
 
 def start_triton(env: TritonEnvironment, repo: Path, log: Path) -> TritonServer:
-    server = TritonServer(
-        env,
-        str(repo),
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
-        log_file=log,
-        exit_timeout=5,
-    )
-    server.start()
-    return server
+    """A started Triton on free ports. Triton's python backend sometimes aborts on a
+    ``boost::interprocess::lock_exception`` while its stubs start on a busy machine (an
+    upstream fault: triton-inference-server/server#8882): such a start is tried once more,
+    and any other failure fails at once."""
+    for attempt in (1, 2):
+        server = TritonServer(
+            env,
+            str(repo),
+            http_port=free_port(),
+            grpc_port=free_port(),
+            metrics_port=free_port(),
+            log_file=log,
+            exit_timeout=5,
+        )
+        try:
+            server.start()
+        except TritonUnavailableError as exc:
+            if attempt == 2 or "interprocess::lock_exception" not in str(exc):
+                raise
+            continue
+        return server
+    raise AssertionError("unreachable")
 
 
 @pytest.fixture(scope="module")

@@ -159,6 +159,14 @@ def _import(ctx: _Context, folder: Path, _resume: bool) -> tuple[str, dict[str, 
     return f"{info['model_type']}, {len(ctx.checkpoint.labels)} labels", {}
 
 
+def _train_inputs(ctx: _Context) -> tuple[Any, ...]:
+    inputs = (asdict(ctx.config.train), ctx.corpus.name, ctx.corpus.provenance)
+    limit = ctx.config.optimize.held_out_limit
+    # A limit changes the held-out score the stage records. Without one the inputs stay what
+    # earlier builds recorded, so their fine-tunes are reused.
+    return inputs if limit is None else (*inputs, limit)
+
+
 def _export(ctx: _Context, folder: Path, _resume: bool) -> tuple[str, dict[str, Any]]:
     from sentiserve.export.onnx import export
 
@@ -191,12 +199,7 @@ STAGES = (
         "train",
         "model",
         "fine-tuning",
-        lambda ctx: (
-            asdict(ctx.config.train),
-            ctx.corpus.name,
-            ctx.corpus.provenance,
-            ctx.config.optimize.held_out_limit,
-        ),
+        _train_inputs,
         _train,
         resumable=True,
     ),

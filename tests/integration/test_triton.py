@@ -469,11 +469,22 @@ def processes_mentioning(*texts: str) -> list[int]:
     return found
 
 
+def parent_of(pid: int) -> int | None:
+    """``pid``'s parent (None once it has ended)."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def shm_prefix_of(repo: Path) -> str:
     """The python backend's shared memory prefix on the command line of the tritonserver that
     serves ``repo`` (each server has its own, so that servers side by side never share one)."""
     option = "shm-region-prefix-name="
-    (pid,) = processes_mentioning(option, str(repo))
+    found = processes_mentioning(option, str(repo))
+    # A stub Triton has forked but not yet exec'd still carries Triton's command line: the
+    # server is the one whose parent is not among them.
+    (pid,) = [p for p in found if parent_of(p) not in found]
     args = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
     (prefix,) = [a.split(option, 1)[1] for a in args if option in a]
     assert prefix.startswith(SHM_PREFIX), prefix

@@ -158,7 +158,8 @@ def serving(smoke: bool, workdir: Path) -> list[str]:
         levels = [(1, 1)] if smoke else [(1, 1), (32, 1), (128, 1), (64, 32)]
         for clients, per in levels:
             cpu_before = process_cpu(server.pid)
-            row = bench(url, metrics, data, clients, per, 2 if smoke else 15)
+            seconds, warmup = (1, 0.5) if smoke else (15, 2)  # the rehearsal: each step runs
+            row = bench(url, metrics, data, clients, per, seconds, warmup)
             cpu = process_cpu(server.pid) - cpu_before
             rate = row["throughput"] * per
             lines.append(
@@ -172,7 +173,9 @@ def serving(smoke: bool, workdir: Path) -> list[str]:
         server.wait(60)
 
 
-def bench(url: str, metrics: int, data: Path, clients: int, per: int, seconds: int) -> Any:
+def bench(
+    url: str, metrics: int, data: Path, clients: int, per: int, seconds: float, warmup: float
+) -> Any:
     done = subprocess.run(
         [
             sys.executable,
@@ -190,7 +193,7 @@ def bench(url: str, metrics: int, data: Path, clients: int, per: int, seconds: i
             "--duration-s",
             str(seconds),
             "--warmup-s",
-            "2",
+            str(warmup),
             "--metrics-url",
             f"http://127.0.0.1:{metrics}/metrics",
             "--json",

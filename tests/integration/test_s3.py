@@ -263,9 +263,10 @@ def kill_when(proc: subprocess.Popen[str], started: Callable[[], bool], delay_s:
     """SIGKILL ``proc`` ``delay_s`` after ``started()`` first holds, unless it ended first; True
     when it was killed while still running.
 
-    ``started()`` is asked while ``proc`` is stopped (SIGSTOP), and ``proc`` runs 5 ms between
-    two questions: however slow an answer is on a busy machine, the window it watches for
-    cannot pass unseen."""
+    ``started()`` is asked while ``proc`` is stopped (SIGSTOP), and ``proc`` runs 20 ms between
+    two questions: however slow an answer is on a busy machine, a window that lasts longer
+    than that in ``proc``'s own time (the uploads and downloads watched here take hundreds of
+    ms) cannot pass unseen."""
     deadline = time.monotonic() + 60
     try:
         while True:
@@ -280,7 +281,7 @@ def kill_when(proc: subprocess.Popen[str], started: Callable[[], bool], delay_s:
                 proc.send_signal(signal.SIGCONT)
             if began:
                 break
-            time.sleep(0.005)
+            time.sleep(0.02)
         time.sleep(delay_s)
         if proc.poll() is not None:
             return False

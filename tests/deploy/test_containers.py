@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from sentiserve import __version__
-from sentiserve.local.ready import wait_until
+from sentiserve.local.ready import is_ready, wait_until
 from sentiserve.repository.stores.s3 import publish
 from tests.deploy.pods import (
     CHART,
@@ -160,24 +160,22 @@ def test_the_cpu_pod_runs_as_the_chart_renders_it(
         startup = container["startupProbe"]
         budget = startup["failureThreshold"] * startup["periodSeconds"]
 
+        prober = httpx.Client(timeout=startup["timeoutSeconds"])
+
         def ready() -> bool:
             state = json.loads(docker("inspect", run.name).stdout)[0]["State"]
             assert state["Running"], (
                 f"the container exited: {docker('logs', run.name, check=False).stderr[-2000:]}"
             )
             try:
-                return (
-                    httpx.get(
-                        run.probe_url("startupProbe"), timeout=startup["timeoutSeconds"]
-                    ).status_code
-                    == 200
-                )
+                return prober.get(run.probe_url("startupProbe")).status_code == 200
             except httpx.HTTPError:
                 return False
 
-        assert wait_until(ready, budget, interval_s=0.2), (
-            "not ready within the startup probe's budget"
-        )
+        with prober:
+            assert wait_until(ready, budget, interval_s=0.2), (
+                "not ready within the startup probe's budget"
+            )
         assert time.monotonic() - started < budget
         for probe in ("readinessProbe", "livenessProbe"):
             timeout = container[probe]["timeoutSeconds"]
@@ -387,17 +385,16 @@ def test_the_gpu_topology_runs_on_the_cpu_stand_in(
             assert probe("readinessProbe"), "readiness probe"
             assert probe("livenessProbe"), "liveness probe"
         base = f"http://{gateway.address()}:8000"
-        assert wait_until(lambda: _ready(base), 60, interval_s=0.2), "gateway not ready"
+        assert wait_until(lambda: is_ready(base), 60, interval_s=0.2), "gateway not ready"
 
         labels, probs = probabilities(base, TEXTS)
         want_labels, want = probabilities(host_server.url, TEXTS)
         assert labels == want_labels
         assert float(np.abs(probs - want).max()) <= 1e-4
-        for _ in range(40):
-            assert (
-                httpx.post(f"{base}/v1/sentiment", json={"text": TEXTS[0]}, timeout=10).status_code
-                == 200
-            )
+        with httpx.Client(timeout=10) as client:
+            for _ in range(40):
+                answer = client.post(f"{base}/v1/sentiment", json={"text": TEXTS[0]})
+                assert answer.status_code == 200
         counts = [_inference_count(f"http://{p.address()}:8002/metrics") for p in tritons]
         assert all(c > 0 for c in counts), f"calls were not spread over both Tritons: {counts}"
 
@@ -406,12 +403,13 @@ def test_the_gpu_topology_runs_on_the_cpu_stand_in(
         stop_at = time.monotonic() + 6
 
         def load() -> None:
-            while time.monotonic() < stop_at:
-                try:
-                    r = httpx.post(f"{base}/v1/sentiment", json={"text": TEXTS[1]}, timeout=10)
-                    results.append(r.status_code)
-                except httpx.HTTPError:
-                    results.append(0)
+            with httpx.Client(timeout=10) as client:
+                while time.monotonic() < stop_at:
+                    try:
+                        r = client.post(f"{base}/v1/sentiment", json={"text": TEXTS[1]})
+                        results.append(r.status_code)
+                    except httpx.HTTPError:
+                        results.append(0)
 
         thread = threading.Thread(target=load)
         thread.start()
@@ -455,13 +453,6 @@ def gateway_address_started() -> str:
     if docker("network", "inspect", NETWORK, check=False).returncode:
         docker("network", "create", NETWORK)
     return gateway_address()
-
-
-def _ready(base: str) -> bool:
-    try:
-        return httpx.get(f"{base}/v2/health/ready", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _inference_count(metrics_url: str) -> float:

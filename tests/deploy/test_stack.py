@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from sentiserve import __version__
-from sentiserve.local.ready import free_port, wait_until
+from sentiserve.local.ready import free_port, is_ready, wait_until
 from tests.deploy.pods import ROOT, docker, engine
 from tests.deploy.test_containers import engine_missing, probabilities
 from tests.integration.serving import Running, start_server, stop
@@ -104,13 +104,7 @@ def test_the_stack_serves_scrapes_and_evaluates_the_rules(
 ) -> None:
     gateway = f"http://127.0.0.1:{stack['GATEWAY_PORT']}"
 
-    def ready() -> bool:
-        try:
-            return httpx.get(f"{gateway}/v2/health/ready", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    assert wait_until(ready, 240, interval_s=1), "the gateway did not become ready"
+    assert wait_until(lambda: is_ready(gateway), 240, interval_s=1), "the gateway is not ready"
     labels, probs = probabilities(gateway, TEXTS)
     want_labels, want = probabilities(host_server.url, TEXTS)
     assert labels == want_labels

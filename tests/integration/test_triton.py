@@ -386,13 +386,11 @@ def test_gateway_spreads_requests_over_every_triton(
     gateway = start_server(".", "--backend", "triton", "--triton-url", target)
     try:
         before = [triton_successes(s) for s in both]
-        with ThreadPoolExecutor(4) as pool:
+        with httpx.Client(timeout=30) as client, ThreadPoolExecutor(4) as pool:
             codes = list(
                 pool.map(
                     lambda t: (
-                        httpx.post(
-                            f"{gateway.url}/v1/sentiment", json={"text": t}, timeout=30
-                        ).status_code
+                        client.post(f"{gateway.url}/v1/sentiment", json={"text": t}).status_code
                     ),
                     [t for t, _ in toy_texts(40, seed=5)],
                 )
@@ -584,12 +582,11 @@ def test_gateway_splits_and_shadows_the_versions_triton_loads(
     try:
         index = httpx.post(f"{server.url}/v2/repository/index", json={}).json()
         assert sorted(int(m["version"]) for m in index if m.get("state") == "READY") == [1, 2, 3]
-        versions = [
-            httpx.post(f"{gateway.url}/v1/sentiment", json={"text": t}, timeout=30).json()[
-                "version"
+        with httpx.Client(timeout=30) as client:
+            versions = [
+                client.post(f"{gateway.url}/v1/sentiment", json={"text": t}).json()["version"]
+                for t in [REVIEWS[i % 3] for i in range(200)]
             ]
-            for t in [REVIEWS[i % 3] for i in range(200)]
-        ]
         assert {v: versions.count(v) for v in set(versions)} == {1: 150, 2: 50}
         pinned = httpx.post(f"{gateway.url}/v1/sentiment?version=3", json={"text": "x"}).json()
         assert pinned["version"] == 3

@@ -176,6 +176,42 @@ def test_recorded_scores_are_the_saved_models_own(tiny_build: Path) -> None:
         assert metrics[split]["accuracy"] == pytest.approx(mine["accuracy"], abs=1e-12), split
 
 
+def test_optimize_command_builds_the_variants_asked_for(tiny_build: Path, tmp_path: Path) -> None:
+    from sentiserve.optimize.variants import REPORT_FILE
+
+    data = json.loads((tiny_build / "build/model/metrics.json").read_text())["provenance"]["source"]
+    common = (
+        "optimize",
+        "--checkpoint",
+        str(tiny_build / "build/model"),
+        "--onnx",
+        str(tiny_build / "build/onnx/model.onnx"),
+        "--data",
+        data,
+        "--max-length",
+        "64",
+        "--threads",
+        "1",
+        "--invariance-texts",
+        "20",
+        "--held-out-limit",
+        "40",
+    )
+    proc = cli(*common, "--out", str(tmp_path / "opt"), "--variants", "fp32,int8")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "int8" in proc.stderr  # the report table (stdout is for --json)
+    assert "int8_dynamic" not in proc.stderr
+    report = json.loads((tmp_path / "opt" / REPORT_FILE).read_text())
+    assert set(report["files"]) == {"fp32", "int8"}
+    assert set(report["reports"]) == {"fp32", "int8"}
+    assert all(r["accuracy"] is not None for r in report["reports"].values())
+
+    bad = cli(*common, "--out", str(tmp_path / "bad"), "--variants", "fp32,int9")
+    assert bad.returncode != 0
+    assert "unknown variant(s) int9" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
 def test_corrupt_repository_is_refused_by_the_cli(tiny_build: Path, tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     shutil.copytree(tiny_build / "model_repository", repo)

@@ -4,6 +4,7 @@ no outgoing connection can take one between the pick and the bind)."""
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -30,3 +31,23 @@ def test_a_port_in_use_is_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
         again = ready.free_port()
     assert again != taken
     assert again == taken + 1 or again < taken  # the next one along (wrapping at the top)
+
+
+def test_without_the_kernels_range_the_usual_floor_is_assumed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(ready, "_EPHEMERAL", tmp_path / "missing")
+    assert ready._ephemeral_floor() == 32768
+    assert 1024 <= ready.free_port() < 32768
+
+
+def test_a_range_that_leaves_no_room_below_gets_the_kernels_pick(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    ranges = tmp_path / "ip_local_port_range"
+    ranges.write_text("1100\t60999\n")
+    monkeypatch.setattr(ready, "_EPHEMERAL", ranges)
+    port = ready.free_port()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))  # free
+    assert port >= 1024

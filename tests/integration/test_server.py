@@ -229,11 +229,13 @@ def test_sigterm_drains_in_flight_requests_then_exits(tiny_build: Path) -> None:
             # the listener closed (never seen by the server), or one the server dropped; the
             # access log below tells them apart.
             outcomes.append("reset")
-        except httpx.RemoteProtocolError:
+        except httpx.RemoteProtocolError as exc:
             # Closed with nothing read: uvicorn's graceful shutdown closes a connection it has
             # accepted but whose request it has not begun to read (no request cycle yet), so
-            # the request never reached the app; the access log below checks that too.
-            outcomes.append("closed")
+            # the request never reached the app; the access log below checks that too. Any
+            # other protocol error is a failure.
+            unread = "without sending a response" in str(exc)
+            outcomes.append("closed" if unread else type(exc).__name__)
         except httpx.HTTPError as exc:
             outcomes.append(type(exc).__name__)  # anything else: a failure
 

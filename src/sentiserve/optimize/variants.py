@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable
@@ -227,22 +228,21 @@ def optimize(
     # The temperature and the drift reference read the served engine's answers: one session,
     # opened when first needed (an unlabelled regression needs none), and each split's
     # logits computed once.
-    served: list[OnnxRuntimeEngine] = []
+    @functools.cache
+    def served() -> OnnxRuntimeEngine:
+        return OnnxRuntimeEngine(
+            out / result.files[result.defaults["cpu"]],
+            threads=settings.threads,
+            providers=providers_for(dev),
+            sep_id=tokenizer.sep_id,
+        )
+
     computed: dict[str, npt.NDArray[np.float32]] = {}
 
     def served_logits(name: str, examples: Examples) -> npt.NDArray[np.float32]:
-        if not served:
-            served.append(
-                OnnxRuntimeEngine(
-                    out / result.files[result.defaults["cpu"]],
-                    threads=settings.threads,
-                    providers=providers_for(dev),
-                    sep_id=tokenizer.sep_id,
-                )
-            )
         if name not in computed:
             computed[name] = predict_logits(
-                served[0], tokenizer, examples.texts, pairs=examples.pairs
+                served(), tokenizer, examples.texts, pairs=examples.pairs
             )
         return computed[name]
 

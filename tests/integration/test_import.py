@@ -500,7 +500,8 @@ def test_a_multi_label_model_is_gated_on_label_sets(tmp_path: Path) -> None:
     got = open_model(version, engine="fp32", device="cpu").probabilities(TEXTS)
     assert float(np.abs(got - want).max()) <= 1e-4
     assert ((got >= 0.5) == (raw >= 0)).all(), "temperatures move no decision at 0.5"
-    from sentiserve.repository.triton import Platform, write_gpu_form
+    from sentiserve.repository.triton import write_gpu_form
+    from sentiserve.repository.triton_configs import Platform
 
     configs = write_gpu_form(tmp_path / "repo", "emotion", Platform.ONNXRUNTIME)
     (post,) = [c for c in configs if c.name.endswith("_postprocess")]

@@ -23,7 +23,8 @@ from tritonclient.utils import InferenceServerException
 
 from sentiserve.local.ready import free_port, is_ready, serve_command, wait_until
 from sentiserve.repository.layout import CONFIG, ModelRepository
-from sentiserve.repository.triton import Platform, write_gpu_form, write_python_form
+from sentiserve.repository.triton import write_gpu_form, write_python_form
+from sentiserve.repository.triton_configs import Platform
 from sentiserve.triton.environment import TritonEnvironment, TritonUnavailableError
 from sentiserve.triton.model_config import read_config
 from sentiserve.triton.server import SHM_PREFIX, TritonServer, shm_regions

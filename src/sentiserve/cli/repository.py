@@ -11,7 +11,7 @@ from sentiserve import DEFAULT_MODEL
 from sentiserve.cli.console import console, emit_json, engines_line, user_errors
 from sentiserve.engine.tokenizer import Truncation
 from sentiserve.repository.layout import DEFAULT_ROOT
-from sentiserve.repository.triton import Platform, TritonBatching
+from sentiserve.repository.triton_configs import Platform, TritonBatching
 
 TB = TritonBatching
 
@@ -80,7 +80,7 @@ def form(
     config.pbtxt files are generated from typed config and checked (ensemble wiring, dims
     against the ONNX graph) before anything is written."""
     from sentiserve.errors import ConfigError
-    from sentiserve.repository.triton import TritonBatching, write_form
+    from sentiserve.repository.triton import write_form
 
     with user_errors():
         try:

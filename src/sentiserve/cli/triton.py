@@ -46,7 +46,8 @@ def triton(
     """
     from sentiserve.errors import ConfigError
     from sentiserve.repository.layout import CONFIG, ModelRepository
-    from sentiserve.repository.triton import TritonBatching, is_gpu_form, write_python_form
+    from sentiserve.repository.triton import is_gpu_form, write_python_form
+    from sentiserve.repository.triton_configs import TritonBatching
     from sentiserve.triton.environment import TritonEnvironment
     from sentiserve.triton.server import TritonServer
 

@@ -24,13 +24,8 @@ from sentiserve.errors import RepositoryError
 from sentiserve.files import write_text_atomic
 from sentiserve.repository.layout import CONFIG, ModelRepository, ModelVersion
 from sentiserve.repository.manifest import MANIFEST, EngineEntry, FileEntry, Manifest
-from sentiserve.repository.triton import (
-    classify_config,
-    is_gpu_form,
-    reference_parameter,
-    thresholds_of,
-    write_model_py,
-)
+from sentiserve.repository.triton import is_gpu_form, write_model_py
+from sentiserve.repository.triton_configs import classify_config, reference_parameter, thresholds_of
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from sentiserve.repository.config import (
     ModelConfig,
     Tensor,
 )
-from sentiserve.repository.triton import classify_config
+from sentiserve.repository.triton_configs import classify_config
 
 IDS = Tensor("input_ids", DataType.INT64, (-1,))
 LOGITS = Tensor("logits", DataType.FP32, (2,))

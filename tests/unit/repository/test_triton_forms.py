@@ -14,14 +14,16 @@ from sentiserve.repository.layout import CONFIG, ModelRepository
 from sentiserve.repository.triton import (
     MODEL_PY,
     MODEL_PY_TEXT,
+    write_form,
+    write_gpu_form,
+    write_python_form,
+)
+from sentiserve.repository.triton_configs import (
     Platform,
     TritonBatching,
     check_ensemble,
     check_onnx,
     ensemble_configs,
-    write_form,
-    write_gpu_form,
-    write_python_form,
 )
 
 

@@ -48,7 +48,7 @@ from sentiserve.errors import (
     UnavailableError,
     from_grpc_code,
 )
-from sentiserve.repository.triton import LABELS, REFERENCE, THRESHOLDS
+from sentiserve.repository.triton_configs import LABELS, REFERENCE, THRESHOLDS
 from sentiserve.serve import tracing
 from sentiserve.serve.metrics import Metrics
 from sentiserve.serve.payloads import PayloadLog

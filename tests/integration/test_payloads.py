@@ -20,13 +20,8 @@ from typer.testing import CliRunner
 
 from sentiserve.cli import build_app
 from sentiserve.errors import ConfigError
-from sentiserve.serve.payloads import (
-    BATCH_CONTENT_TYPE,
-    REQUEST_TYPE,
-    RESPONSE_TYPE,
-    PayloadLogConfig,
-    read_events,
-)
+from sentiserve.serve.payload_sinks import BATCH_CONTENT_TYPE, read_events
+from sentiserve.serve.payloads import REQUEST_TYPE, RESPONSE_TYPE, PayloadLogConfig
 from tests.integration.serving import free_port, in_process
 from tests.integration.test_compat import grpc_infer
 
@@ -333,7 +328,7 @@ def test_drift_refuses_a_log_without_answers(tiny_build: Path, tmp_path: Path) -
 
 def test_a_target_of_unknown_scheme_is_a_clear_error() -> None:
     from sentiserve.errors import ConfigError
-    from sentiserve.serve.payloads import open_sink
+    from sentiserve.serve.payload_sinks import open_sink
 
     with pytest.raises(ConfigError, match="expected http"):
         open_sink("ftp://host/x")

@@ -34,7 +34,8 @@ def drift(
     from sentiserve.monitoring.drift import compare
     from sentiserve.repository.layout import ModelRepository
     from sentiserve.repository.stores import open_repository
-    from sentiserve.serve.payloads import RESPONSE_TYPE, read_events
+    from sentiserve.serve.payload_sinks import read_events
+    from sentiserve.serve.payloads import RESPONSE_TYPE
 
     with user_errors(), tempfile.TemporaryDirectory(prefix="sentiserve-drift-") as tmp:
         files = [p for source in payloads for p in _local(source, Path(tmp))]

@@ -1,7 +1,7 @@
 """The Triton model configs of a model version, typed and checked: the python form's one
-model, and the GPU form's ensemble and its three members (see :mod:`sentiserve.repository.
-triton` for the forms and how they are written), each checked against the ONNX graph or the
-ensemble it belongs to.
+model, and the GPU form's ensemble and its three members, each checked against the ONNX
+graph or the ensemble it belongs to. :mod:`sentiserve.repository.triton` describes the forms
+and writes them.
 """
 
 from __future__ import annotations

@@ -76,8 +76,13 @@ def test_closed_loop_sweep_with_server_metrics_and_files(
         assert row["requests"] > 10
         assert row["throughput"] == pytest.approx(row["requests"] / 1.5)
         assert row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"] <= row["max_ms"]
-        # The server saw what the client sent, give or take the requests on the window edges.
-        assert abs(row["server_requests"] - row["requests"]) <= 2 * row["concurrency"] + 2
+        # The server saw what the client sent, give or take the requests on the window edges:
+        # those in flight, and those finished while a scrape was on its way (the client's
+        # window is fixed; the server's counters are read a scrape's round trip later, and
+        # at several hundred requests a second a 10 ms scrape is several requests; CI once
+        # saw 1,012 against 1,024 at 4 clients).
+        edges = 2 * row["concurrency"] + 2 + 0.05 * row["requests"]
+        assert abs(row["server_requests"] - row["requests"]) <= edges
         # A windowed estimate: each scrape can see a batch executed whose request has not
         # finished (the execution counted, its text not yet), so the ratio can dip below 1
         # by up to concurrency + 1 executions out of all of them; never further.

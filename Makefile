@@ -174,6 +174,7 @@ format: setup
 bench: model system triton bench-peers
 	$(PY) benchmarks/engines.py --model-repository $(REPO) --out benchmarks/RESULTS.md
 	$(PY) benchmarks/compare.py --model-repository $(REPO) --out benchmarks/RESULTS-serving.md
+	$(PY) benchmarks/batching.py --model-repository $(REPO) --out benchmarks/RESULTS-serving.md
 
 ## bench-serving: only the serving comparison
 bench-serving: model system triton bench-peers

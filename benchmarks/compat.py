@@ -88,14 +88,25 @@ def section(doc: dict[str, Any], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, text: str, start: str = START, end: str = END) -> None:
-    """Put ``text`` between the markers in ``path`` (appended if there are none)."""
+def write_section(path: Path, text: str, start: str, end: str) -> None:
+    """Put ``text`` between the markers in ``path`` (appended if there are none); the rest
+    of the file, other scripts' sections included, is kept."""
     old = path.read_text() if path.exists() else ""
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
     if pattern.search(old):
         path.write_text(pattern.sub(lambda _m: text, old))
     else:
         path.write_text(f"{old.rstrip()}\n\n{text}\n")
+
+
+def write_results(
+    doc: dict[str, Any], raw: Path, out: Path, text: str, start: str, end: str
+) -> None:
+    """A benchmark's results: the raw ``doc`` as JSON at ``raw``, and ``text`` as its
+    section of the report at ``out`` (between ``start`` and ``end``)."""
+    raw.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    write_section(out, text, start, end)
+    print(f"wrote {out} and {raw}", file=sys.stderr)
 
 
 def rounds_parser(doc: str | None) -> argparse.ArgumentParser:
@@ -116,9 +127,7 @@ def main() -> None:
     args = rounds_parser(__doc__).parse_args()
     os.environ.setdefault("SENTISERVE_LOG_LEVEL", "WARNING")
     doc = measure(args)
-    (HERE / "RESULTS-compat.json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
-    write_section(Path(args.out), section(doc, args))
-    print(f"wrote {args.out} and {HERE / 'RESULTS-compat.json'}", file=sys.stderr)
+    write_results(doc, HERE / "RESULTS-compat.json", Path(args.out), section(doc, args), START, END)
 
 
 if __name__ == "__main__":

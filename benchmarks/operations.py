@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from compare import Peer, sentiserve_cmd, versions  # benchmarks/ is the script's folder
-from compat import median, rounds_parser, write_section
+from compat import median, rounds_parser, write_results
 from sentiserve import DEFAULT_MODEL
 from sentiserve.bench.report import machine
 from sentiserve.bench.texts import load_texts
@@ -328,9 +328,8 @@ def main() -> None:
     os.environ.setdefault("SENTISERVE_LOG_LEVEL", "WARNING")
     doc = measure(args)
     names = [k for k in doc if k not in ("machine", "versions", "texts")]
-    (HERE / "RESULTS-operations.json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
-    write_section(Path(args.out), section(doc, args, names), START, END)
-    print(f"wrote {args.out} and {HERE / 'RESULTS-operations.json'}", file=sys.stderr)
+    text = section(doc, args, names)
+    write_results(doc, HERE / "RESULTS-operations.json", Path(args.out), text, START, END)
 
 
 if __name__ == "__main__":

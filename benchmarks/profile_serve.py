@@ -72,6 +72,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS-profile.md")
     args = parser.parse_args()
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        raise SystemExit("py-spy is not installed: `make setup` installs it (the dev extra)")
 
     from sentiserve.bench.texts import rt_texts
     from sentiserve.bench.wrk import run_wrk
@@ -100,7 +103,6 @@ def main() -> None:
         # Window 2: py-spy samples the same load (without pausing the process).
         with tempfile.TemporaryDirectory() as tmp:
             raw = Path(tmp) / "profile.txt"
-            spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
             sampler = subprocess.Popen(
                 [
                     spy,

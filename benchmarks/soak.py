@@ -12,7 +12,7 @@ with the end: resident memory, open file descriptors, threads and p99 latency.
    worse), or any error, is a defect: the script says so and exits 1.
 
 Writes benchmarks/RESULTS-soak.md (``--out``). ``tests/integration/test_soak.py`` runs a
-30-second version (5-second segments) with the same checks.
+20-second version (5-second segments) with the same checks.
 
 Usage: python benchmarks/soak.py [--minutes 30] [--segment 60] [--model-repository DIR]
 """

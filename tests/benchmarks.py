@@ -14,6 +14,8 @@ def load(relative: str) -> ModuleType:
     """``benchmarks/<relative>`` as a module named after its file (registered, so that
     dataclasses and pickling inside it work)."""
     path = BENCHMARKS / relative
+    if str(BENCHMARKS) not in sys.path:  # as running a script does: they import each other
+        sys.path.insert(0, str(BENCHMARKS))
     spec = importlib.util.spec_from_file_location(path.stem, path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {path}")

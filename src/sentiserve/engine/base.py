@@ -10,8 +10,9 @@ import numpy.typing as npt
 
 
 class Engine(Protocol):
-    """An inference engine. Implementations are thread-compatible, not thread-safe:
-    one caller at a time (the server's batcher owns its engine)."""
+    """An inference engine. Implementations are thread-compatible, not thread-safe: one
+    caller at a time (the server's batcher owns its engine), unless the engine says it
+    runs side by side (:func:`runs_side_by_side`)."""
 
     name: str
 
@@ -20,6 +21,13 @@ class Engine(Protocol):
     ) -> npt.NDArray[np.float32]:
         """Logits, shape ``[batch, num_labels]``, for a padded batch."""
         ...
+
+
+def runs_side_by_side(engine: Engine) -> bool:
+    """Whether several threads may call ``engine.infer`` at once, each computing on its own
+    thread, so that instances can share it (a one-thread ONNX Runtime session on the CPU:
+    one copy of the weights for every instance)."""
+    return bool(getattr(engine, "side_by_side", False))
 
 
 Temperature = float | npt.NDArray[np.float64]

@@ -47,8 +47,9 @@ class InstanceConfig:
     """Engine instances per model.
 
     Attributes:
-        count: Instances (worker threads, each with its own engine session). None: one per
-            core on CPU, one on a GPU.
+        count: Instances (worker threads). One-thread CPU instances share one ONNX Runtime
+            session (``engine.base.runs_side_by_side``); others get a session each. None:
+            one per core on CPU, one on a GPU.
         threads: Intra-op threads per instance. None: 1 on CPU when there are several
             instances, else every core.
         solo_threads: Threads of the solo session used for a lone request when every

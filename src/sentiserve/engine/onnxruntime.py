@@ -108,6 +108,11 @@ class OnnxRuntimeEngine:
         self.name = f"onnxruntime:{path.name}"
         self.sep_id = sep_id
         self.providers: list[str] = list(self._session.get_providers())
+        # ONNX Runtime lets several threads call run() on one session at once; with one
+        # intra-op thread each run computes on its caller's thread, so one-thread instances
+        # can share this session (and its weights) instead of opening one each. With more
+        # threads they would also share its thread pool, so those keep a session each.
+        self.side_by_side = threads == 1 and self.providers == [CPU]
         self._inputs = [i.name for i in self._session.get_inputs()]
         unknown = set(self._inputs) - {"input_ids", "attention_mask", "token_type_ids"}
         if unknown or "input_ids" not in self._inputs:

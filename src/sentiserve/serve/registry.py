@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sentiserve.engine.base import runs_side_by_side
 from sentiserve.engine.instances import InstanceConfig, ResolvedInstances
 from sentiserve.engine.predict import predict_probabilities
 from sentiserve.errors import ModelNotFoundError, SentiserveError
@@ -187,10 +188,15 @@ class Registry:
         dev = detect_device()
         plan = self.instances.resolve(dev)
         served = open_model(loaded, engine=self.engine, threads=plan.threads, device=dev)
-        engines = [served.engine]
-        engines += [served.open_engine(plan.threads) for _ in range(plan.count - 1)]
+        if runs_side_by_side(served.engine):
+            # One session for every instance: its weights once, each run on its caller.
+            engines = [served.engine] * plan.count
+        else:
+            engines = [served.engine]
+            engines += [served.open_engine(plan.threads) for _ in range(plan.count - 1)]
         solo = served.open_engine(plan.solo_threads) if plan.solo_threads else None
-        for engine in [*engines, *([solo] if solo else [])]:
+        sessions = {id(e): e for e in [*engines, *([solo] if solo else [])]}
+        for engine in sessions.values():
             # Ready only after every session ran once (first runs allocate).
             predict_probabilities(engine, served.tokenizer, WARMUP_TEXTS)
 
@@ -207,12 +213,13 @@ class Registry:
         )
         batcher.start()
         logger.info(
-            "loaded %s v%d (%s, %d instances x %d threads, solo %d)",
+            "loaded %s v%d (%s, %d instances x %d threads on %d session(s), solo %d)",
             name,
             number,
             served.variant,
             plan.count,
             plan.threads,
+            len({id(e) for e in engines}),
             plan.solo_threads,
         )
         return LoadedModel(served, batcher, plan)

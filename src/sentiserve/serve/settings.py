@@ -148,8 +148,9 @@ class InstancesSettings(_Section):
     count: int | None = Field(
         default=None,
         ge=1,
-        description="Engine instances (each a worker with its own session, all taking from "
-        "one queue). Default: one per core on CPU, one on a GPU.",
+        description="Engine instances (each a worker thread, all taking from one queue; "
+        "one-thread CPU instances share one ONNX Runtime session, others get one each). "
+        "Default: one per core on CPU, one on a GPU.",
     )
     threads: int | None = Field(
         default=None,

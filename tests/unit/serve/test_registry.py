@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sentiserve.engine.instances import InstanceConfig
+from sentiserve.engine.predict import predict_probabilities
 from sentiserve.errors import ModelNotFoundError, RepositoryError
 from sentiserve.serve.batcher import BatchingConfig
 from sentiserve.serve.registry import Registry
@@ -57,6 +60,35 @@ def test_load_reload_fail_and_unload(repo: Path) -> None:
         (status,) = registry.index()
         assert status.state == "UNAVAILABLE"
         assert "corrupt" in status.reason
+    finally:
+        registry.stop()
+
+
+@pytest.mark.parametrize(("threads", "shared"), [(1, True), (2, False)])
+def test_one_thread_instances_share_one_session(repo: Path, threads: int, shared: bool) -> None:
+    """One-thread CPU instances run side by side on one session (its weights once); with
+    more threads each gets its own (a shared session would also share its thread pool). The
+    solo session is always its own, and every instance answers the same."""
+    registry = Registry(
+        repo, BatchingConfig(), instances=InstanceConfig(count=3, threads=threads, solo_threads=2)
+    )
+    registry.load_all()
+    try:
+        loaded = registry.get("sentiment")
+        engines = loaded.batcher.engines
+        assert len(engines) == 3
+        assert (len({id(e) for e in engines}) == 1) is shared
+        if not shared:
+            assert len({id(e) for e in engines}) == 3
+        assert loaded.batcher.solo is not None
+        assert all(loaded.batcher.solo is not e for e in engines)
+        texts = ["a fine film", "dull and far too long, with a plot that never starts"]
+        tokenizer = loaded.served.tokenizer
+        alone = predict_probabilities(loaded.batcher.solo, tokenizer, texts)
+        with ThreadPoolExecutor(3) as pool:  # every instance at once, as the workers call
+            runs = list(pool.map(lambda e: predict_probabilities(e, tokenizer, texts), engines))
+        for probabilities in runs:
+            np.testing.assert_allclose(probabilities, alone, atol=1e-6)
     finally:
         registry.stop()
 

@@ -200,7 +200,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             )
     return {
         "machine": machine(),
-        "texts": f"{len(encoded)} {texts.description} texts",
+        "texts": f"{len(encoded)} texts from the {texts.description}",
         "mean_tokens": statistics.fmean(len(e) for e in encoded),
         "instances": len(engines),
         "sessions": len({id(e) for e in engines}),
@@ -219,8 +219,9 @@ def section(doc: dict[str, Any]) -> str:
         "",
         f"No server, no client: {doc['instances']} one-thread instances on "
         f"{doc['sessions']} session(s), as `sentiserve serve` lays them out, {doc['texts']} "
-        f"(mean {doc['mean_tokens']:.1f} tokens) per scheme, {len(next(iter(runs.values())))} "
-        f"rounds interleaved; {m.get('cpu', '?')}, {m.get('cores', '?')} cores.",
+        f"(mean {doc['mean_tokens']:.1f} tokens) per scheme, schemes interleaved over "
+        f"{len(next(iter(runs.values())))} round(s); {m.get('cpu', '?')}, "
+        f"{m.get('cores', '?')} cores.",
         "",
         "| batches | mean size | padded tokens per text | texts/s (median; each round) "
         "| of the ceiling |",

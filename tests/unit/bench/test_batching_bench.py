@@ -74,7 +74,9 @@ def test_one_length_makes_whole_batches_and_grouping_keeps_lengths_apart(
     batching: ModuleType, model: Any
 ) -> None:
     same = Recording(model.engine)
-    batching.closed_loop([same, same], model.tokenizer.pad, texts(model, [12] * 256), BatchingConfig())
+    batching.closed_loop(
+        [same, same], model.tokenizer.pad, texts(model, [12] * 256), BatchingConfig()
+    )
     sizes = [size for size, _, _ in same.calls]
     # 32 waiting, two free instances: a fair share of 16 each, then what the answered
     # clients send back while the other call runs.

@@ -390,7 +390,7 @@ def markdown(
             f"length-sorted batches of 32): {span([x['sorted32_seq_s'] for x in c])} seq/s, "
             f"the better of one session with {c[0]['cores']} threads "
             f"({span([x['one_session_seq_s'] for x in c])}) and {c[0]['cores']} one-thread "
-            f"sessions side by side ({span([x['per_core_seq_s'] for x in c])}). Engine "
+            f"runs side by side ({span([x['per_core_seq_s'] for x in c])}). Engine "
             f"batch-1 p50 {span([x['batch1_p50_ms'] for x in c], 2)} ms with "
             f"{c[0]['cores']} threads; mean length {c[0]['mean_tokens']:.0f} tokens."
         )

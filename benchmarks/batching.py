@@ -26,7 +26,6 @@ Usage: python benchmarks/batching.py [--model-repository DIR] [--rounds 3] [--te
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import random
 import statistics
@@ -44,7 +43,7 @@ from sentiserve.bench.report import machine
 from sentiserve.bench.texts import load_texts
 from sentiserve.engine.base import Engine, runs_side_by_side
 from sentiserve.engine.instances import available_cores
-from sentiserve.serve.batcher import BatchingConfig, select
+from sentiserve.serve.batcher import BatchingConfig, cut
 
 HERE = Path(__file__).resolve().parent
 START, END = "<!-- batching:start -->", "<!-- batching:end -->"
@@ -113,9 +112,7 @@ def closed_loop(
                 if not waiting or failed:
                     cond.notify_all()
                     return
-                free = len(engines) - busy[0]
-                share = math.ceil(len(waiting) / free)
-                chosen = set(select([len(ids) for ids in waiting], 0, config, limit=share))
+                chosen = set(cut([len(ids) for ids in waiting], len(engines) - busy[0], config))
                 batch = [ids for k, ids in enumerate(waiting) if k in chosen]
                 waiting[:] = [ids for k, ids in enumerate(waiting) if k not in chosen]
                 busy[0] += 1

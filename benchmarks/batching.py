@@ -4,13 +4,14 @@ The same engine layout as ``sentiserve serve`` on this machine (one one-thread i
 core, sharing one session where the engine allows it) runs the same rt texts cut into
 batches in several ways, each scheme in turn, several rounds interleaved:
 
-- **one text per call**: every instance takes the next text (the plain FastAPI peer's
-  engine work);
-- **the server's batches**: a closed loop of 32 clients, each with one text waiting at a
-  time, and the server's own batch cutter (``serve.batcher.select``, default settings):
-  a free instance cuts its fair share of what waits (what waits divided by the free
-  instances) around the oldest text, and when its call returns those clients send their
-  next texts. Once with length grouping (the default) and once without;
+- **a closed loop of 32 clients**, each with one text waiting at a time: a free instance
+  cuts its batch from what waits as the server's worker does (``serve.batcher.cut``: its
+  fair share, around the oldest text) and, when its call returns, those clients send their
+  next texts. With one text per call, with the server's defaults, with
+  ``--batch-window 8``, and with length grouping off. These also give each text's latency
+  (engine time and queueing);
+- **one text per call** without the loop: every instance takes the next text (the plain
+  FastAPI peer's engine work);
 - **random batches** of 4, 8 and 32 texts (arrival order, no grouping);
 - **the ceiling**: every text at once, length-sorted, in batches of 32 (what compare.py
   calls the engine ceiling; a server only ever holds its clients' texts).
@@ -37,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from compare import side_by_side_rate, sorted_batches  # benchmarks/ is the script's folder
 from compat import write_results
 from sentiserve.bench.report import machine
@@ -49,6 +52,7 @@ HERE = Path(__file__).resolve().parent
 START, END = "<!-- batching:start -->", "<!-- batching:end -->"
 CLIENTS = 32
 RANDOM_SIZES = (4, 8, 32)
+WINDOW = 8
 
 
 @dataclass(frozen=True)
@@ -59,10 +63,18 @@ class Run:
     calls: int
     padded_tokens: int
     seconds: float
+    latencies_ms: tuple[float, ...] = ()
+    """Closed loop only: each text's time from sent to answered, in steady state (the
+    first and last ``clients`` texts left out: the start and the drain)."""
 
     @property
     def rate(self) -> float:
         return self.texts / self.seconds
+
+    def latency(self, q: float) -> float | None:
+        if len(self.latencies_ms) < 2:
+            return None
+        return float(np.percentile(self.latencies_ms, q))
 
 
 def run_batches(engines: Sequence[Engine], batches: list[Any]) -> Run:
@@ -86,14 +98,17 @@ def closed_loop(
     clients: int = CLIENTS,
 ) -> Run:
     """``clients`` clients, one text waiting each, served by ``engines`` side by side; a
-    free instance cuts its batch as the server's worker does (``select`` around the oldest
-    text, capped at its fair share) and, when its call returns, those clients send their
-    next texts. Every text in ``encoded`` is sent once."""
+    free instance cuts its batch as the server's worker does (``batcher.cut``: around the
+    oldest text, capped at its fair share) and, when its call returns, those clients send
+    their next texts. Every text in ``encoded`` is sent once."""
     cond = threading.Condition()
-    upcoming = iter(encoded)
-    waiting: list[list[int]] = [ids for _, ids in zip(range(clients), upcoming, strict=False)]
+    upcoming = enumerate(encoded)
+    now = time.perf_counter()
+    # (ids, sent at, its place in the sending order), oldest first.
+    waiting = [(ids, now, k) for _, (k, ids) in zip(range(clients), upcoming, strict=False)]
     busy = [0]
     calls, padded_tokens, done = [0], [0], [0]
+    latencies: list[tuple[int, float]] = []
     failed: list[BaseException] = []
 
     def work(engine: Engine) -> None:
@@ -112,19 +127,22 @@ def closed_loop(
                 if not waiting or failed:
                     cond.notify_all()
                     return
-                chosen = set(cut([len(ids) for ids in waiting], len(engines) - busy[0], config))
-                batch = [ids for k, ids in enumerate(waiting) if k in chosen]
-                waiting[:] = [ids for k, ids in enumerate(waiting) if k not in chosen]
+                lengths = [len(ids) for ids, _, _ in waiting]
+                chosen = set(cut(lengths, len(engines) - busy[0], config))
+                batch = [w for k, w in enumerate(waiting) if k in chosen]
+                waiting[:] = [w for k, w in enumerate(waiting) if k not in chosen]
                 busy[0] += 1
-            padded = pad(batch)
+            padded = pad([ids for ids, _, _ in batch])
             engine.infer(padded.input_ids, padded.attention_mask)
             with cond:
+                now = time.perf_counter()
                 busy[0] -= 1
                 calls[0] += 1
                 padded_tokens[0] += int(padded.input_ids.size)
                 done[0] += len(batch)
+                latencies.extend((k, (now - sent) * 1000) for _, sent, k in batch)
                 # Each answered client sends its next text, if any are left.
-                waiting.extend(ids for _, ids in zip(batch, upcoming, strict=False))
+                waiting.extend((ids, now, k) for _, (k, ids) in zip(batch, upcoming, strict=False))
                 cond.notify_all()
 
     started = time.perf_counter()
@@ -135,7 +153,8 @@ def closed_loop(
         thread.join()
     if failed:
         raise failed[0]
-    return Run(done[0], calls[0], padded_tokens[0], time.perf_counter() - started)
+    steady = tuple(ms for k, ms in latencies if clients <= k < len(encoded) - clients)
+    return Run(done[0], calls[0], padded_tokens[0], time.perf_counter() - started, steady)
 
 
 def schemes(
@@ -150,15 +169,15 @@ def schemes(
     def chunks(size: int) -> list[Any]:
         return [pad(shuffled[s : s + size]) for s in range(0, len(shuffled), size)]
 
-    server = BatchingConfig()
+    def loop(**settings: Any) -> Callable[[], Run]:
+        return lambda: closed_loop(engines, pad, shuffled, BatchingConfig(**settings))
+
     out: dict[str, Callable[[], Run]] = {
         "one text per call": lambda: run_batches(engines, chunks(1)),
-        f"the server's batches at {CLIENTS} clients": lambda: closed_loop(
-            engines, pad, shuffled, server
-        ),
-        "the same, length grouping off": lambda: closed_loop(
-            engines, pad, shuffled, BatchingConfig(group_by_length=False)
-        ),
+        f"one text per call, oldest first, {CLIENTS} clients": loop(max_batch_size=1),
+        f"the server's batches at {CLIENTS} clients": loop(),
+        f"the same, --batch-window {WINDOW}": loop(batch_window=WINDOW),
+        "the same, length grouping off": loop(group_by_length=False),
     }
     for size in RANDOM_SIZES:
         out[f"random batches of {size}"] = lambda size=size: run_batches(engines, chunks(size))
@@ -193,6 +212,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     "texts_s": run.rate,
                     "mean_size": run.texts / run.calls,
                     "padded_per_text": run.padded_tokens / run.texts,
+                    "p50_ms": run.latency(50),
+                    "p99_ms": run.latency(99),
                 }
             )
     return {
@@ -221,22 +242,30 @@ def section(doc: dict[str, Any]) -> str:
         f"{m.get('cores', '?')} cores.",
         "",
         "| batches | mean size | padded tokens per text | texts/s (median; each round) "
-        "| of the ceiling |",
-        "|---|---|---|---|---|",
+        "| of the ceiling | p50 / p99 ms |",
+        "|---|---|---|---|---|---|",
     ]
     for name, rows in runs.items():
         each = ", ".join(f"{r['texts_s']:.0f}" for r in rows)
         size = statistics.median(r["mean_size"] for r in rows)
         padded = statistics.median(r["padded_per_text"] for r in rows)
+        timed = [r for r in rows if r.get("p99_ms") is not None]
+        latency = (
+            f"{statistics.median(r['p50_ms'] for r in timed):.0f} / "
+            f"{statistics.median(r['p99_ms'] for r in timed):.0f}"
+            if timed
+            else ""
+        )
         lines.append(
             f"| {name} | {size:.1f} | {padded:.1f} | {rate[name]:.0f} ({each}) | "
-            f"{rate[name] / ceiling:.2f} |"
+            f"{rate[name] / ceiling:.2f} | {latency} |"
         )
     lines += [
         "",
         "The server's figure at 32 clients (RESULTS-serving.md, `rt`) can reach at most its "
         "batches' share of the ceiling here, before HTTP, JSON and tokenizing take their "
-        "part of the same cores.",
+        "part of the same cores. Latency (closed loops only): from a text's sending to its "
+        "answer, steady state, engine time and queueing only.",
         "",
         "Command: `python benchmarks/batching.py`.",
         END,

@@ -68,6 +68,24 @@ def test_the_closed_loop_sends_every_text_once_within_the_cutters_limits(
     # Never more than the clients' texts wait, so no batch is larger than 32.
     assert max(size for size, _, _ in calls) <= batching.CLIENTS
     assert sorted(n for _, _, lengths in calls for n in lengths) == sorted(map(len, encoded))
+    # Every text but the first and last 32 has its latency, and none is negative.
+    assert len(run.latencies_ms) == len(encoded) - 2 * batching.CLIENTS
+    assert min(run.latencies_ms) > 0
+    assert run.latency(50) <= run.latency(99) <= max(run.latencies_ms)
+
+
+def test_the_window_keeps_batches_among_the_oldest_texts(batching: ModuleType, model: Any) -> None:
+    """With --batch-window 4 a batch is cut from the four oldest waiting texts, so no batch
+    holds more than four, where the whole queue groups many texts of one length."""
+    encoded = texts(model, [8, 40] * 64)
+    windowed, whole = Recording(model.engine), Recording(model.engine)
+    run = batching.closed_loop(
+        [windowed], model.tokenizer.pad, encoded, BatchingConfig(batch_window=4)
+    )
+    assert run.texts == len(encoded)
+    assert max(size for size, _, _ in windowed.calls) <= 4
+    batching.closed_loop([whole], model.tokenizer.pad, encoded, BatchingConfig())
+    assert max(size for size, _, _ in whole.calls) > 4
 
 
 def test_one_length_makes_whole_batches_and_grouping_keeps_lengths_apart(
@@ -106,7 +124,9 @@ def test_its_section_replaces_only_its_own(batching: ModuleType, tmp_path: Path)
         "\n<!-- batching:start -->\nold batching table\n<!-- batching:end -->\n"
     )
     run = {"texts_s": 100.0, "mean_size": 2.0, "padded_per_text": 30.0}
+    run |= {"p50_ms": 80.0, "p99_ms": 160.0}
     ceiling = {"texts_s": 200.0, "mean_size": 32.0, "padded_per_text": 28.0}
+    ceiling |= {"p50_ms": None, "p99_ms": None}
     doc = {
         "machine": {"cpu": "test cpu", "cores": 2},
         "texts": "64 rt texts",
@@ -122,6 +142,7 @@ def test_its_section_replaces_only_its_own(batching: ModuleType, tmp_path: Path)
     assert "old batching table" not in text
     assert text.count(batching.START) == 1
     assert text.count("<!-- compat:start -->") == 1
-    assert "| one text per call | 2.0 | 30.0 | 100 (100) | 0.50 |" in text
+    assert "| one text per call | 2.0 | 30.0 | 100 (100) | 0.50 | 80 / 160 |" in text
+    assert "| ceiling: length-sorted batches | 32.0 | 28.0 | 200 (200) | 1.00 |  |" in text
     assert raw.exists()
     assert '"sessions": 1' in raw.read_text()

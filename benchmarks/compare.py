@@ -7,8 +7,9 @@ Peers (each started, measured and stopped here, all on the same int8 engine file
    (benchmarks/peerset.py, benchmarks/peers/): LitServe, Ray Serve, BentoML, MLServer
    (KServe v2) and Infinity, each with the best of the settings its documentation suggests
    (measured first, at 32 clients).
-3. sentiserve: ``sentiserve serve`` with its defaults; on ``long`` also with length
-   grouping off, to show what grouping is worth.
+3. sentiserve: ``sentiserve serve`` with its defaults; at 32 clients and more also with
+   ``--batch-window 8`` (the tail-latency setting); on ``long`` also with length grouping
+   off, to show what grouping is worth.
 4. triton (v2): the real Triton 2.51 (bundled in nvidia-pytriton, ``sentiserve triton``)
    with the python-backend form of the same model version (Triton's dynamic batching), over
    KServe v2 HTTP; beside it sentiserve (v2) over the same protocol.
@@ -371,6 +372,10 @@ def peer_specs(
         PeerSpec(PLAIN[1], plain_cmd(repo, 2), levels, clients=both),
         PeerSpec("sentiserve", sentiserve_cmd(repo), levels, metrics=True, clients=both),
     ]
+    # The tail-latency setting (docs/serving.md) where the server is saturated.
+    window = sentiserve_cmd(repo, "--batch-window", "8")
+    busy = tuple(n for n in levels if n >= 32)
+    specs.append(PeerSpec("sentiserve, window 8", window, busy))
     if data == "long":
         off = sentiserve_cmd(repo, "--no-group-by-length")
         specs.append(PeerSpec("sentiserve, grouping off", off, (32,), metrics=True))

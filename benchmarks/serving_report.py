@@ -20,6 +20,7 @@ FRAMEWORKS = ("litserve", "ray serve", "bentoml", "mlserver (v2)", "infinity")
 PEERS = (
     *PLAIN,
     "sentiserve",
+    "sentiserve, window 8",
     "sentiserve, grouping off",
     *FRAMEWORKS,
     "naive",
@@ -29,7 +30,13 @@ PEERS = (
     "sentiserve (v2 gRPC)",
 )
 """Every server compare.py can measure, in table order."""
-OURS = ("sentiserve", "sentiserve, grouping off", "sentiserve (v2)", "sentiserve (v2 gRPC)")
+OURS = (
+    "sentiserve",
+    "sentiserve, window 8",
+    "sentiserve, grouping off",
+    "sentiserve (v2)",
+    "sentiserve (v2 gRPC)",
+)
 RIVALS = tuple(p for p in PEERS if p not in OURS)
 """The peers sentiserve's goals are judged against (each at its best settings)."""
 
@@ -111,10 +118,12 @@ def goals(runs: list[Run]) -> list[Goal]:
     def ours(run: Run, data: str, clients: int, key: str) -> float | None:
         return at(run, data, "sentiserve", clients, key)
 
-    def versus_best(run: Run, data: str, key: str) -> float | None:
+    def versus_best(run: Run, data: str, key: str, mine: str = "sentiserve") -> float | None:
         rival = best_rival(run, data, 32)
         return (
-            None if rival is None else div(ours(run, data, 32, key), at(run, data, rival, 32, key))
+            None
+            if rival is None
+            else div(at(run, data, mine, 32, key), at(run, data, rival, 32, key))
         )
 
     names = [best_rival(r, "rt", 32) or "-" for r in runs]
@@ -127,6 +136,18 @@ def goals(runs: list[Run]) -> list[Goal]:
         "rt, 32 clients: sentiserve p99 / that peer's p99",
         0.8,
         lambda r: versus_best(r, "rt", "p99_ms"),
+        higher=False,
+    )
+    window = "sentiserve, window 8"
+    goal(
+        "rt, 32 clients, with `--batch-window 8`: sentiserve / best peer throughput",
+        1.2,
+        lambda r: versus_best(r, "rt", "throughput", window),
+    )
+    goal(
+        "rt, 32 clients, with `--batch-window 8`: sentiserve p99 / best peer p99",
+        0.8,
+        lambda r: versus_best(r, "rt", "p99_ms", window),
         higher=False,
     )
     goal(

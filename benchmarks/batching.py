@@ -40,7 +40,11 @@ from typing import Any
 
 import numpy as np
 
-from compare import side_by_side_rate, sorted_batches  # benchmarks/ is the script's folder
+from compare import (
+    on_threads,
+    side_by_side_rate,
+    sorted_batches,
+)  # benchmarks/ is the script's folder
 from compat import write_results
 from sentiserve.bench.report import machine
 from sentiserve.bench.texts import load_texts
@@ -145,16 +149,11 @@ def closed_loop(
                 waiting.extend((ids, now, k) for _, (k, ids) in zip(batch, upcoming, strict=False))
                 cond.notify_all()
 
-    started = time.perf_counter()
-    threads = [threading.Thread(target=work, args=(e,)) for e in engines]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    seconds = on_threads(work, engines)
     if failed:
         raise failed[0]
     steady = tuple(ms for k, ms in latencies if clients <= k < len(encoded) - clients)
-    return Run(done[0], calls[0], padded_tokens[0], time.perf_counter() - started, steady)
+    return Run(done[0], calls[0], padded_tokens[0], seconds, steady)
 
 
 def schemes(

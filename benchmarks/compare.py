@@ -49,6 +49,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -315,13 +316,19 @@ def side_by_side_rate(engines: list[Any], batches: list[Any]) -> float:
                 return
             engine.infer(batches[index].input_ids, batches[index].attention_mask)
 
+    return sum(len(b.input_ids) for b in batches) / on_threads(work, engines)
+
+
+def on_threads(work: Callable[[Any], None], engines: Sequence[Any]) -> float:
+    """``work(engine)`` for each of ``engines`` on a thread of its own; the seconds until
+    every one has returned."""
     start = time.perf_counter()
     threads = [threading.Thread(target=work, args=(e,)) for e in engines]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return sum(len(b.input_ids) for b in batches) / (time.perf_counter() - start)
+    return time.perf_counter() - start
 
 
 def ceiling(repo: Path, texts: BenchTexts) -> dict[str, float]:

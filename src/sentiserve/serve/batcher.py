@@ -83,7 +83,7 @@ class BatchingConfig:
             overtaking, which shortens the latency tail under overload at some cost in
             throughput (measured, 2-core machine, rt texts, window 8 against all: p99 at 32
             clients 127-138 against 169-196 ms at 0.98x the throughput, at 128 clients
-            423-460 against 679-851 ms at 0.92x; docs/serving.md).
+            423-460 against 679-851 ms at 0.92x, 0.85-0.86x in `make bench`; docs/serving.md).
     """
 
     max_batch_size: int = 32

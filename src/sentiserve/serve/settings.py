@@ -147,7 +147,8 @@ class BatchingSettings(_Section):
         ge=0,
         description="Cut each batch from this many of the oldest queued texts (0: all): "
         "bounds how far newer texts overtake older ones; a shorter latency tail under "
-        "overload for some throughput (8, at 32-128 clients: p99 0.6-0.75x at 0.92-0.98x).",
+        "overload for some throughput (8, at 32-128 clients: p99 0.6-0.75x, for 0.85-0.98x "
+        "the throughput).",
     )
 
 

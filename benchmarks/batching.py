@@ -48,7 +48,7 @@ from compare import (
 from compat import write_results
 from sentiserve.bench.report import machine
 from sentiserve.bench.texts import load_texts
-from sentiserve.engine.base import Engine, runs_side_by_side
+from sentiserve.engine.base import Engine
 from sentiserve.engine.instances import available_cores
 from sentiserve.serve.batcher import BatchingConfig, cut
 
@@ -83,14 +83,12 @@ class Run:
 
 def run_batches(engines: Sequence[Engine], batches: list[Any]) -> Run:
     """Fixed ``batches`` (padded) through ``engines`` side by side."""
-    started = time.perf_counter()
-    side_by_side_rate(list(engines), batches)
-    seconds = time.perf_counter() - started
+    texts = sum(len(b.input_ids) for b in batches)
     return Run(
-        texts=sum(len(b.input_ids) for b in batches),
+        texts=texts,
         calls=len(batches),
         padded_tokens=sum(int(b.input_ids.size) for b in batches),
-        seconds=seconds,
+        seconds=texts / side_by_side_rate(list(engines), batches),
     )
 
 
@@ -192,11 +190,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     cores = available_cores()
     model = open_model(ModelRepository(Path(args.model_repository)).load("sentiment"), threads=1)
-    # The server's layout: one-thread instances share one session where the engine allows.
-    if runs_side_by_side(model.engine):
-        engines = [model.engine] * cores
-    else:
-        engines = [model.engine, *(model.open_engine(1) for _ in range(cores - 1))]
+    # The server's layout: one-thread instances, on one session where the engine allows.
+    engines = model.instances(cores, 1)
     texts = load_texts("rt")
     encoded = model.tokenizer.encode(list(texts.texts)[: args.texts])
     ways = schemes(engines, model.tokenizer, encoded)

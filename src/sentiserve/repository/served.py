@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from sentiserve.engine.base import Engine, Temperature
+from sentiserve.engine.base import Engine, Temperature, runs_side_by_side
 from sentiserve.engine.onnxruntime import CPU, OnnxRuntimeEngine, providers_for
 from sentiserve.engine.onnxruntime import device as onnx_device
 from sentiserve.engine.predict import predict_probabilities
@@ -54,6 +54,15 @@ class ServedModel:
     device: str
     open_engine: Callable[[int | None], Engine]
     """Another instance of this engine (its own session), with this many CPU threads."""
+
+    def instances(self, count: int, threads: int | None) -> list[Engine]:
+        """``count`` engines for instances that run side by side, ``engine`` (opened with
+        ``threads``) first: ``engine`` itself for every one where it runs side by side
+        (:func:`~sentiserve.engine.base.runs_side_by_side`: its weights once, each run on
+        its caller's thread), else a session of its own for each of the others."""
+        if runs_side_by_side(self.engine):
+            return [self.engine] * count
+        return [self.engine, *(self.open_engine(threads) for _ in range(count - 1))]
 
     @property
     def labels(self) -> list[str]:

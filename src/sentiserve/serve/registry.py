@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sentiserve.engine.base import runs_side_by_side
 from sentiserve.engine.instances import InstanceConfig, ResolvedInstances
 from sentiserve.engine.predict import predict_probabilities
 from sentiserve.errors import ModelNotFoundError, SentiserveError
@@ -188,12 +187,7 @@ class Registry:
         dev = detect_device()
         plan = self.instances.resolve(dev)
         served = open_model(loaded, engine=self.engine, threads=plan.threads, device=dev)
-        if runs_side_by_side(served.engine):
-            # One session for every instance: its weights once, each run on its caller.
-            engines = [served.engine] * plan.count
-        else:
-            engines = [served.engine]
-            engines += [served.open_engine(plan.threads) for _ in range(plan.count - 1)]
+        engines = served.instances(plan.count, plan.threads)
         solo = served.open_engine(plan.solo_threads) if plan.solo_threads else None
         sessions = {id(e): e for e in [*engines, *([solo] if solo else [])]}
         for engine in sessions.values():
